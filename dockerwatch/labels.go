@@ -1,0 +1,394 @@
+package dockerwatch
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Label suffixes, appended to the configured prefix and a dot.
+const (
+	labelDomains = "domains"        // any container: the domains of one certificate
+	labelName    = "name"           // any container: the certificate's name (default: first domain)
+	labelNginx   = "nginx"          // proxy container: "true" or a group name
+	labelTLSPort = "tls_port"       // proxy container: port for the proof handshake (default 443)
+	labelKeyType = "key_type"       // certificate option: ec256, ec384, rsa2048, rsa3072, rsa4096
+	labelProfile = "profile"        // certificate option: ACME profile
+	labelEmail   = "email"          // certificate option: ACME account contact
+	labelGroup   = "proxy"          // certificate option: the proxy group that serves it (default: all proxies)
+	labelSignal  = "signal"         // proxy: reload signal (default HUP)
+	labelTest    = "config_test"    // proxy: config test command (default "nginx -t"; empty: none)
+	labelWorkers = "workers"        // proxy: ps CMD substring of its worker processes
+	labelReload  = "reload_command" // proxy: exec this instead of a signal
+)
+
+// Signals a proxy label may name. Others (TERM, KILL, ...) would stop the proxy.
+var Signals = []string{"HUP", "USR1", "USR2"}
+
+// KeyTypes are the key types a label may name.
+var KeyTypes = []string{"ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"}
+
+// Container is what the watcher needs to know of one container.
+type Container struct {
+	ID      string
+	Name    string
+	Created int64
+	Running bool
+	Starts  int // start events seen for it since edgecert started
+	Labels  map[string]string
+	// acme-companion compatibility (filled only when it is enabled).
+	CompanionHosts string // LETSENCRYPT_HOST or ACME_HOST from the environment
+	CompanionVar   string // which of the two
+	CompanionEmail string // LETSENCRYPT_EMAIL or ACME_EMAIL
+	NginxProxy     bool   // labelled com.github.nginx-proxy.nginx
+}
+
+// NginxProxyLabel marks nginx-proxy's container (acme-companion's convention).
+const NginxProxyLabel = "com.github.nginx-proxy.nginx"
+
+// CertSpec is one certificate that some container wants.
+type CertSpec struct {
+	Name       string
+	Domains    []string // normalised, deduplicated, in label order
+	Containers []string // names of the containers that ask for it, sorted
+	KeyType    string   // "" for the default
+	Profile    string   // "" for the default
+	Email      string   // "" for the default
+	Group      string   // "" for every proxy
+}
+
+// Proxy is a container to reload when certificates change.
+type Proxy struct {
+	ID      string
+	Name    string
+	Group   string // "" for the label value "true": every certificate
+	TLSPort int
+	Running bool
+	Starts  int // changes when the proxy (re)starts: its certificates are proven again
+	// How to reload it; zero values mean nginx's defaults.
+	Signal        string   // "" for HUP
+	ReloadCommand []string // exec instead of a signal; nil: the signal
+	ConfigTest    []string // used when HasConfigTest; empty disables the test
+	HasConfigTest bool
+	WorkerPattern string // "" for nginx's
+}
+
+// Problem is a label that could not be used. It names the container, the
+// label and what is wrong, so an operator can fix it without reading code.
+type Problem struct {
+	Container string `json:"container"`
+	Label     string `json:"label"`
+	Err       string `json:"error"`
+}
+
+func (p Problem) String() string {
+	return fmt.Sprintf("container %s: label %s: %s", p.Container, p.Label, p.Err)
+}
+
+// Desired is the whole wanted state derived from one full container list.
+type Desired struct {
+	Certs    []CertSpec
+	Proxies  []Proxy
+	Problems []Problem
+}
+
+// Parse derives the desired state from a list of containers. Certificates
+// come from running containers only; proxies are listed whatever their state,
+// so that callers can tell "no proxy" from "proxy not running". It never fails
+// as a whole: a container with a bad label is reported in Problems and the
+// others are used as they are.
+func Parse(prefix string, containers []Container) Desired {
+	p := prefix + "."
+	sorted := append([]Container(nil), containers...)
+	// Oldest first, so that in a conflict the container that was there first wins
+	// and the verdict does not flap between lists.
+	sort.Slice(sorted, func(i, j int) bool {
+		if sorted[i].Created != sorted[j].Created {
+			return sorted[i].Created < sorted[j].Created
+		}
+		return sorted[i].Name < sorted[j].Name
+	})
+
+	var d Desired
+	byName := map[string]*CertSpec{}
+	var order []string
+	for _, c := range sorted {
+		if _, ok := c.Labels[p+labelNginx]; !ok && c.NginxProxy {
+			// nginx-proxy's PID 1 is forego, not nginx: reload through nginx itself.
+			d.Proxies = append(d.Proxies, Proxy{ID: c.ID, Name: c.Name, TLSPort: 443, Running: c.Running, Starts: c.Starts,
+				ReloadCommand: []string{"nginx", "-s", "reload"}})
+		}
+		if v, ok := c.Labels[p+labelNginx]; ok {
+			proxy, probs := parseProxy(p, c, v)
+			d.Problems = append(d.Problems, probs...)
+			if proxy != nil {
+				d.Proxies = append(d.Proxies, *proxy)
+			}
+		}
+
+		raw, ok := c.Labels[p+labelDomains]
+		domainsFrom := p + labelDomains
+		if !ok && c.CompanionHosts != "" {
+			raw, ok, domainsFrom = c.CompanionHosts, true, "env "+c.CompanionVar
+		}
+		if !c.Running {
+			continue
+		}
+		if !ok {
+			if _, named := c.Labels[p+labelName]; named {
+				d.Problems = append(d.Problems, Problem{c.Name, p + labelName, "set without " + p + labelDomains + "; no certificate is requested"})
+			}
+			continue
+		}
+		domains, err := ParseDomains(raw)
+		if err != nil {
+			d.Problems = append(d.Problems, Problem{c.Name, domainsFrom, err.Error()})
+			continue
+		}
+		name := domains[0]
+		if v, ok := c.Labels[p+labelName]; ok {
+			if err := ValidateCertName(v); err != nil {
+				d.Problems = append(d.Problems, Problem{c.Name, p + labelName, err.Error()})
+				continue
+			}
+			name = v
+		}
+		spec := CertSpec{Name: name, Domains: domains, Containers: []string{c.Name}}
+		if g, ok := c.Labels[p+labelNginx]; ok && groupRE.MatchString(g) && !isBool(g) {
+			spec.Group = g // domains on a proxy of a group belong to that group
+		}
+		if prob := parseOptions(p, c, &spec); prob != nil {
+			d.Problems = append(d.Problems, *prob)
+			continue
+		}
+		if spec.Email == "" && c.CompanionEmail != "" && domainsFrom != p+labelDomains {
+			if !emailRE.MatchString(c.CompanionEmail) {
+				d.Problems = append(d.Problems, Problem{c.Name, "env LETSENCRYPT_EMAIL", fmt.Sprintf("%q is not an email address", c.CompanionEmail)})
+				continue
+			}
+			spec.Email = c.CompanionEmail
+		}
+		if prev, ok := byName[name]; ok {
+			if !equalSets(prev.Domains, domains) {
+				d.Problems = append(d.Problems, Problem{c.Name, p + labelDomains, fmt.Sprintf(
+					"certificate %q is already requested by container %s for %s; this container asks for %s: give it another %s%s",
+					name, prev.Containers[0], strings.Join(prev.Domains, ","), strings.Join(domains, ","), p, labelName)})
+				continue
+			}
+			if label, differs := optionsDiffer(prev, &spec); differs {
+				d.Problems = append(d.Problems, Problem{c.Name, p + label, fmt.Sprintf(
+					"certificate %q is already requested by container %s with other options; containers sharing a certificate must agree on %s%s",
+					name, prev.Containers[0], p, label)})
+				continue
+			}
+			prev.Containers = append(prev.Containers, c.Name)
+			continue
+		}
+		byName[name] = &spec
+		order = append(order, name)
+	}
+	sort.Strings(order)
+	for _, n := range order {
+		s := byName[n]
+		sort.Strings(s.Containers)
+		d.Certs = append(d.Certs, *s)
+	}
+	sort.Slice(d.Proxies, func(i, j int) bool { return d.Proxies[i].Name < d.Proxies[j].Name })
+	return d
+}
+
+// parseOptions reads a certificate's optional labels into spec.
+func parseOptions(p string, c Container, spec *CertSpec) *Problem {
+	if v, ok := c.Labels[p+labelKeyType]; ok {
+		v = strings.ToLower(strings.TrimSpace(v))
+		if !slices.Contains(KeyTypes, v) {
+			return &Problem{c.Name, p + labelKeyType, fmt.Sprintf("%q: want one of %s", v, strings.Join(KeyTypes, ", "))}
+		}
+		spec.KeyType = v
+	}
+	if v, ok := c.Labels[p+labelProfile]; ok {
+		v = strings.TrimSpace(v)
+		if !profileRE.MatchString(v) {
+			return &Problem{c.Name, p + labelProfile, fmt.Sprintf("%q is not an ACME profile name (letters, digits, '.', '_', '-')", v)}
+		}
+		spec.Profile = v
+	}
+	if v, ok := c.Labels[p+labelGroup]; ok {
+		v = strings.TrimSpace(v)
+		if !groupRE.MatchString(v) || isBool(v) {
+			return &Problem{c.Name, p + labelGroup, fmt.Sprintf("%q is not a group name (letters, digits, '.', '_', '-'; the group of an %s%s proxy)", v, p, labelNginx)}
+		}
+		spec.Group = v
+	}
+	if v, ok := c.Labels[p+labelEmail]; ok {
+		v = strings.TrimSpace(v)
+		if !emailRE.MatchString(v) {
+			return &Problem{c.Name, p + labelEmail, fmt.Sprintf("%q is not an email address", v)}
+		}
+		spec.Email = v
+	}
+	return nil
+}
+
+func optionsDiffer(a, b *CertSpec) (string, bool) {
+	switch {
+	case a.KeyType != b.KeyType:
+		return labelKeyType, true
+	case a.Profile != b.Profile:
+		return labelProfile, true
+	case a.Email != b.Email:
+		return labelEmail, true
+	case a.Group != b.Group:
+		return labelGroup, true
+	}
+	return "", false
+}
+
+func parseProxy(p string, c Container, v string) (*Proxy, []Problem) {
+	v = strings.TrimSpace(v)
+	proxy := &Proxy{ID: c.ID, Name: c.Name, TLSPort: 443, Running: c.Running, Starts: c.Starts}
+	switch strings.ToLower(v) {
+	case "true", "1", "yes":
+	case "false", "0", "no", "":
+		return nil, nil
+	default:
+		if !groupRE.MatchString(v) {
+			return nil, []Problem{{c.Name, p + labelNginx, fmt.Sprintf("%q is neither true, false nor a group name (letters, digits, '.', '_', '-')", v)}}
+		}
+		proxy.Group = v
+	}
+	if raw, ok := c.Labels[p+labelTLSPort]; ok {
+		port, err := strconv.Atoi(strings.TrimSpace(raw))
+		if err != nil || port < 1 || port > 65535 {
+			return nil, []Problem{{c.Name, p + labelTLSPort, fmt.Sprintf("%q is not a port number (1-65535)", raw)}}
+		}
+		proxy.TLSPort = port
+	}
+	if raw, ok := c.Labels[p+labelSignal]; ok {
+		sig := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(raw)), "SIG")
+		if !slices.Contains(Signals, sig) {
+			return nil, []Problem{{c.Name, p + labelSignal, fmt.Sprintf("%q: want one of %s (a reload signal, not one that stops the proxy)", raw, strings.Join(Signals, ", "))}}
+		}
+		proxy.Signal = sig
+	}
+	if raw, ok := c.Labels[p+labelTest]; ok {
+		proxy.HasConfigTest = true
+		if f := strings.Fields(raw); len(f) > 0 {
+			proxy.ConfigTest = f
+		}
+	}
+	if raw, ok := c.Labels[p+labelReload]; ok {
+		if f := strings.Fields(raw); len(f) > 0 {
+			proxy.ReloadCommand = f
+		}
+	}
+	if raw, ok := c.Labels[p+labelWorkers]; ok {
+		raw = strings.TrimSpace(raw)
+		if raw == "" || len(raw) > 200 {
+			return nil, []Problem{{c.Name, p + labelWorkers, "want a non-empty part of the worker processes' command line (as docker top shows it), at most 200 characters"}}
+		}
+		proxy.WorkerPattern = raw
+	}
+	return proxy, nil
+}
+
+func isBool(v string) bool {
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "false", "0", "no":
+		return true
+	}
+	return false
+}
+
+var (
+	profileRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	emailRE    = regexp.MustCompile(`^[^@\s,<>]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$`)
+	groupRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	certNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,99}$`)
+	labelRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
+
+// ValidateCertName checks a certificate name. The name becomes a directory on
+// the certificate volume, so it must be a plain file name.
+func ValidateCertName(name string) error {
+	if !certNameRE.MatchString(name) || strings.Contains(name, "..") {
+		return fmt.Errorf("certificate name %q must be 1-100 lowercase letters, digits, '.', '_' or '-', start with a letter or digit, and not contain '..'", name)
+	}
+	for _, suffix := range []string{".crt", ".key", ".chain.pem"} {
+		if strings.HasSuffix(name, suffix) {
+			return fmt.Errorf("certificate name %q must not end in %s (reserved for nginx-proxy's flat links)", name, suffix)
+		}
+	}
+	return nil
+}
+
+// ParseDomains splits a comma (or space) separated list of domain names,
+// lowercases them, drops duplicates and validates each one as a DNS name
+// that HTTP-01 can prove.
+func ParseDomains(raw string) ([]string, error) {
+	fields := strings.FieldsFunc(raw, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("no domain names in %q", raw)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range fields {
+		d := strings.ToLower(strings.TrimSuffix(f, "."))
+		if err := ValidateDomain(d); err != nil {
+			return nil, err
+		}
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	if len(out) > 100 {
+		return nil, fmt.Errorf("%d domain names: a certificate holds at most 100", len(out))
+	}
+	return out, nil
+}
+
+// ValidateDomain checks one lowercase domain name.
+func ValidateDomain(d string) error {
+	switch {
+	case strings.HasPrefix(d, "*."):
+		return fmt.Errorf("%q: wildcard names need the DNS-01 challenge; HTTP-01 cannot prove them", d)
+	case net.ParseIP(strings.Trim(d, "[]")) != nil:
+		return fmt.Errorf("%q: IP addresses are not supported; use a domain name", d)
+	case len(d) > 253:
+		return fmt.Errorf("%q: longer than 253 characters", d)
+	}
+	labels := strings.Split(d, ".")
+	if len(labels) < 2 {
+		return fmt.Errorf("%q: not a fully qualified domain name (needs at least one dot)", d)
+	}
+	for _, l := range labels {
+		if !labelRE.MatchString(l) {
+			return fmt.Errorf("%q: label %q must be 1-63 letters, digits or '-', not starting or ending with '-'", d, l)
+		}
+	}
+	if _, err := strconv.Atoi(labels[len(labels)-1]); err == nil {
+		return fmt.Errorf("%q: the top-level label is numeric", d)
+	}
+	return nil
+}
+
+func equalSets(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	m := map[string]bool{}
+	for _, x := range a {
+		m[x] = true
+	}
+	for _, x := range b {
+		if !m[x] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,150 @@
+package dockerwatch
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseDomains(t *testing.T) {
+	tests := []struct {
+		desc    string
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{desc: "comma list", in: "example.com,www.example.com", want: []string{"example.com", "www.example.com"}},
+		{desc: "spaces, case, trailing dot, duplicates", in: " Example.COM. , www.example.com example.com", want: []string{"example.com", "www.example.com"}},
+		{desc: "punycode", in: "xn--bcher-kva.example", want: []string{"xn--bcher-kva.example"}},
+		{desc: "empty", in: " , ", wantErr: "no domain names"},
+		{desc: "wildcard", in: "*.example.com", wantErr: "DNS-01"},
+		{desc: "ip", in: "10.0.0.1", wantErr: "IP addresses"},
+		{desc: "single label", in: "localhost", wantErr: "fully qualified"},
+		{desc: "path traversal", in: "../../etc/passwd", wantErr: "label"},
+		{desc: "slash", in: "a/b.example.com", wantErr: "label"},
+		{desc: "leading hyphen", in: "-a.example.com", wantErr: "label"},
+		{desc: "underscore", in: "a_b.example.com", wantErr: "label"},
+		{desc: "numeric tld", in: "example.123", wantErr: "numeric"},
+		{desc: "long label", in: strings.Repeat("a", 64) + ".com", wantErr: "1-63"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			got, err := ParseDomains(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("ParseDomains(%q) error = %v, want one containing %q", tc.in, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("ParseDomains(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateCertName(t *testing.T) {
+	for _, ok := range []string{"example.com", "my-site_1", "a"} {
+		if err := ValidateCertName(ok); err != nil {
+			t.Errorf("ValidateCertName(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "..", "a/b", ".hidden", "UPPER", "a..b", "site.crt", "x.key", strings.Repeat("a", 101), "-x"} {
+		if err := ValidateCertName(bad); err == nil {
+			t.Errorf("ValidateCertName(%q) = nil, want an error", bad)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	cs := []Container{
+		{ID: "1", Name: "nginx", Created: 1, Running: true, Labels: map[string]string{"edgecert.nginx": "true", "edgecert.domains": "proxy.example.com"}},
+		{ID: "2", Name: "app", Created: 2, Running: true, Labels: map[string]string{"edgecert.domains": "example.com,www.example.com"}},
+		{ID: "3", Name: "app-replica", Created: 3, Running: true, Labels: map[string]string{"edgecert.domains": "www.example.com,example.com", "edgecert.name": "example.com"}},
+		{ID: "4", Name: "bad", Created: 4, Running: true, Labels: map[string]string{"edgecert.domains": "bad_domain.example.com"}},
+		{ID: "5", Name: "clash", Created: 5, Running: true, Labels: map[string]string{"edgecert.domains": "other.example.com", "edgecert.name": "example.com"}},
+		{ID: "6", Name: "named", Created: 6, Running: true, Labels: map[string]string{"edgecert.domains": "api.example.com", "edgecert.name": "api"}},
+		{ID: "7", Name: "green", Created: 7, Running: true, Labels: map[string]string{"edgecert.nginx": "green", "edgecert.tls_port": "8443"}},
+		{ID: "8", Name: "badport", Created: 8, Running: true, Labels: map[string]string{"edgecert.nginx": "true", "edgecert.tls_port": "99999"}},
+		{ID: "9", Name: "badname", Created: 9, Running: true, Labels: map[string]string{"edgecert.domains": "x.example.com", "edgecert.name": "../x"}},
+		{ID: "10", Name: "other-prefix", Created: 10, Running: true, Labels: map[string]string{"acme.domains": "y.example.com"}},
+		{ID: "11", Name: "stopped-app", Created: 11, Labels: map[string]string{"edgecert.domains": "stopped.example.com"}},
+		{ID: "12", Name: "stopped-nginx", Created: 12, Labels: map[string]string{"edgecert.nginx": "true"}},
+		{ID: "13", Name: "opts", Created: 13, Running: true, Labels: map[string]string{"edgecert.domains": "o.example.com",
+			"edgecert.key_type": "RSA2048", "edgecert.profile": "shortlived", "edgecert.email": "ops@example.com"}},
+		{ID: "14", Name: "opts-replica", Created: 14, Running: true, Labels: map[string]string{"edgecert.domains": "o.example.com", "edgecert.key_type": "ec384"}},
+		{ID: "15", Name: "badkey", Created: 15, Running: true, Labels: map[string]string{"edgecert.domains": "k.example.com", "edgecert.key_type": "dsa"}},
+		{ID: "16", Name: "badmail", Created: 16, Running: true, Labels: map[string]string{"edgecert.domains": "m.example.com", "edgecert.email": "root"}},
+		{ID: "17", Name: "apache", Created: 17, Running: true, Labels: map[string]string{"edgecert.nginx": "legacy", "edgecert.signal": "sigusr1",
+			"edgecert.config_test": "apache2 -t", "edgecert.workers": "apache2", "edgecert.domains": "legacy.example.com"}},
+		{ID: "18", Name: "haproxy", Created: 18, Running: true, Labels: map[string]string{"edgecert.nginx": "true", "edgecert.signal": "USR2", "edgecert.config_test": ""}},
+		{ID: "19", Name: "killer", Created: 19, Running: true, Labels: map[string]string{"edgecert.nginx": "true", "edgecert.signal": "KILL"}},
+		{ID: "20", Name: "grouped-app", Created: 20, Running: true, Labels: map[string]string{"edgecert.domains": "g.example.com", "edgecert.proxy": "blue"}},
+		{ID: "21", Name: "badgroup", Created: 21, Running: true, Labels: map[string]string{"edgecert.domains": "bg.example.com", "edgecert.proxy": "true"}},
+	}
+	d := Parse("edgecert", cs)
+
+	wantCerts := []CertSpec{
+		{Name: "api", Domains: []string{"api.example.com"}, Containers: []string{"named"}},
+		{Name: "example.com", Domains: []string{"example.com", "www.example.com"}, Containers: []string{"app", "app-replica"}},
+		{Name: "g.example.com", Domains: []string{"g.example.com"}, Containers: []string{"grouped-app"}, Group: "blue"},
+		{Name: "legacy.example.com", Domains: []string{"legacy.example.com"}, Containers: []string{"apache"}, Group: "legacy"},
+		{Name: "o.example.com", Domains: []string{"o.example.com"}, Containers: []string{"opts"}, KeyType: "rsa2048", Profile: "shortlived", Email: "ops@example.com"},
+		{Name: "proxy.example.com", Domains: []string{"proxy.example.com"}, Containers: []string{"nginx"}},
+	}
+	if !reflect.DeepEqual(d.Certs, wantCerts) {
+		t.Errorf("certs = %+v\nwant %+v", d.Certs, wantCerts)
+	}
+	wantProxies := []Proxy{
+		{ID: "17", Name: "apache", Group: "legacy", TLSPort: 443, Running: true, Signal: "USR1", ConfigTest: []string{"apache2", "-t"}, HasConfigTest: true, WorkerPattern: "apache2"},
+		{ID: "7", Name: "green", Group: "green", TLSPort: 8443, Running: true},
+		{ID: "18", Name: "haproxy", TLSPort: 443, Running: true, Signal: "USR2", HasConfigTest: true},
+		{ID: "1", Name: "nginx", TLSPort: 443, Running: true}, {ID: "12", Name: "stopped-nginx", TLSPort: 443}}
+	if !reflect.DeepEqual(d.Proxies, wantProxies) {
+		t.Errorf("proxies = %+v\nwant %+v", d.Proxies, wantProxies)
+	}
+	wantProblems := map[string]string{
+		"bad":          "edgecert.domains",
+		"clash":        "edgecert.domains",
+		"badport":      "edgecert.tls_port",
+		"badname":      "edgecert.name",
+		"opts-replica": "edgecert.key_type",
+		"badkey":       "edgecert.key_type",
+		"badmail":      "edgecert.email",
+		"killer":       "edgecert.signal",
+		"badgroup":     "edgecert.proxy",
+	}
+	if len(d.Problems) != len(wantProblems) {
+		t.Fatalf("problems = %v, want one each for %v", d.Problems, wantProblems)
+	}
+	for _, p := range d.Problems {
+		if wantProblems[p.Container] != p.Label || p.Err == "" {
+			t.Errorf("unexpected problem %v", p)
+		}
+	}
+}
+
+func TestParseCompanion(t *testing.T) {
+	cs := []Container{
+		{ID: "p", Name: "nginx-proxy", Running: true, NginxProxy: true, Labels: map[string]string{NginxProxyLabel: ""}},
+		{ID: "a", Name: "blog", Running: true, CompanionHosts: "blog.example.com,www.blog.example.com", CompanionVar: "LETSENCRYPT_HOST",
+			CompanionEmail: "me@example.com"},
+		{ID: "b", Name: "bad", Running: true, CompanionHosts: "bad_host.example.com", CompanionVar: "ACME_HOST"},
+		{ID: "c", Name: "labelled", Running: true, CompanionHosts: "ignored.example.com", CompanionVar: "LETSENCRYPT_HOST",
+			Labels: map[string]string{"edgecert.domains": "label.example.com"}},
+	}
+	d := Parse("edgecert", cs)
+	want := []CertSpec{
+		{Name: "blog.example.com", Domains: []string{"blog.example.com", "www.blog.example.com"}, Containers: []string{"blog"}, Email: "me@example.com"},
+		{Name: "label.example.com", Domains: []string{"label.example.com"}, Containers: []string{"labelled"}},
+	}
+	if !reflect.DeepEqual(d.Certs, want) {
+		t.Errorf("certs = %+v\nwant %+v", d.Certs, want)
+	}
+	if len(d.Proxies) != 1 || d.Proxies[0].Name != "nginx-proxy" || d.Proxies[0].Group != "" || len(d.Proxies[0].ReloadCommand) != 3 {
+		t.Errorf("proxies = %+v, want nginx-proxy for every certificate", d.Proxies)
+	}
+	if len(d.Problems) != 1 || d.Problems[0].Label != "env ACME_HOST" || d.Problems[0].Container != "bad" {
+		t.Errorf("problems = %+v, want one naming env ACME_HOST on bad", d.Problems)
+	}
+}

@@ -1,0 +1,271 @@
+// Package dockerwatch turns the Docker Engine's containers and their
+// edgecert labels into whole desired-state snapshots.
+//
+// One session = subscribe to events, list every running container, publish,
+// then relist (debounced) whenever an event hints that something changed.
+// Any stream error ends the session and a backoff runs a new one, which lists
+// again: events are hints, the full list is the truth.
+package dockerwatch
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+)
+
+// dockerAPI is the part of the Docker client the watcher uses.
+type dockerAPI interface {
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) // acme-companion mode only
+}
+
+// Watcher follows the engine and publishes Desired snapshots.
+type Watcher struct {
+	api      dockerAPI
+	prefix   string
+	debounce time.Duration
+	log      *slog.Logger
+	out      chan Desired
+
+	companion bool               // read acme-companion's environment variables too
+	envs      map[string]envVars // container ID -> its companion variables (env never changes)
+
+	mu         sync.Mutex
+	connected  bool
+	lastSync   time.Time
+	reconnects int
+	problems   map[Problem]bool
+	starts     map[string]int // container ID -> start events seen (restarts between two lists)
+}
+
+// New returns a watcher for labels under prefix (for example "edgecert").
+func New(api dockerAPI, prefix string, debounce time.Duration, log *slog.Logger) *Watcher {
+	return &Watcher{api: api, prefix: prefix, debounce: debounce, log: log, out: make(chan Desired, 1)}
+}
+
+type envVars struct{ hosts, which, email string }
+
+// EnableCompanion makes the watcher also read acme-companion's
+// LETSENCRYPT_HOST / ACME_HOST and LETSENCRYPT_EMAIL / ACME_EMAIL from
+// containers' environment, and take nginx-proxy's labelled container as a
+// proxy. Call it before Run.
+func (w *Watcher) EnableCompanion() { w.companion, w.envs = true, map[string]envVars{} }
+
+// companionEnv reads (once per container) its acme-companion variables.
+func (w *Watcher) companionEnv(ctx context.Context, id string) (envVars, error) {
+	if v, ok := w.envs[id]; ok {
+		return v, nil
+	}
+	info, err := w.api.ContainerInspect(ctx, id)
+	if err != nil {
+		return envVars{}, fmt.Errorf("inspect %s: %w", id, err)
+	}
+	var v envVars
+	if info.Config != nil {
+		env := map[string]string{}
+		for _, kv := range info.Config.Env {
+			if k, val, ok := strings.Cut(kv, "="); ok {
+				env[k] = val
+			}
+		}
+		for _, k := range []string{"LETSENCRYPT_HOST", "ACME_HOST"} {
+			if env[k] != "" {
+				v.hosts, v.which = env[k], k
+				break
+			}
+		}
+		v.email = cmp.Or(env["LETSENCRYPT_EMAIL"], env["ACME_EMAIL"])
+	}
+	w.envs[id] = v
+	return v, nil
+}
+
+// Snapshots delivers the latest Desired state; an unread snapshot is replaced
+// by a newer one, so a slow reader only ever sees the newest.
+func (w *Watcher) Snapshots() <-chan Desired { return w.out }
+
+// Health reports whether the event stream is up and when the last full list was read.
+type Health struct {
+	Connected  bool      `json:"connected"`
+	LastSync   time.Time `json:"last_sync"`
+	Reconnects int       `json:"reconnects"`
+}
+
+// Health returns the watcher's connection state.
+func (w *Watcher) Health() Health {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return Health{Connected: w.connected, LastSync: w.lastSync, Reconnects: w.reconnects}
+}
+
+// Run follows the engine until ctx ends. It returns nil on cancellation;
+// engine errors are logged and retried with backoff, never returned.
+func (w *Watcher) Run(ctx context.Context) error {
+	const minDelay, maxDelay = time.Second, 30 * time.Second
+	delay := minDelay
+	for {
+		started := time.Now()
+		err := w.session(ctx)
+		w.setConnected(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > time.Minute {
+			delay = minDelay
+		}
+		w.log.Warn("docker event stream lost; will list containers again", "err", err, "retry_in", delay.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, maxDelay)
+		w.mu.Lock()
+		w.reconnects++
+		w.mu.Unlock()
+	}
+}
+
+func (w *Watcher) session(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Subscribe before listing, so nothing that happens in between is missed.
+	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)))
+	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionStop,
+		events.ActionDestroy, events.ActionRename, events.ActionRestart, events.ActionUnPause, events.ActionPause} {
+		f.Add("event", string(a))
+	}
+	msgs, errs := w.api.Events(ctx, events.ListOptions{Filters: f})
+	if err := w.sync(ctx); err != nil {
+		return err
+	}
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	pending := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			if err == nil {
+				return fmt.Errorf("event stream closed")
+			}
+			return fmt.Errorf("event stream: %w", err)
+		case m := <-msgs:
+			w.log.Debug("docker event", "container", m.Actor.Attributes["name"], "action", string(m.Action))
+			if m.Action == events.ActionStart {
+				w.mu.Lock()
+				if w.starts == nil {
+					w.starts = map[string]int{}
+				}
+				w.starts[m.Actor.ID]++
+				w.mu.Unlock()
+			}
+			if !pending {
+				pending = true
+				timer.Reset(w.debounce)
+			}
+		case <-timer.C:
+			pending = false
+			if err := w.sync(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// sync lists every container and publishes the resulting snapshot.
+func (w *Watcher) sync(ctx context.Context) error {
+	list, err := w.api.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	cs := make([]Container, 0, len(list))
+	w.mu.Lock()
+	starts := w.starts
+	w.mu.Unlock()
+	seen := map[string]bool{}
+	for _, s := range list {
+		running := s.State == container.StateRunning
+		c := Container{ID: s.ID, Created: s.Created, Running: running, Starts: starts[s.ID], Labels: s.Labels, Name: s.ID}
+		if len(s.Names) > 0 {
+			c.Name = strings.TrimPrefix(s.Names[0], "/")
+		}
+		seen[s.ID] = true
+		if w.companion {
+			_, c.NginxProxy = s.Labels[NginxProxyLabel]
+			if running {
+				v, err := w.companionEnv(ctx, s.ID)
+				if err != nil {
+					return err
+				}
+				c.CompanionHosts, c.CompanionVar, c.CompanionEmail = v.hosts, v.which, v.email
+			}
+		}
+		if !hasPrefix(s.Labels, w.prefix+".") && !c.NginxProxy && c.CompanionHosts == "" {
+			continue
+		}
+		cs = append(cs, c)
+	}
+	w.mu.Lock()
+	for id := range w.starts {
+		if !seen[id] {
+			delete(w.starts, id) // removed containers
+		}
+	}
+	for id := range w.envs {
+		if !seen[id] {
+			delete(w.envs, id)
+		}
+	}
+	w.mu.Unlock()
+	d := Parse(w.prefix, cs)
+	w.logProblems(d.Problems)
+	// Subscribed and listed: connected, before anyone sees the snapshot.
+	w.mu.Lock()
+	w.lastSync, w.connected = time.Now(), true
+	w.mu.Unlock()
+	select { // latest wins: drop a snapshot nobody has read yet
+	case <-w.out:
+	default:
+	}
+	w.out <- d
+	return nil
+}
+
+// logProblems logs each problem once, when it first appears.
+func (w *Watcher) logProblems(ps []Problem) {
+	now := make(map[Problem]bool, len(ps))
+	for _, p := range ps {
+		now[p] = true
+		if !w.problems[p] {
+			w.log.Error("invalid label; this container is ignored until it is fixed", "container", p.Container, "label", p.Label, "err", p.Err)
+		}
+	}
+	w.problems = now
+}
+
+func (w *Watcher) setConnected(v bool) {
+	w.mu.Lock()
+	w.connected = v
+	w.mu.Unlock()
+}
+
+func hasPrefix(labels map[string]string, p string) bool {
+	for k := range labels {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}

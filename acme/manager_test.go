@@ -1,0 +1,473 @@
+package acme
+
+import (
+	"context"
+	"crypto/elliptic"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type fakeIssuer struct {
+	t    testing.TB
+	ca   *testCA
+	life time.Duration
+
+	mu     sync.Mutex
+	orders []Order
+	fail   error
+	ari    func(leaf *x509.Certificate) (*RenewalInfo, error) // nil: ErrNoARI
+	polls  int
+}
+
+func (f *fakeIssuer) Obtain(ctx context.Context, o Order) ([]byte, []byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.orders = append(f.orders, o)
+	if f.fail != nil {
+		return nil, nil, f.fail
+	}
+	curve := elliptic.P256()
+	if o.KeyType == "ec384" {
+		curve = elliptic.P384()
+	}
+	c, k := f.ca.issueCurve(f.t, o.Domains, f.life, curve)
+	return c, k, nil
+}
+
+func (f *fakeIssuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*RenewalInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.polls++
+	if f.ari == nil {
+		return nil, ErrNoARI
+	}
+	return f.ari(leaf)
+}
+
+func (f *fakeIssuer) lastOrder() Order {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.orders[len(f.orders)-1]
+}
+
+func (f *fakeIssuer) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.orders)
+}
+
+type fakeDeployer struct {
+	mu   sync.Mutex
+	seen []Deployment
+	fail error
+}
+
+func (f *fakeDeployer) Deploy(ctx context.Context, d Deployment) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seen = append(f.seen, d)
+	return f.fail
+}
+
+func (f *fakeDeployer) last() (Deployment, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.seen) == 0 {
+		return Deployment{}, 0
+	}
+	return f.seen[len(f.seen)-1], len(f.seen)
+}
+
+type harness struct {
+	m      *Manager
+	iss    *fakeIssuer
+	dep    *fakeDeployer
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// clock is a settable time for the manager under test.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
+
+// at moves the harness's clock and wakes the manager.
+func (h *harness) at(c *clock, t time.Time) {
+	c.set(t)
+	h.m.poke()
+}
+
+func start(t *testing.T, certs, state string, iss *fakeIssuer, dep *fakeDeployer) *harness {
+	return startAt(t, certs, state, iss, dep, nil)
+}
+
+func startAt(t *testing.T, certs, state string, iss *fakeIssuer, dep *fakeDeployer, clk *clock) *harness {
+	t.Helper()
+	store, err := NewStore(certs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: state, MaxOrders: 2}, store, iss, dep,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if clk != nil {
+		m.now = clk.Now
+		iss.ca.now = clk.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{m: m, iss: iss, dep: dep, cancel: cancel, done: make(chan struct{})}
+	go func() { m.Run(ctx); close(h.done) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	<-h.done
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func state(m *Manager, name string) CertStatus {
+	for _, s := range m.Status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return CertStatus{}
+}
+
+func TestManagerIssuesDeploysAndReusesAfterRestart(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	dep := &fakeDeployer{}
+	h := start(t, certs, st, iss, dep)
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com", "www.example.com"}, Containers: []string{"app"}}})
+
+	waitFor(t, "valid and deployed", func() bool { s := state(h.m, "site"); return s.State == "valid" && s.Deployed })
+	d, n := dep.last()
+	s := state(h.m, "site")
+	if n != 1 || d.Fingerprint == "" || d.Serial != s.Serial {
+		t.Fatalf("deployments = %d, last %+v; want one of serial %s", n, d, s.Serial)
+	}
+	if iss.count() != 1 {
+		t.Fatalf("orders = %d, want 1", iss.count())
+	}
+	h.stop()
+
+	// A restart orders nothing: the volume already holds a valid certificate.
+	dep2 := &fakeDeployer{}
+	h2 := start(t, certs, st, iss, dep2)
+	h2.m.Update([]Want{{Name: "site", Domains: []string{"www.example.com", "example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "redeploy check", func() bool { _, n := dep2.last(); return n == 1 })
+	if got := state(h2.m, "site"); got.Serial != s.Serial || got.State != "valid" {
+		t.Fatalf("after restart: %+v, want the same serial %s, valid", got, s.Serial)
+	}
+	if hist := kinds(state(h2.m, "site").History); hist != "issued,reload_proven" {
+		t.Fatalf("history after restart = %s, want issued,reload_proven (kept in the state volume)", hist)
+	}
+	if iss.count() != 1 {
+		t.Fatalf("orders after restart = %d, want still 1", iss.count())
+	}
+
+	// Adding a domain orders again at once.
+	h2.m.Update([]Want{{Name: "site", Domains: []string{"example.com", "www.example.com", "api.example.com"}}})
+	waitFor(t, "reorder for new domains", func() bool { return len(state(h2.m, "site").Domains) == 3 && iss.count() == 2 })
+
+	// A container going away keeps the certificate, shown as unused.
+	h2.m.Update(nil)
+	waitFor(t, "unused", func() bool { return state(h2.m, "site").State == "unused" })
+}
+
+func TestManagerFailureBacksOffAndPersists(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: time.Hour, fail: errors.New("urn:ietf:params:acme:error:connection: refused")}
+	h := start(t, certs, st, iss, &fakeDeployer{})
+	h.m.Update([]Want{{Name: "x", Domains: []string{"x.example.com"}}})
+	waitFor(t, "failing", func() bool { return state(h.m, "x").State == "failing" })
+	s := state(h.m, "x")
+	if until := time.Until(s.NextRetry); until < 50*time.Second || until > 70*time.Second {
+		t.Errorf("next retry in %v, want about 1 minute", until)
+	}
+	if s.Serial == "" {
+		t.Errorf("no placeholder on the volume while the order fails: %+v", s)
+	}
+	h.stop()
+
+	// The backoff survives a restart: no new order before the persisted time.
+	h2 := start(t, certs, st, iss, &fakeDeployer{})
+	h2.m.Update([]Want{{Name: "x", Domains: []string{"x.example.com"}}})
+	waitFor(t, "state loaded", func() bool { return state(h2.m, "x").State == "failing" })
+	if iss.count() != 1 {
+		t.Fatalf("orders = %d after restart inside the backoff, want 1", iss.count())
+	}
+
+	// A forced renewal bypasses the wait and reports the outcome.
+	iss.mu.Lock()
+	iss.fail = nil
+	iss.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res := h2.m.Renew(ctx, "x", true)
+	if res.Err != "" || !res.Ordered || res.Serial == "" {
+		t.Fatalf("Renew = %+v, want a successful order", res)
+	}
+	if got := state(h2.m, "x"); got.State != "valid" || got.LastError != "" {
+		t.Fatalf("after forced renewal: %+v", got)
+	}
+}
+
+func TestManagerHoldDelaysOrders(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	h := start(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{})
+	h.m.Hold("no proxy container is running (nginx)")
+	h.m.Update([]Want{{Name: "h", Domains: []string{"h.example.com"}}})
+	waitFor(t, "placeholder with a reason to wait", func() bool {
+		s := state(h.m, "h")
+		return s.State == "placeholder" && s.Waiting != ""
+	})
+	if n := iss.count(); n != 0 {
+		t.Fatalf("orders while held = %d, want 0", n)
+	}
+	h.m.Hold("")
+	waitFor(t, "valid after release", func() bool { return state(h.m, "h").State == "valid" })
+}
+
+type failingPreflight struct{ calls int }
+
+func (f *failingPreflight) Preflight(ctx context.Context, domains []string) error {
+	f.calls++
+	return errors.New("nginx answered 404 for the probe token")
+}
+
+func TestManagerPreflightFailurePlacesNoOrder(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	store, _ := NewStore(t.TempDir())
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir(), PreflightWait: 300 * time.Millisecond},
+		store, iss, &fakeDeployer{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pre := &failingPreflight{}
+	m.SetPreflight(pre)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	m.Update([]Want{{Name: "p", Domains: []string{"p.example.com"}}})
+	waitFor(t, "failing after preflight", func() bool { return state(m, "p").State == "failing" })
+	if s := state(m, "p"); !strings.Contains(s.LastError, "preflight") || !strings.Contains(s.LastError, "404") {
+		t.Errorf("last error = %q, want the preflight's reason", s.LastError)
+	}
+	if iss.count() != 0 || pre.calls < 2 {
+		t.Errorf("orders = %d, preflight calls = %d; want no order after repeated checks", iss.count(), pre.calls)
+	}
+}
+
+func TestManagerRenewReportsDeployFailureAndUnknownNames(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	dep := &fakeDeployer{fail: errors.New("config test failed")}
+	h := start(t, t.TempDir(), t.TempDir(), iss, dep)
+	h.m.Update([]Want{{Name: "y", Domains: []string{"y.example.com"}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if res := h.m.Renew(ctx, "nope", true); res.Err == "" {
+		t.Errorf("Renew(unknown) = %+v, want an error", res)
+	}
+	res := h.m.Renew(ctx, "y", true)
+	if res.Err != "config test failed" || res.Serial == "" {
+		t.Fatalf("Renew = %+v, want the deploy error with the new serial", res)
+	}
+	if s := state(h.m, "y"); s.State != "failing" || s.DeployError == "" || s.Deployed {
+		t.Fatalf("status = %+v, want failing with a deploy error", s)
+	}
+	if res := h.m.Renew(ctx, "y", false); res.Ordered {
+		t.Errorf("Renew without force of a fresh certificate ordered: %+v", res)
+	}
+}
+
+func TestManagerFollowsARIAndReplaces(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	var firstSerial string
+	iss.ari = func(leaf *x509.Certificate) (*RenewalInfo, error) {
+		now := time.Now()
+		if firstSerial == "" || leaf.SerialNumber.Text(16) == firstSerial {
+			firstSerial = leaf.SerialNumber.Text(16)
+			// The CA wants this one replaced now (say, it will be revoked).
+			return &RenewalInfo{Start: now.Add(-2 * time.Hour), End: now.Add(-time.Hour), RetryAfter: 6 * time.Hour}, nil
+		}
+		return &RenewalInfo{Start: now.Add(50 * 24 * time.Hour), End: now.Add(52 * 24 * time.Hour), RetryAfter: 6 * time.Hour}, nil
+	}
+	h := start(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{})
+	h.m.Update([]Want{{Name: "a", Domains: []string{"a.example.com"}}})
+	waitFor(t, "ARI-driven renewal", func() bool {
+		s := state(h.m, "a")
+		return iss.count() == 2 && s.State == "valid" && s.RenewSource == SourceARI && s.ARI != nil
+	})
+	o := iss.lastOrder()
+	if o.Replaces == nil || o.Replaces.SerialNumber.Text(16) != firstSerial {
+		t.Fatalf("the renewal did not name the certificate it replaces: %+v", o.Replaces)
+	}
+	s := state(h.m, "a")
+	if s.RenewAt.Before(time.Now().Add(50*24*time.Hour)) || s.RenewAt.After(time.Now().Add(52*24*time.Hour)) {
+		t.Errorf("renew_at = %v, want inside the new window (50-52 days)", s.RenewAt)
+	}
+	if iss.count() != 2 {
+		t.Errorf("orders = %d, want 2", iss.count())
+	}
+}
+
+func TestManagerChangedWishOrdersAtOnceEvenInBackoff(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour, fail: errors.New("connection refused")}
+	h := start(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{})
+	h.m.Update([]Want{{Name: "k", Domains: []string{"k.example.com"}}})
+	waitFor(t, "failing", func() bool { return state(h.m, "k").State == "failing" })
+	iss.mu.Lock()
+	iss.fail = nil
+	iss.mu.Unlock()
+	// Same wish: waits for the backoff. A new key type: orders now.
+	h.m.Update([]Want{{Name: "k", Domains: []string{"k.example.com"}, KeyType: "ec384"}})
+	waitFor(t, "ec384 certificate", func() bool { s := state(h.m, "k"); return s.State == "valid" && s.KeyType == "ec384" })
+	if o := iss.lastOrder(); o.KeyType != "ec384" {
+		t.Fatalf("order key type = %q", o.KeyType)
+	}
+	// And back to the default: the volume holds ec384, so it orders again.
+	h.m.Update([]Want{{Name: "k", Domains: []string{"k.example.com"}}})
+	waitFor(t, "ec256 certificate", func() bool { return iss.count() == 3 && state(h.m, "k").State == "valid" })
+	// A new profile orders again too.
+	h.m.Update([]Want{{Name: "k", Domains: []string{"k.example.com"}, Profile: "tlsserver"}})
+	waitFor(t, "tlsserver certificate", func() bool { return iss.count() == 4 && state(h.m, "k").Profile == "tlsserver" })
+	if o := iss.lastOrder(); o.Profile != "tlsserver" {
+		t.Fatalf("order profile = %q", o.Profile)
+	}
+}
+
+func TestManagerRetryClassification(t *testing.T) {
+	tests := []struct {
+		desc      string
+		err       error
+		wantIn    time.Duration
+		permanent bool
+	}{
+		{desc: "rate limited: Retry-After wins", err: &OrderError{Err: errors.New("rateLimited"), RetryAfter: 3 * time.Hour}, wantIn: 3 * time.Hour},
+		{desc: "rejected name: permanent, daily", err: &OrderError{Err: errors.New("rejectedIdentifier"), Permanent: true}, wantIn: 24 * time.Hour, permanent: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			iss := &fakeIssuer{t: t, ca: newTestCA(t), life: time.Hour, fail: tc.err}
+			h := start(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{})
+			h.m.Update([]Want{{Name: "r", Domains: []string{"r.example.com"}}})
+			waitFor(t, "failing", func() bool { return state(h.m, "r").State == "failing" })
+			s := state(h.m, "r")
+			if in := time.Until(s.NextRetry); in < tc.wantIn-time.Minute || in > tc.wantIn || s.Permanent != tc.permanent || s.RenewSource != SourceRetry {
+				t.Errorf("next retry in %v, permanent %v, source %q; want %v, %v, retry", in, s.Permanent, s.RenewSource, tc.wantIn, tc.permanent)
+			}
+			if iss.count() != 1 {
+				t.Errorf("orders = %d, want 1 (no hot loop)", iss.count())
+			}
+		})
+	}
+}
+
+func TestManagerUnusedGrace(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	t0 := clk.Now()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 24 * time.Hour} // due after 12h (half: under 10 days)
+	h := startAt(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{}, clk)
+	h.m.Update([]Want{{Name: "u", Domains: []string{"u.example.com"}}})
+	waitFor(t, "valid", func() bool { return state(h.m, "u").State == "valid" })
+	h.m.Update(nil)
+	waitFor(t, "unused", func() bool { return state(h.m, "u").State == "unused" })
+	if s := state(h.m, "u"); !s.RenewedTill.Equal(t0.Add(7 * 24 * time.Hour)) {
+		t.Fatalf("renewed_until = %v, want 7 days after it became unused", s.RenewedTill)
+	}
+	// Due inside the grace period: renewed.
+	h.at(clk, t0.Add(13*time.Hour))
+	waitFor(t, "renewal in grace", func() bool { return iss.count() == 2 && state(h.m, "u").State == "unused" })
+	// Due after the grace period: left alone, files kept.
+	h.at(clk, t0.Add(8*24*time.Hour))
+	// A renew request passes through the manager's loop, after the wake-up:
+	// its answer proves the loop has looked at the new time.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if res := h.m.Renew(ctx, "u", false); res.Err == "" {
+		t.Fatalf("renew after the grace period = %+v, want a refusal", res)
+	}
+	if n := iss.count(); n != 2 {
+		t.Fatalf("orders after the grace period = %d, want still 2", n)
+	}
+	if s := state(h.m, "u"); s.Serial == "" || !s.RenewAt.IsZero() {
+		t.Fatalf("status after grace = %+v, want the files kept and no renewal time", s)
+	}
+}
+
+// blockingDeployer fails every deployment until it is opened.
+type blockingDeployer struct {
+	mu    sync.Mutex
+	open  map[string]bool
+	calls map[string]int
+}
+
+func (b *blockingDeployer) Deploy(ctx context.Context, d Deployment) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls[d.Name]++
+	if !b.open[d.Name] {
+		return errors.New("nginx -t: cannot load certificate of another site")
+	}
+	return nil
+}
+
+func TestManagerSuccessfulDeployRechecksFailedOnes(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	dep := &blockingDeployer{open: map[string]bool{}, calls: map[string]int{}}
+	store, _ := NewStore(t.TempDir())
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir()}, store, iss, dep,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	m.Update([]Want{{Name: "early", Domains: []string{"early.example.com"}}})
+	waitFor(t, "early fails to deploy", func() bool { return state(m, "early").DeployError != "" })
+	// A later certificate deploys fine: the early one is checked again at
+	// once instead of waiting out its 15 s backoff.
+	dep.mu.Lock()
+	dep.open["early"], dep.open["late"] = true, true
+	dep.mu.Unlock()
+	m.Update([]Want{{Name: "early", Domains: []string{"early.example.com"}}, {Name: "late", Domains: []string{"late.example.com"}}})
+	waitFor(t, "both deployed", func() bool { return state(m, "early").Deployed && state(m, "late").Deployed })
+}
+
+func kinds(h []Event) string {
+	var k []string
+	for _, e := range h {
+		k = append(k, e.Kind)
+	}
+	return strings.Join(k, ",")
+}

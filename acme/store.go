@@ -1,0 +1,412 @@
+package acme
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Layout of the certificate volume:
+//
+//	<dir>/<name>                      -> .versions/<name>/<version>   (relative symlink)
+//	<dir>/.versions/<name>/<version>/fullchain.pem  leaf + intermediates
+//	                                 /cert.pem       leaf
+//	                                 /chain.pem      intermediates
+//	                                 /privkey.pem    key, 0600
+//
+// A new pair is written to a fresh version directory, synced, and made
+// current by renaming one symlink, so a reader sees the old pair or the new
+// one, never half of each. The link is relative, so the volume works wherever
+// nginx mounts it.
+const (
+	versionsDir      = ".versions"
+	placeholderOrg   = "edgecert placeholder"
+	keepVersions     = 3
+	placeholderValid = 90 * 24 * time.Hour
+)
+
+// File names inside a certificate directory.
+const (
+	FileFullchain = "fullchain.pem"
+	FileCert      = "cert.pem"
+	FileChain     = "chain.pem"
+	FileKey       = "privkey.pem"
+)
+
+// Store is the certificate volume. Its methods are not safe for concurrent
+// use on the same name; the Manager serialises them per certificate.
+type Store struct {
+	dir     string
+	keyMode fs.FileMode
+}
+
+// NewStore returns a store rooted at dir, creating it if needed.
+func NewStore(dir string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Join(dir, versionsDir), 0o755); err != nil {
+		return nil, fmt.Errorf("certificate volume: %w", err)
+	}
+	return &Store{dir: dir, keyMode: 0o600}, nil
+}
+
+// Info describes the certificate currently on the volume for one name.
+type Info struct {
+	Serial      string
+	Domains     []string
+	NotBefore   time.Time
+	NotAfter    time.Time
+	Issuer      string
+	Placeholder bool
+	Fingerprint string // SHA-256 of the leaf, hex
+	KeyType     string // ec256, ec384, rsa2048, ... ("" if other)
+	Version     string
+	Leaf        *x509.Certificate
+}
+
+// Read returns what is current for name, or an error wrapping fs.ErrNotExist.
+func (s *Store) Read(name string) (*Info, error) {
+	link := filepath.Join(s.dir, name)
+	target, err := os.Readlink(link)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	pemBytes, err := os.ReadFile(filepath.Join(link, FileFullchain))
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	leaf, _, err := parseChain(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	info := infoOf(leaf)
+	info.Version = filepath.Base(target)
+	return info, nil
+}
+
+// Names lists the certificate names that have a current link on the volume.
+func (s *Store) Names() ([]string, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("certificate volume: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Type()&fs.ModeSymlink != 0 && !strings.HasPrefix(e.Name(), ".") && !isFlatLink(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+func isFlatLink(n string) bool {
+	return strings.HasSuffix(n, ".crt") || strings.HasSuffix(n, ".key") || strings.HasSuffix(n, ".chain.pem")
+}
+
+// Write makes fullchain (PEM, leaf first) and key the current pair for name.
+// It refuses a key that does not match the leaf.
+func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
+	if _, err := tls.X509KeyPair(fullchain, key); err != nil {
+		return nil, fmt.Errorf("certificate %s: refusing to write a mismatched or unreadable pair: %w", name, err)
+	}
+	leaf, chain, err := parseChain(fullchain)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	info := infoOf(leaf)
+	kind := info.Serial
+	if len(kind) > 12 {
+		kind = kind[:12]
+	}
+	if info.Placeholder {
+		kind = "placeholder"
+	}
+	version := time.Now().UTC().Format("20060102T150405.000000000Z") + "-" + kind
+	files := []struct {
+		name string
+		data []byte
+		mode fs.FileMode
+	}{
+		{FileFullchain, fullchain, 0o644},
+		{FileCert, pemCerts(leaf), 0o644},
+		{FileChain, pemCerts(chain...), 0o644},
+		{FileKey, key, s.keyMode},
+	}
+
+	parent := filepath.Join(s.dir, versionsDir, name)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	tmp, err := os.MkdirTemp(parent, ".tmp-")
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	for _, f := range files {
+		if err := writeSynced(filepath.Join(tmp, f.name), f.data, f.mode); err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", name, err)
+		}
+	}
+	if err := syncDir(tmp); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	final := filepath.Join(parent, version)
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	if err := syncDir(parent); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+
+	// Swap the one link that nginx's paths go through.
+	rel := filepath.Join(versionsDir, name, version)
+	tmpLink := filepath.Join(s.dir, "."+name+".link-tmp")
+	_ = os.Remove(tmpLink)
+	if err := os.Symlink(rel, tmpLink); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	link := filepath.Join(s.dir, name)
+	if fi, err := os.Lstat(link); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+		_ = os.Remove(tmpLink)
+		return nil, fmt.Errorf("certificate %s: %s exists and is not a link made by edgecert; move it away (nothing was changed)", name, link)
+	}
+	if err := os.Rename(tmpLink, link); err != nil {
+		_ = os.Remove(tmpLink)
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	info.Version = version
+	s.prune(parent, version)
+	return info, nil
+}
+
+// WriteFlatLinks makes nginx-proxy's flat layout for name: for each domain,
+// <domain>.crt, <domain>.key and <domain>.chain.pem, relative links through
+// the <name> link (so they follow every new version). Existing links that
+// point elsewhere are replaced; regular files are left alone.
+func (s *Store) WriteFlatLinks(name string, domains []string) error {
+	for _, d := range domains {
+		for suffix, file := range map[string]string{".crt": FileFullchain, ".key": FileKey, ".chain.pem": FileChain} {
+			link := filepath.Join(s.dir, d+suffix)
+			target := filepath.Join(name, file)
+			if cur, err := os.Readlink(link); err == nil && cur == target {
+				continue
+			}
+			if fi, err := os.Lstat(link); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+				return fmt.Errorf("flat link %s: a file that is not a link is in the way; move it away", link)
+			}
+			tmp := filepath.Join(s.dir, "."+d+suffix+".link-tmp")
+			_ = os.Remove(tmp)
+			if err := os.Symlink(target, tmp); err != nil {
+				return fmt.Errorf("flat link %s: %w", link, err)
+			}
+			if err := os.Rename(tmp, link); err != nil {
+				_ = os.Remove(tmp)
+				return fmt.Errorf("flat link %s: %w", link, err)
+			}
+		}
+	}
+	return syncDir(s.dir)
+}
+
+// WritePlaceholder writes a self-signed pair for domains so that a proxy
+// configured for name can start before the real certificate arrives.
+func (s *Store) WritePlaceholder(name string, domains []string) (*Info, error) {
+	chain, key, err := selfSigned(domains)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: placeholder: %w", name, err)
+	}
+	return s.Write(name, chain, key)
+}
+
+// prune keeps the current version and the keepVersions newest others.
+// Failing to prune is harmless and not reported.
+func (s *Store) prune(parent, current string) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	var old []string
+	for _, e := range ents {
+		if e.IsDir() && e.Name() != current && !strings.HasPrefix(e.Name(), ".") {
+			old = append(old, e.Name())
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(old))) // names start with a UTC timestamp
+	for i, n := range old {
+		if i >= keepVersions {
+			_ = os.RemoveAll(filepath.Join(parent, n))
+		}
+	}
+}
+
+func infoOf(leaf *x509.Certificate) *Info {
+	sum := sha256.Sum256(leaf.Raw)
+	issuer := leaf.Issuer.CommonName
+	if issuer == "" && len(leaf.Issuer.Organization) > 0 {
+		issuer = leaf.Issuer.Organization[0]
+	}
+	return &Info{
+		Serial:      hex.EncodeToString(leaf.SerialNumber.Bytes()),
+		Domains:     append([]string(nil), leaf.DNSNames...),
+		NotBefore:   leaf.NotBefore,
+		NotAfter:    leaf.NotAfter,
+		Issuer:      issuer,
+		Placeholder: isPlaceholder(leaf),
+		Fingerprint: hex.EncodeToString(sum[:]),
+		KeyType:     keyTypeOf(leaf),
+		Leaf:        leaf,
+	}
+}
+
+// keyTypeOf names the leaf's key the way labels and env name key types.
+func keyTypeOf(c *x509.Certificate) string {
+	switch k := c.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		return map[string]string{"P-256": "ec256", "P-384": "ec384"}[k.Curve.Params().Name]
+	case *rsa.PublicKey:
+		return fmt.Sprintf("rsa%d", k.N.BitLen())
+	}
+	return ""
+}
+
+func isPlaceholder(c *x509.Certificate) bool {
+	for _, o := range c.Subject.Organization {
+		if o == placeholderOrg {
+			return true
+		}
+	}
+	return false
+}
+
+func parseChain(pemBytes []byte) (*x509.Certificate, []*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := pemBytes
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("parse certificate: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, nil, errors.New("no certificate in PEM data")
+	}
+	return certs[0], certs[1:], nil
+}
+
+func pemCerts(cs ...*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range cs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+func selfSigned(domains []string) (chain, key []byte, err error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: domains[0], Organization: []string{placeholderOrg}},
+		DNSNames:              domains,
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(placeholderValid),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
+
+// writeSynced creates path with data and mode, and fsyncs it.
+func writeSynced(path string, data []byte, mode fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil { // umask must not widen or narrow it
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// WriteFileAtomic replaces path with data: temp file, fsync, rename, fsync
+// dir. A crash leaves the old file or the new one.
+func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp")
+	_ = os.Remove(tmp)
+	if err := writeSynced(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,215 @@
+package acme
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCA signs leaf certificates the way a CA would, for tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	n    int64
+	now  func() time.Time
+}
+
+func newTestCA(t testing.TB) *testCA {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test intermediate"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(3650 * 24 * time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return &testCA{cert: c, key: k, n: 100, now: time.Now}
+}
+
+// issue returns a chain (leaf, intermediate) and P-256 key for domains, valid for life.
+func (ca *testCA) issue(t testing.TB, domains []string, life time.Duration) (chain, key []byte) {
+	return ca.issueCurve(t, domains, life, elliptic.P256())
+}
+
+func (ca *testCA) issueCurve(t testing.TB, domains []string, life time.Duration, curve elliptic.Curve) (chain, key []byte) {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(curve, rand.Reader)
+	ca.n++
+	now := ca.now().Truncate(time.Second)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.n), Subject: pkix.Name{CommonName: domains[0]}, DNSNames: domains,
+		NotBefore: now, NotAfter: now.Add(life), AuthorityKeyId: ca.cert.SubjectKeyId}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(k)
+	chain = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})...)
+	return chain, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+func TestStoreWriteIsAPairBehindOneRelativeLink(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newTestCA(t)
+	chain, key := ca.issue(t, []string{"example.com", "www.example.com"}, 90*24*time.Hour)
+	info, err := s.Write("example.com", chain, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	target, err := os.Readlink(filepath.Join(dir, "example.com"))
+	if err != nil || filepath.IsAbs(target) || !strings.HasPrefix(target, ".versions/") {
+		t.Fatalf("link target = %q, %v; want a relative path into .versions", target, err)
+	}
+	// The volume mounted elsewhere (as nginx does) still resolves.
+	moved := filepath.Join(t.TempDir(), "certs")
+	if err := os.Rename(dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(filepath.Join(moved, "example.com", FileFullchain), filepath.Join(moved, "example.com", FileKey))
+	if err != nil {
+		t.Fatalf("pair at the moved mount: %v", err)
+	}
+	if len(pair.Certificate) != 2 {
+		t.Errorf("fullchain holds %d certificates, want leaf + intermediate", len(pair.Certificate))
+	}
+	fi, err := os.Stat(filepath.Join(moved, "example.com", FileKey))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key mode = %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	for _, f := range []string{FileCert, FileChain} {
+		data, err := os.ReadFile(filepath.Join(moved, "example.com", f))
+		if err != nil || strings.Count(string(data), "BEGIN CERTIFICATE") != 1 {
+			t.Errorf("%s: want exactly one certificate, got %q, %v", f, data, err)
+		}
+	}
+
+	s2, _ := NewStore(moved)
+	got, err := s2.Read("example.com")
+	if err != nil || got.Fingerprint != info.Fingerprint || got.Placeholder || len(got.Domains) != 2 {
+		t.Fatalf("Read = %+v, %v; want the written certificate %+v", got, err, info)
+	}
+}
+
+func TestStoreRefusesMismatchedPairAndKeepsCurrent(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := NewStore(dir)
+	ca := newTestCA(t)
+	chain1, key1 := ca.issue(t, []string{"a.example.com"}, time.Hour)
+	first, err := s.Write("a", chain1, key1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain2, _ := ca.issue(t, []string{"a.example.com"}, time.Hour)
+	if _, err := s.Write("a", chain2, key1); err == nil || !strings.Contains(err.Error(), "mismatched") {
+		t.Fatalf("Write(mismatched) = %v, want a refusal", err)
+	}
+	got, err := s.Read("a")
+	if err != nil || got.Fingerprint != first.Fingerprint {
+		t.Fatalf("after refused write: %+v, %v; want the first certificate still current", got, err)
+	}
+}
+
+func TestStorePrunesOldVersionsAndPlaceholder(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := NewStore(dir)
+	info, err := s.WritePlaceholder("p", []string{"p.example.com"})
+	if err != nil || !info.Placeholder {
+		t.Fatalf("placeholder = %+v, %v", info, err)
+	}
+	ca := newTestCA(t)
+	for range 6 {
+		chain, key := ca.issue(t, []string{"p.example.com"}, time.Hour)
+		if _, err := s.Write("p", chain, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, versionsDir, "p"))
+	if len(ents) != keepVersions+1 {
+		t.Errorf("%d versions kept, want %d (current + %d)", len(ents), keepVersions+1, keepVersions)
+	}
+	if names, _ := s.Names(); len(names) != 1 || names[0] != "p" {
+		t.Errorf("Names = %v, want [p]", names)
+	}
+}
+
+func TestStoreDoesNotReplaceAForeignDirectory(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := NewStore(dir)
+	if err := os.MkdirAll(filepath.Join(dir, "mine"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "mine", "keep.txt"), []byte("x"), 0o644)
+	if _, err := s.WritePlaceholder("mine", []string{"mine.example.com"}); err == nil {
+		t.Fatal("WritePlaceholder over a real directory succeeded; want an error")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "mine", "keep.txt")); err != nil {
+		t.Fatalf("the foreign directory's file is gone: %v", err)
+	}
+}
+
+func TestRenewAt(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		desc string
+		life time.Duration
+		want time.Duration
+	}{
+		{desc: "90 days: a third left", life: 90 * 24 * time.Hour, want: 60 * 24 * time.Hour},
+		{desc: "45 days: a third left", life: 45 * 24 * time.Hour, want: 30 * 24 * time.Hour},
+		{desc: "6 days: half left", life: 6 * 24 * time.Hour, want: 3 * 24 * time.Hour},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := RenewAt(t0, t0.Add(tc.life)); !got.Equal(t0.Add(tc.want)) {
+				t.Errorf("RenewAt = %v, want %v", got, t0.Add(tc.want))
+			}
+		})
+	}
+}
+
+func TestStoreFlatLinksFollowNewVersions(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := NewStore(dir)
+	ca := newTestCA(t)
+	c1, k1 := ca.issue(t, []string{"a.example.com"}, time.Hour)
+	if _, err := s.Write("a", c1, k1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteFlatLinks("a", []string{"a.example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	c2, k2 := ca.issue(t, []string{"a.example.com"}, time.Hour)
+	second, err := s.Write("a", c2, k2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "a.example.com.crt"), filepath.Join(dir, "a.example.com.key"))
+	if err != nil {
+		t.Fatalf("flat pair: %v", err)
+	}
+	if leaf, _ := x509.ParseCertificate(pair.Certificate[0]); infoOf(leaf).Fingerprint != second.Fingerprint {
+		t.Errorf("the flat links do not follow the new version")
+	}
+	if target, _ := os.Readlink(filepath.Join(dir, "a.example.com.chain.pem")); target != "a/chain.pem" {
+		t.Errorf("chain link -> %q, want a/chain.pem (relative)", target)
+	}
+	if names, _ := s.Names(); len(names) != 1 {
+		t.Errorf("Names = %v: flat links counted as certificates", names)
+	}
+}

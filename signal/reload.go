@@ -1,0 +1,560 @@
+// Package signal makes a proxy container load new certificate files and
+// proves that it did: config test through exec, worker PIDs through top, the
+// reload signal, every live worker replaced, then a TLS handshake that shows
+// the new certificate. It knows nothing of ACME or labels.
+package signal
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+)
+
+// execAPI runs a command in a container.
+type execAPI interface {
+	ContainerExecCreate(ctx context.Context, id string, options container.ExecOptions) (container.ExecCreateResponse, error)
+	ContainerExecAttach(ctx context.Context, execID string, config container.ExecAttachOptions) (types.HijackedResponse, error)
+	ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error)
+}
+
+// procAPI looks at and signals a container's processes.
+type procAPI interface {
+	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
+	ContainerTop(ctx context.Context, id string, arguments []string) (container.TopResponse, error)
+	ContainerKill(ctx context.Context, id, signal string) error
+}
+
+// Engine is the part of the Docker client the reloader uses.
+type Engine interface {
+	execAPI
+	procAPI
+}
+
+// Options say how to reload and how to recognise the proxy's workers.
+type Options struct {
+	Signal        string        // sent with docker kill; default HUP
+	ReloadCommand []string      // run with docker exec instead of the signal, when set
+	ConfigTest    []string      // run with docker exec before signalling; empty: no test
+	WorkerPattern string        // a ps CMD containing this is a worker
+	ShuttingDown  string        // ...unless it also contains this (an old worker draining)
+	Timeout       time.Duration // for all workers to be new, and for the handshake to show the certificate
+	Self          string        // this container's ID or name, to find a shared network; "" if not in a container
+}
+
+// NginxDefaults are the options for nginx.
+func NginxDefaults() Options {
+	return Options{Signal: "HUP", ConfigTest: []string{"nginx", "-t"}, WorkerPattern: "nginx: worker process",
+		ShuttingDown: "is shutting down", Timeout: 30 * time.Second}
+}
+
+// Proxy is a container to reload.
+type Proxy struct {
+	ID      string
+	Name    string
+	TLSPort int
+	Group   string // "" serves every certificate; otherwise only certificates of this group
+	Starts  int    // start events seen: a change means the proxy restarted
+
+	// Per-proxy overrides of the Reloader's options (Apache, HAProxy, ...).
+	Signal        string   // "" for Options.Signal
+	ReloadCommand []string // exec this instead of sending a signal (nginx-proxy: nginx -s reload)
+	ConfigTest    []string // used when HasConfigTest; empty disables the test
+	HasConfigTest bool
+	WorkerPattern string // "" for Options.WorkerPattern
+}
+
+// Serves says whether the proxy is to serve certificates of group.
+func (p Proxy) Serves(group string) bool {
+	return p.Group == "" || group == "" || p.Group == group
+}
+
+// Cert is the certificate the proxy must serve after the reload.
+type Cert struct {
+	Name        string
+	Group       string // "" for every proxy
+	Domains     []string
+	Serial      string
+	Fingerprint string // SHA-256 of the leaf, hex
+}
+
+// Step is one recorded step of a reload.
+type Step struct {
+	Step   string `json:"step"` // inspect, check, config_test, workers_before, signal, workers_new, handshake
+	OK     bool   `json:"ok"`
+	TookMS int64  `json:"took_ms"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Report is the outcome of making one proxy serve a batch of certificates.
+type Report struct {
+	Container  string            `json:"container"`
+	Certs      []string          `json:"certs"`
+	At         time.Time         `json:"at"`
+	Reloaded   bool              `json:"reloaded"` // a signal was sent
+	OK         bool              `json:"ok"`
+	Error      string            `json:"error,omitempty"`
+	FailedStep string            `json:"failed_step,omitempty"`
+	CertErrors map[string]string `json:"cert_errors,omitempty"` // certificates the proxy does not serve after the reload
+	Steps      []Step            `json:"steps"`
+}
+
+// ErrFor returns the error of this report for certificate name, or nil.
+func (r Report) ErrFor(name string) error {
+	if e, ok := r.CertErrors[name]; ok {
+		return errors.New(e)
+	}
+	if !r.OK && r.Error != "" && len(r.CertErrors) == 0 {
+		return errors.New(r.Error)
+	}
+	return nil
+}
+
+// Reloader reloads proxies, never two reloads at once on one container.
+type Reloader struct {
+	api  Engine
+	opts Options
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+// New returns a Reloader.
+func New(api Engine, opts Options, log *slog.Logger) *Reloader {
+	return &Reloader{api: api, opts: opts, log: log, locks: map[string]*sync.Mutex{}}
+}
+
+// ErrNotServed means the reload was signalled but the proof failed.
+var ErrNotServed = errors.New("proxy does not serve the new certificate")
+
+func (r *Reloader) lock(id string) func() {
+	r.mu.Lock()
+	l, ok := r.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		r.locks[id] = l
+	}
+	r.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// optsFor merges p's overrides into the Reloader's options.
+func (r *Reloader) optsFor(p Proxy) Options {
+	o := r.opts
+	if p.Signal != "" {
+		o.Signal = p.Signal
+	}
+	if len(p.ReloadCommand) > 0 {
+		o.ReloadCommand = p.ReloadCommand
+	}
+	if p.HasConfigTest {
+		o.ConfigTest = p.ConfigTest
+	}
+	if p.WorkerPattern != "" {
+		o.WorkerPattern = p.WorkerPattern
+	}
+	return o
+}
+
+// Ensure makes p serve every certificate of cs, with at most one reload,
+// and returns what it did step by step. Report.OK is false when any step
+// failed; CertErrors names certificates the proxy still does not serve.
+func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
+	defer r.lock(p.ID)()
+	opts := r.optsFor(p)
+	rep := Report{Container: p.Name, At: time.Now()}
+	for _, c := range cs {
+		rep.Certs = append(rep.Certs, c.Name)
+	}
+	names := strings.Join(rep.Certs, ",")
+	fail := func(err error) Report {
+		rep.Error = err.Error()
+		rep.FailedStep = rep.Steps[len(rep.Steps)-1].Step
+		r.log.Error("reload failed", "container", p.Name, "cert", names, "step", rep.FailedStep, "err", err)
+		return rep
+	}
+
+	var addrs []string
+	mainPID := 0
+	if err := rep.step("inspect", func() (string, error) {
+		info, err := r.api.ContainerInspect(ctx, p.ID)
+		if err != nil {
+			return "", err
+		}
+		if info.State != nil && info.State.Restarting {
+			return "", fmt.Errorf("restarting in a loop (restart count %d): not signalled; see docker logs %s", info.RestartCount, p.Name)
+		}
+		if info.State == nil || !info.State.Running {
+			return "not running", errNotRunning
+		}
+		mainPID = info.State.Pid
+		addrs = r.addresses(ctx, info, p.TLSPort)
+		return strings.Join(addrs, " "), nil
+	}); err != nil {
+		if errors.Is(err, errNotRunning) {
+			// A stopped proxy reads the files when it starts; nothing to do.
+			rep.Steps[len(rep.Steps)-1].OK = true
+			rep.OK = true
+			return rep
+		}
+		return fail(fmt.Errorf("inspect %s: %w", p.Name, err))
+	}
+
+	if len(addrs) > 0 && r.servesAll(ctx, addrs, cs, 0) == nil {
+		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: "already serving " + names})
+		rep.OK = true
+		return rep
+	}
+
+	if len(opts.ConfigTest) > 0 {
+		if err := rep.step("config_test", func() (string, error) { return r.exec(ctx, p.ID, opts.ConfigTest) }); err != nil {
+			return fail(fmt.Errorf("config test %q in %s failed, no signal sent: %w", strings.Join(opts.ConfigTest, " "), p.Name, err))
+		}
+	}
+
+	var before []int
+	if err := rep.step("workers_before", func() (string, error) {
+		var err error
+		before, err = r.workers(ctx, p.ID, opts, mainPID)
+		if err == nil && len(before) == 0 {
+			err = fmt.Errorf("no process matches %q", opts.WorkerPattern)
+		}
+		return pids(before), err
+	}); err != nil {
+		return fail(fmt.Errorf("worker PIDs of %s: %w", p.Name, err))
+	}
+
+	if len(opts.ReloadCommand) > 0 {
+		// For images whose main process is not the server (nginx-proxy runs
+		// forego): ask the server itself, then prove it the same way.
+		if err := rep.step("signal", func() (string, error) {
+			out, err := r.exec(ctx, p.ID, opts.ReloadCommand)
+			return strings.Join(opts.ReloadCommand, " ") + " " + out, err
+		}); err != nil {
+			return fail(fmt.Errorf("reload command %q in %s: %w", strings.Join(opts.ReloadCommand, " "), p.Name, err))
+		}
+	} else if err := rep.step("signal", func() (string, error) {
+		return opts.Signal, r.api.ContainerKill(ctx, p.ID, opts.Signal)
+	}); err != nil {
+		return fail(fmt.Errorf("send %s to %s: %w", opts.Signal, p.Name, err))
+	}
+	rep.Reloaded = true
+
+	if err := rep.step("workers_new", func() (string, error) { return r.waitNewWorkers(ctx, p.ID, opts, mainPID, before) }); err != nil {
+		return fail(fmt.Errorf("%s did not reload (it keeps its old configuration; see its error log): %w", p.Name, err))
+	}
+
+	if len(addrs) == 0 {
+		rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, Detail: "skipped: edgecert shares no network with this container"})
+		r.log.Warn("reload not verified by handshake: edgecert shares no network with the proxy", "container", p.Name, "cert", names)
+	} else {
+		// The first certificate may wait out the timeout; the others then only
+		// need one look, as the reload has happened for all of them.
+		wait := r.opts.Timeout
+		var details []string
+		for _, c := range cs {
+			if err := rep.step("handshake", func() (string, error) {
+				if err := r.servesAll(ctx, addrs, []Cert{c}, wait); err != nil {
+					return "", err
+				}
+				return c.Name + ": serial " + c.Serial, nil
+			}); err != nil {
+				if rep.CertErrors == nil {
+					rep.CertErrors = map[string]string{}
+				}
+				rep.CertErrors[c.Name] = fmt.Sprintf("%s: %s: %s", ErrNotServed, p.Name, err)
+				details = append(details, c.Name+": "+err.Error())
+				wait = 0
+			}
+		}
+		if len(rep.CertErrors) > 0 {
+			return fail(fmt.Errorf("%w for %d of %d certificates: %s", ErrNotServed, len(rep.CertErrors), len(cs), strings.Join(details, "; ")))
+		}
+	}
+	rep.OK = true
+	r.log.Info("reload proven", "container", p.Name, "cert", names, "steps", rep.summary())
+	return rep
+}
+
+var errNotRunning = errors.New("not running")
+
+// step runs f, recording its outcome and duration.
+func (rep *Report) step(name string, f func() (string, error)) error {
+	start := time.Now()
+	detail, err := f()
+	s := Step{Step: name, OK: err == nil, TookMS: time.Since(start).Milliseconds(), Detail: detail}
+	if err != nil && detail == "" {
+		s.Detail = err.Error()
+	}
+	rep.Steps = append(rep.Steps, s)
+	return err
+}
+
+func (rep *Report) summary() string {
+	var b strings.Builder
+	for i, s := range rep.Steps {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%dms", s.Step, s.TookMS)
+	}
+	return b.String()
+}
+
+// exec runs cmd in the container and returns its combined output; a non-zero
+// exit is an error carrying the output.
+func (r *Reloader) exec(ctx context.Context, id string, cmd []string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	created, err := r.api.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return "", err
+	}
+	att, err := r.api.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	_, err = stdcopy.StdCopy(&out, &out, att.Reader)
+	att.Close()
+	if err != nil {
+		return "", fmt.Errorf("read output: %w", err)
+	}
+	insp, err := r.api.ContainerExecInspect(ctx, created.ID)
+	if err != nil {
+		return "", err
+	}
+	text := strings.TrimSpace(out.String())
+	if insp.ExitCode != 0 {
+		return text, fmt.Errorf("exit code %d: %s", insp.ExitCode, text)
+	}
+	return text, nil
+}
+
+// workers returns the PIDs of live (not shutting down) workers: processes
+// matching the pattern other than the container's main process (Apache's
+// children show the same command line as their parent).
+func (r *Reloader) workers(ctx context.Context, id string, opts Options, mainPID int) ([]int, error) {
+	top, err := r.api.ContainerTop(ctx, id, nil)
+	if err != nil {
+		return nil, err
+	}
+	pidCol, cmdCol := slices.Index(top.Titles, "PID"), slices.Index(top.Titles, "CMD")
+	if cmdCol < 0 {
+		cmdCol = slices.Index(top.Titles, "COMMAND")
+	}
+	if pidCol < 0 || cmdCol < 0 {
+		return nil, fmt.Errorf("docker top has no PID or CMD column: %v", top.Titles)
+	}
+	var out []int
+	for _, p := range top.Processes {
+		if len(p) <= max(pidCol, cmdCol) {
+			continue
+		}
+		cmd := p[cmdCol]
+		if !strings.Contains(cmd, opts.WorkerPattern) || (opts.ShuttingDown != "" && strings.Contains(cmd, opts.ShuttingDown)) {
+			continue
+		}
+		pid, err := strconv.Atoi(p[pidCol])
+		if err == nil && pid != mainPID {
+			out = append(out, pid)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// waitNewWorkers polls until there are live workers and none of them is old.
+func (r *Reloader) waitNewWorkers(ctx context.Context, id string, opts Options, mainPID int, before []int) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var now []int
+	for {
+		var err error
+		now, err = r.workers(ctx, id, opts, mainPID)
+		if err == nil && len(now) > 0 && !slices.ContainsFunc(now, func(p int) bool { return slices.Contains(before, p) }) {
+			return pids(before) + " -> " + pids(now), nil
+		}
+		select {
+		case <-ctx.Done():
+			return pids(before) + " -> " + pids(now), fmt.Errorf("worker PIDs still %s after %s", pids(now), opts.Timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+func pids(ps []int) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(p)
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+// addresses returns the proxy's TLS addresses on networks edgecert shares
+// with it (all of them when edgecert does not run in a container).
+func (r *Reloader) addresses(ctx context.Context, info container.InspectResponse, port int) []string {
+	shared := map[string]bool{}
+	self := r.opts.Self
+	if self != "" {
+		if me, err := r.api.ContainerInspect(ctx, self); err == nil && me.NetworkSettings != nil {
+			for n := range me.NetworkSettings.Networks {
+				shared[n] = true
+			}
+		} else {
+			self = ""
+		}
+	}
+	var out []string
+	if info.NetworkSettings == nil {
+		return nil
+	}
+	for n, ep := range info.NetworkSettings.Networks {
+		if ep == nil || ep.IPAddress == "" || (self != "" && !shared[n]) {
+			continue
+		}
+		out = append(out, net.JoinHostPort(ep.IPAddress, strconv.Itoa(port)))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// servesAll returns nil once every domain of every certificate in cs is
+// served with that certificate's leaf on one of addrs, trying until wait
+// has passed (once if wait is 0). The handshake does not verify the chain:
+// it compares the exact leaf, which is a stronger check.
+func (r *Reloader) servesAll(ctx context.Context, addrs []string, cs []Cert, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := servesOnce(ctx, addrs, cs)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func servesOnce(ctx context.Context, addrs []string, cs []Cert) error {
+	var lastErr error
+	for _, addr := range addrs {
+		var bad error
+	certs:
+		for _, c := range cs {
+			for _, d := range c.Domains {
+				fp, serial, err := Served(ctx, addr, d)
+				if err != nil {
+					bad = err
+					break certs
+				}
+				if fp != c.Fingerprint {
+					bad = fmt.Errorf("%s with SNI %s presents serial %s, want %s", addr, d, serial, c.Serial)
+					break certs
+				}
+			}
+		}
+		if bad == nil {
+			return nil
+		}
+		lastErr = bad
+	}
+	return lastErr
+}
+
+// Served returns the SHA-256 fingerprint (hex) and serial of the leaf that
+// addr presents for sni.
+func Served(ctx context.Context, addr, sni string) (fingerprint, serial string, err error) {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second},
+		Config: &tls.Config{ServerName: sni, InsecureSkipVerify: true}} //nolint:gosec // the leaf is compared byte for byte
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", "", err
+	}
+	defer conn.Close()
+	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return "", "", fmt.Errorf("%s presented no certificate", addr)
+	}
+	sum := sha256.Sum256(certs[0].Raw)
+	return hex.EncodeToString(sum[:]), hex.EncodeToString(certs[0].SerialNumber.Bytes()), nil
+}
+
+// ErrNoSharedNetwork means edgecert cannot reach the proxy to check it.
+var ErrNoSharedNetwork = errors.New("edgecert shares no network with the proxy")
+
+// ServesFile checks that p answers GET path on port with the body want, for
+// the Host host: the HTTP-01 preflight, so that an order is placed only when
+// the CA will find the token.
+func (r *Reloader) ServesFile(ctx context.Context, p Proxy, port int, host, path string, want []byte) error {
+	info, err := r.api.ContainerInspect(ctx, p.ID)
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", p.Name, err)
+	}
+	if info.State == nil || !info.State.Running {
+		return fmt.Errorf("%s is not running", p.Name)
+	}
+	addrs := r.addresses(ctx, info, port)
+	if len(addrs) == 0 {
+		return ErrNoSharedNetwork
+	}
+	client := &http.Client{Timeout: 3 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var lastErr error
+	for _, a := range addrs {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+path, nil)
+		if err != nil {
+			return err
+		}
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && bytes.Equal(bytes.TrimSpace(body), want) {
+			return nil
+		}
+		lastErr = fmt.Errorf("GET http://%s%s (Host: %s) answered %d, not the token edgecert wrote", a, path, host, resp.StatusCode)
+	}
+	return fmt.Errorf("%s: %w", p.Name, lastErr)
+}
+
+// SelfID returns this process's container ID when it runs in a container
+// (Docker sets the hostname to the short ID), or "" otherwise.
+func SelfID() string {
+	if _, err := os.Stat("/.dockerenv"); err != nil {
+		return ""
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}

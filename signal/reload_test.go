@@ -1,0 +1,322 @@
+package signal
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/pkg/stdcopy"
+)
+
+// fakeNginx is a pretend nginx container: a master whose workers are
+// replaced on HUP (unless its config is broken), serving a real TLS listener.
+type fakeNginx struct {
+	workerCmd  string // default "nginx: worker process"
+	masterCmd  string // default "nginx: master process ..."
+	restarting bool
+
+	mu       sync.Mutex
+	workers  []string
+	nextPID  int
+	testExit int
+	broken   bool // HUP leaves workers as they are, as nginx does with a bad config
+	kills    []string
+	serving  *tls.Certificate
+	pending  *tls.Certificate // served after the next good HUP
+	ip, port string
+}
+
+func (f *fakeNginx) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	return container.InspectResponse{
+		ContainerJSONBase: &container.ContainerJSONBase{State: &container.State{Running: !f.restarting, Restarting: f.restarting, Pid: 1}, RestartCount: 7},
+		NetworkSettings:   &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{"edge": {IPAddress: f.ip}}},
+	}, nil
+}
+
+func (f *fakeNginx) ContainerTop(ctx context.Context, id string, _ []string) (container.TopResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	master, worker := cmp.Or(f.masterCmd, "nginx: master process nginx -g daemon off;"), cmp.Or(f.workerCmd, "nginx: worker process")
+	resp := container.TopResponse{Titles: []string{"UID", "PID", "PPID", "CMD"},
+		Processes: [][]string{{"root", "1", "0", master}}}
+	for _, w := range f.workers {
+		resp.Processes = append(resp.Processes, []string{"www-data", w, "1", worker})
+	}
+	resp.Processes = append(resp.Processes, []string{"www-data", "7", "1", "nginx: worker process is shutting down"})
+	return resp, nil
+}
+
+func (f *fakeNginx) ContainerKill(ctx context.Context, id, sig string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kills = append(f.kills, sig)
+	if !f.broken {
+		f.nextPID++
+		f.workers = []string{strconv.Itoa(f.nextPID)}
+		f.serving = f.pending
+	}
+	return nil
+}
+
+func (f *fakeNginx) ContainerExecCreate(ctx context.Context, id string, o container.ExecOptions) (container.ExecCreateResponse, error) {
+	return container.ExecCreateResponse{ID: "exec1"}, nil
+}
+
+func (f *fakeNginx) ContainerExecAttach(ctx context.Context, execID string, _ container.ExecAttachOptions) (types.HijackedResponse, error) {
+	var buf bytes.Buffer
+	msg := "nginx: configuration file /etc/nginx/nginx.conf test is successful"
+	if f.testExit != 0 {
+		msg = `nginx: [emerg] unknown directive "sever" in /etc/nginx/nginx.conf:3`
+	}
+	stdcopy.NewStdWriter(&buf, stdcopy.Stderr).Write([]byte(msg + "\n"))
+	c1, c2 := net.Pipe()
+	c2.Close()
+	return types.HijackedResponse{Conn: c1, Reader: bufio.NewReader(&buf)}, nil
+}
+
+func (f *fakeNginx) ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error) {
+	return container.ExecInspect{ExitCode: f.testExit}, nil
+}
+
+func (f *fakeNginx) killed() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.kills...)
+}
+
+func selfSignedCert(t *testing.T, name string) (*tls.Certificate, string) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, DNSNames: []string{name}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, hex.EncodeToString(sum[:])
+}
+
+func newFake(t *testing.T) (*fakeNginx, *tls.Certificate, string) {
+	old, _ := selfSignedCert(t, "a.example.com")
+	next, fp := selfSignedCert(t, "a.example.com")
+	f := &fakeNginx{workers: []string{"10", "11"}, nextPID: 100, serving: old, pending: next}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.serving, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
+	f.ip, f.port, _ = net.SplitHostPort(ln.Addr().String())
+	return f, next, fp
+}
+
+func reloader(f *fakeNginx) *Reloader {
+	o := NginxDefaults()
+	o.Timeout = 500 * time.Millisecond
+	return New(f, o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+func TestEnsureReloadsAndProves(t *testing.T) {
+	f, _, fp := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	p := Proxy{ID: "n1", Name: "nginx", TLSPort: port}
+	c := Cert{Name: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}
+	rep := reloader(f).Ensure(context.Background(), p, []Cert{c})
+	if !rep.OK || !rep.Reloaded || rep.Error != "" {
+		t.Fatalf("report = %+v, want a proven reload", rep)
+	}
+	var steps []string
+	for _, s := range rep.Steps {
+		steps = append(steps, s.Step)
+	}
+	if got := strings.Join(steps, ","); got != "inspect,config_test,workers_before,signal,workers_new,handshake" {
+		t.Errorf("steps = %s", got)
+	}
+	if k := f.killed(); len(k) != 1 || k[0] != "HUP" {
+		t.Errorf("kills = %v, want one HUP", k)
+	}
+
+	// Already serving: no second signal.
+	rep = reloader(f).Ensure(context.Background(), p, []Cert{c})
+	if !rep.OK || rep.Reloaded || len(f.killed()) != 1 {
+		t.Fatalf("second Ensure = %+v (kills %v), want no reload", rep, f.killed())
+	}
+}
+
+func TestDeployerCoalescesABurstIntoOneReload(t *testing.T) {
+	f, _, fp := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	d := NewDeployer(reloader(f), 100*time.Millisecond)
+	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
+	// Ten certificates arrive together; the fake serves one leaf for every
+	// name, so all ten are proven by the same reload.
+	errs := make(chan error, 10)
+	for i := range 10 {
+		go func() {
+			errs <- d.Deploy(context.Background(), Cert{Name: "c" + strconv.Itoa(i), Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp})
+		}()
+	}
+	for range 10 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Deploy: %v", err)
+		}
+	}
+	if k := f.killed(); len(k) != 1 {
+		t.Fatalf("signals = %v, want one reload for the burst", k)
+	}
+	if r := d.Reports("c3"); len(r) != 1 || !r[0].OK || len(r[0].Certs) != 10 {
+		t.Fatalf("reports for c3 = %+v, want one proven reload covering 10 certificates", r)
+	}
+}
+
+func TestDeployerReportsOnlyTheCertificateNotServed(t *testing.T) {
+	f, _, fp := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	d := NewDeployer(reloader(f), 50*time.Millisecond)
+	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
+	good := make(chan error, 1)
+	go func() {
+		good <- d.Deploy(context.Background(), Cert{Name: "good", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp})
+	}()
+	err := d.Deploy(context.Background(), Cert{Name: "bad", Domains: []string{"a.example.com"}, Serial: "x", Fingerprint: "0000"})
+	if err == nil || !strings.Contains(err.Error(), "presents serial") {
+		t.Fatalf("Deploy(bad) = %v, want a handshake error", err)
+	}
+	if err := <-good; err != nil {
+		t.Fatalf("Deploy(good) = %v, want nil: one certificate's failure is not the other's", err)
+	}
+}
+
+func TestEnsureFailures(t *testing.T) {
+	tests := []struct {
+		desc      string
+		setup     func(f *fakeNginx)
+		wantStep  string
+		wantKills int
+		wantErr   string
+	}{
+		{desc: "config test fails: no signal", setup: func(f *fakeNginx) { f.testExit = 1 }, wantStep: "config_test", wantKills: 0, wantErr: "unknown directive"},
+		{desc: "workers unchanged after HUP", setup: func(f *fakeNginx) { f.broken = true }, wantStep: "workers_new", wantKills: 1, wantErr: "did not reload"},
+		{desc: "reload serves another certificate", setup: func(f *fakeNginx) { other, _ := selfSignedCert(t, "x"); f.pending = other }, wantStep: "handshake", wantKills: 1, wantErr: "presents serial"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			f, _, fp := newFake(t)
+			tc.setup(f)
+			port, _ := strconv.Atoi(f.port)
+			rep := reloader(f).Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: port},
+				[]Cert{{Name: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}})
+			last := rep.Steps[len(rep.Steps)-1]
+			if rep.OK || last.Step != tc.wantStep || last.OK || !strings.Contains(rep.Error, tc.wantErr) {
+				t.Fatalf("report = %+v, want failure at %s containing %q", rep, tc.wantStep, tc.wantErr)
+			}
+			if k := f.killed(); len(k) != tc.wantKills {
+				t.Errorf("kills = %v, want %d", k, tc.wantKills)
+			}
+		})
+	}
+}
+
+// engines dispatches the Docker calls to one fake container per ID.
+type engines map[string]*fakeNginx
+
+func (e engines) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	return e[id].ContainerInspect(ctx, id)
+}
+func (e engines) ContainerTop(ctx context.Context, id string, a []string) (container.TopResponse, error) {
+	return e[id].ContainerTop(ctx, id, a)
+}
+func (e engines) ContainerKill(ctx context.Context, id, sig string) error {
+	return e[id].ContainerKill(ctx, id, sig)
+}
+func (e engines) ContainerExecCreate(ctx context.Context, id string, o container.ExecOptions) (container.ExecCreateResponse, error) {
+	return container.ExecCreateResponse{ID: id}, nil
+}
+func (e engines) ContainerExecAttach(ctx context.Context, execID string, o container.ExecAttachOptions) (types.HijackedResponse, error) {
+	return e[execID].ContainerExecAttach(ctx, execID, o)
+}
+func (e engines) ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error) {
+	return e[execID].ContainerExecInspect(ctx, execID)
+}
+
+func TestDeployerReloadsOnlyTheCertificatesGroup(t *testing.T) {
+	a, _, fp := newFake(t)
+	b, _, _ := newFake(t)
+	pa, _ := strconv.Atoi(a.port)
+	pb, _ := strconv.Atoi(b.port)
+	o := NginxDefaults()
+	o.Timeout = 500 * time.Millisecond
+	d := NewDeployer(New(engines{"a": a, "b": b}, o, slog.New(slog.NewTextHandler(io.Discard, nil))), 20*time.Millisecond)
+	d.SetProxies([]Proxy{{ID: "a", Name: "nginx-a", TLSPort: pa, Group: "a"}, {ID: "b", Name: "nginx-b", TLSPort: pb, Group: "b"}})
+	if err := d.Deploy(context.Background(), Cert{Name: "c", Group: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.killed()) != 1 || len(b.killed()) != 0 {
+		t.Fatalf("signals: group a %v, group b %v; want only group a reloaded", a.killed(), b.killed())
+	}
+	if r := d.Reports("c"); len(r) != 1 || r[0].Container != "nginx-a" {
+		t.Fatalf("reports = %+v, want one for nginx-a", r)
+	}
+}
+
+func TestEnsureApacheStyleWorkers(t *testing.T) {
+	f, _, fp := newFake(t)
+	// Apache's children show the same command line as the master (PID 1 here).
+	f.masterCmd, f.workerCmd = "apache2 -DFOREGROUND", "apache2 -DFOREGROUND"
+	port, _ := strconv.Atoi(f.port)
+	p := Proxy{ID: "ap", Name: "apache", TLSPort: port, Signal: "USR1", HasConfigTest: true, ConfigTest: []string{"apache2", "-t"}, WorkerPattern: "apache2"}
+	rep := reloader(f).Ensure(context.Background(), p, []Cert{{Name: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}})
+	if !rep.OK {
+		t.Fatalf("report = %+v", rep)
+	}
+	if k := f.killed(); len(k) != 1 || k[0] != "USR1" {
+		t.Fatalf("signals = %v, want one USR1", k)
+	}
+	for _, st := range rep.Steps {
+		if st.Step == "workers_before" && st.Detail != "[10 11]" {
+			t.Fatalf("workers before = %s, want [10 11]: the main process (PID 1) is not a worker", st.Detail)
+		}
+	}
+}
+
+func TestEnsureRefusesARestartingProxy(t *testing.T) {
+	f, _, fp := newFake(t)
+	f.restarting = true
+	port, _ := strconv.Atoi(f.port)
+	rep := reloader(f).Ensure(context.Background(), Proxy{ID: "n", Name: "nginx", TLSPort: port}, []Cert{{Name: "a", Domains: []string{"a.example.com"}, Fingerprint: fp}})
+	if rep.OK || rep.FailedStep != "inspect" || !strings.Contains(rep.Error, "restarting") || len(f.killed()) != 0 {
+		t.Fatalf("report = %+v, kills %v; want a failed inspect step and no signal", rep, f.killed())
+	}
+}

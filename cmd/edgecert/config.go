@@ -1,0 +1,175 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v10"
+
+	"github.com/edgecert/edgecert/acme"
+)
+
+// Config is edgecert's whole configuration, read from the environment.
+// README.md documents every field; keep the two in step.
+type Config struct {
+	ACMEDirectory string        `env:"EDGECERT_ACME_DIRECTORY" envDefault:"production"`
+	ACMEEmail     string        `env:"EDGECERT_ACME_EMAIL"`
+	ACMERoots     string        `env:"EDGECERT_ACME_ROOTS"`
+	ACMEProfile   string        `env:"EDGECERT_ACME_PROFILE"`
+	EABKid        string        `env:"EDGECERT_ACME_EAB_KID"`
+	EABHMAC       string        `env:"EDGECERT_ACME_EAB_HMAC"`
+	DryRunDir     string        `env:"EDGECERT_DRY_RUN_DIRECTORY" envDefault:"staging"`
+	UnusedGrace   time.Duration `env:"EDGECERT_UNUSED_GRACE" envDefault:"168h"`
+	ReloadWindow  time.Duration `env:"EDGECERT_RELOAD_DEBOUNCE" envDefault:"2s"`
+	KeyType       string        `env:"EDGECERT_KEY_TYPE" envDefault:"ec256"`
+	Webroot       string        `env:"EDGECERT_WEBROOT" envDefault:"/var/www/acme"`
+	CertsDir      string        `env:"EDGECERT_CERTS_DIR" envDefault:"/etc/edgecert/certs"`
+	StateDir      string        `env:"EDGECERT_STATE_DIR" envDefault:"/var/lib/edgecert"`
+	LabelPrefix   string        `env:"EDGECERT_LABEL_PREFIX" envDefault:"edgecert"`
+	Socket        string        `env:"EDGECERT_SOCKET" envDefault:"/run/edgecert/control.sock"`
+	MaxOrders     int           `env:"EDGECERT_MAX_ORDERS" envDefault:"3"`
+	ReloadTimeout time.Duration `env:"EDGECERT_RELOAD_TIMEOUT" envDefault:"30s"`
+	Debounce      time.Duration `env:"EDGECERT_DEBOUNCE" envDefault:"500ms"`
+	Webhooks      []string      `env:"EDGECERT_WEBHOOK_URLS" envSeparator:","`
+	SlackHooks    []string      `env:"EDGECERT_SLACK_WEBHOOK_URLS" envSeparator:","`
+	SMTPAddr      string        `env:"EDGECERT_SMTP_ADDR"`
+	SMTPFrom      string        `env:"EDGECERT_SMTP_FROM"`
+	SMTPTo        []string      `env:"EDGECERT_SMTP_TO" envSeparator:","`
+	SMTPUser      string        `env:"EDGECERT_SMTP_USERNAME"`
+	SMTPPass      string        `env:"EDGECERT_SMTP_PASSWORD"`
+	DeployHook    string        `env:"EDGECERT_DEPLOY_HOOK"`
+	MetricsAddr   string        `env:"EDGECERT_METRICS_ADDR"`
+	Companion     bool          `env:"EDGECERT_ACME_COMPANION" envDefault:"false"`
+	FlatLinks     bool          `env:"EDGECERT_FLAT_LINKS" envDefault:"false"`
+	LogLevel      string        `env:"EDGECERT_LOG_LEVEL" envDefault:"info"`
+	LogFormat     string        `env:"EDGECERT_LOG_FORMAT" envDefault:"text"`
+}
+
+var prefixRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,62}[a-z0-9])?$`)
+
+// loadConfig reads and checks the environment. Every error names the variable.
+func loadConfig() (Config, error) {
+	var c Config
+	if err := env.Parse(&c); err != nil {
+		return c, envError(err)
+	}
+	bad := func(name, format string, args ...any) (Config, error) {
+		return c, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
+	}
+	var ok bool
+	if c.ACMEDirectory, ok = directoryURL(c.ACMEDirectory); !ok {
+		return bad("EDGECERT_ACME_DIRECTORY", "%q is not an https URL, production or staging", c.ACMEDirectory)
+	}
+	if c.DryRunDir, ok = directoryURL(c.DryRunDir); !ok {
+		return bad("EDGECERT_DRY_RUN_DIRECTORY", "%q is not an https URL, production or staging", c.DryRunDir)
+	}
+	if (c.EABKid == "") != (c.EABHMAC == "") {
+		return bad("EDGECERT_ACME_EAB_KID", "external account binding needs both EDGECERT_ACME_EAB_KID and EDGECERT_ACME_EAB_HMAC")
+	}
+	if c.UnusedGrace < 0 {
+		return bad("EDGECERT_UNUSED_GRACE", "%s: want 0 or more", c.UnusedGrace)
+	}
+	if c.ReloadWindow < 0 || c.ReloadWindow > time.Minute {
+		return bad("EDGECERT_RELOAD_DEBOUNCE", "%s: want 0 to 1m", c.ReloadWindow)
+	}
+	if c.ACMEEmail != "" && (!strings.Contains(c.ACMEEmail, "@") || strings.ContainsAny(c.ACMEEmail, " ,<>")) {
+		return bad("EDGECERT_ACME_EMAIL", "%q is not an email address", c.ACMEEmail)
+	}
+	if c.ACMERoots != "" {
+		if _, err := os.Stat(c.ACMERoots); err != nil {
+			return bad("EDGECERT_ACME_ROOTS", "%v", err)
+		}
+	}
+	if _, ok := acme.KeyTypes[c.KeyType]; !ok {
+		return bad("EDGECERT_KEY_TYPE", "%q: want ec256, ec384, rsa2048, rsa3072 or rsa4096", c.KeyType)
+	}
+	for _, d := range []struct{ name, val string }{{"EDGECERT_WEBROOT", c.Webroot}, {"EDGECERT_CERTS_DIR", c.CertsDir},
+		{"EDGECERT_STATE_DIR", c.StateDir}, {"EDGECERT_SOCKET", c.Socket}} {
+		if !strings.HasPrefix(d.val, "/") {
+			return bad(d.name, "%q is not an absolute path", d.val)
+		}
+	}
+	if !prefixRE.MatchString(c.LabelPrefix) {
+		return bad("EDGECERT_LABEL_PREFIX", "%q: use lowercase letters, digits, '.' and '-'", c.LabelPrefix)
+	}
+	if c.MaxOrders < 1 || c.MaxOrders > 50 {
+		return bad("EDGECERT_MAX_ORDERS", "%d: want 1 to 50", c.MaxOrders)
+	}
+	if c.ReloadTimeout < time.Second {
+		return bad("EDGECERT_RELOAD_TIMEOUT", "%s: want at least 1s", c.ReloadTimeout)
+	}
+	if c.Debounce < 0 || c.Debounce > time.Minute {
+		return bad("EDGECERT_DEBOUNCE", "%s: want 0 to 1m", c.Debounce)
+	}
+	for _, u := range append(slices.Clone(c.Webhooks), c.SlackHooks...) {
+		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			return bad("EDGECERT_WEBHOOK_URLS", "%q is not an http(s) URL", redact(u))
+		}
+	}
+	if c.SMTPAddr != "" && (c.SMTPFrom == "" || len(c.SMTPTo) == 0) {
+		return bad("EDGECERT_SMTP_ADDR", "email needs EDGECERT_SMTP_FROM and EDGECERT_SMTP_TO too")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return bad("EDGECERT_METRICS_ADDR", "%q: want host:port, e.g. :9090", c.MetricsAddr)
+		}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return bad("EDGECERT_LOG_LEVEL", "%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return bad("EDGECERT_LOG_FORMAT", "%q: want text or json", c.LogFormat)
+	}
+	return c, nil
+}
+
+// directoryURL expands the production and staging shortcuts and checks that
+// the result is an https URL.
+func directoryURL(s string) (string, bool) {
+	switch s {
+	case "production":
+		s = acme.DirectoryProduction
+	case "staging":
+		s = acme.DirectoryStaging
+	}
+	u, err := url.Parse(s)
+	return s, err == nil && u.Scheme == "https" && u.Host != ""
+}
+
+// envError rewrites the env library's field names into variable names.
+func envError(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	t := reflect.TypeOf(Config{})
+	var msgs []string
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := t.FieldByName(pe.Name); ok {
+				msgs = append(msgs, fmt.Sprintf("%s: %q: %v", f.Tag.Get("env"), os.Getenv(f.Tag.Get("env")), pe.Err))
+				continue
+			}
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("%q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

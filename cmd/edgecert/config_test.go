@@ -1,0 +1,55 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgecert/edgecert/acme"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ACMEDirectory != acme.DirectoryProduction || c.KeyType != "ec256" || c.LabelPrefix != "edgecert" ||
+		c.CertsDir != "/etc/edgecert/certs" || c.Webroot != "/var/www/acme" || c.StateDir != "/var/lib/edgecert" ||
+		c.ReloadTimeout != 30*time.Second || c.MaxOrders != 3 {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestLoadConfigNamesTheBadVariable(t *testing.T) {
+	tests := []struct {
+		desc, name, value string
+	}{
+		{desc: "not https", name: "EDGECERT_ACME_DIRECTORY", value: "http://ca.example/dir"},
+		{desc: "not a number", name: "EDGECERT_MAX_ORDERS", value: "many"},
+		{desc: "out of range", name: "EDGECERT_MAX_ORDERS", value: "0"},
+		{desc: "not a duration", name: "EDGECERT_RELOAD_TIMEOUT", value: "soon"},
+		{desc: "unknown key type", name: "EDGECERT_KEY_TYPE", value: "dsa"},
+		{desc: "relative path", name: "EDGECERT_CERTS_DIR", value: "certs"},
+		{desc: "bad prefix", name: "EDGECERT_LABEL_PREFIX", value: "Edge Cert"},
+		{desc: "missing roots file", name: "EDGECERT_ACME_ROOTS", value: "/nonexistent/roots.pem"},
+		{desc: "bad email", name: "EDGECERT_ACME_EMAIL", value: "ops at example.com"},
+		{desc: "bad log level", name: "EDGECERT_LOG_LEVEL", value: "loud"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Setenv(tc.name, tc.value)
+			_, err := loadConfig()
+			if err == nil || !strings.HasPrefix(err.Error(), tc.name+":") {
+				t.Fatalf("loadConfig with %s=%q: %v; want an error naming %s", tc.name, tc.value, err, tc.name)
+			}
+		})
+	}
+}
+
+func TestLoadConfigStagingShortcut(t *testing.T) {
+	t.Setenv("EDGECERT_ACME_DIRECTORY", "staging")
+	c, err := loadConfig()
+	if err != nil || c.ACMEDirectory != acme.DirectoryStaging {
+		t.Fatalf("staging = %q, %v", c.ACMEDirectory, err)
+	}
+}

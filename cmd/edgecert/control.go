@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/dockerwatch"
+	"github.com/edgecert/edgecert/signal"
+)
+
+// The control socket: HTTP+JSON over a unix socket inside the container,
+// used by `edgecert status|renew|health` through docker exec.
+
+// StatusDoc is the documented schema of `edgecert status --json`.
+type StatusDoc struct {
+	Version      string                `json:"version"`
+	Directory    string                `json:"directory"`
+	Docker       dockerwatch.Health    `json:"docker"`
+	Certificates []CertView            `json:"certificates"`
+	Problems     []dockerwatch.Problem `json:"problems"`
+}
+
+// CertView is one certificate with the last reload reports of its proxies.
+type CertView struct {
+	acme.CertStatus
+	Reloads []signal.Report `json:"reloads"`
+}
+
+type renewRequest struct {
+	Names  []string `json:"names"`
+	Force  bool     `json:"force"`
+	DryRun bool     `json:"dry_run"`
+}
+
+type renewResponse struct {
+	Results []acme.RenewResult `json:"results"`
+}
+
+// daemonState is what the control server reads from the running daemon.
+type daemonState interface {
+	status() StatusDoc
+	healthy() error
+	renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult
+}
+
+func serveControl(ctx context.Context, path string, d daemonState) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	_ = os.Remove(path) // a stale socket from an earlier run
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("control socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, d.status())
+	})
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.healthy(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("POST /v1/renew", func(w http.ResponseWriter, r *http.Request) {
+		var req renewRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || len(req.Names) == 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"names\": [...], \"force\": bool}"})
+			return
+		}
+		res := renewResponse{Results: make([]acme.RenewResult, len(req.Names))}
+		done := make(chan struct{}, len(req.Names))
+		for i, n := range req.Names {
+			go func() {
+				res.Results[i] = d.renew(r.Context(), n, req.Force, req.DryRun)
+				done <- struct{}{}
+			}()
+		}
+		for range req.Names {
+			<-done
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	return serveUntil(ctx, ln, mux, "control socket")
+}
+
+// serveUntil serves h on ln until ctx ends, then shuts down gracefully.
+func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, what string) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("%s: %w", what, err)
+	case <-ctx.Done():
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+		<-errc
+		return nil
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// controlClient talks to the daemon's socket.
+type controlClient struct {
+	http *http.Client
+}
+
+func newControlClient(path string) *controlClient {
+	return &controlClient{http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+var errDaemon = errors.New("cannot reach the edgecert daemon")
+
+func (c *controlClient) do(ctx context.Context, method, path string, body, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://edgecert"+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%w (is `edgecert run` up in this container?): %w", errDaemon, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return resp.StatusCode, fmt.Errorf("decode daemon answer: %w", err)
+	}
+	return resp.StatusCode, nil
+}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/smtp"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgecert/edgecert/acme"
+)
+
+// Notice is the JSON body POSTed to EDGECERT_WEBHOOK_URLS: the documented
+// generic schema.
+type Notice struct {
+	Event    string    `json:"event"` // failure, reminder, recovery, expiring
+	Cert     string    `json:"cert"`
+	Domains  []string  `json:"domains"`
+	State    string    `json:"state"`
+	Serial   string    `json:"serial,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+	Error    string    `json:"error,omitempty"`
+	At       time.Time `json:"at"`
+	Host     string    `json:"host"`
+	Text     string    `json:"text"` // one line for humans
+}
+
+// notifyConfig says where notices and deployments go.
+type notifyConfig struct {
+	Webhooks []string // generic JSON
+	Slack    []string // Slack/Mattermost incoming webhooks ({"text": ...})
+	SMTPAddr string   // host:port; empty: no email
+	SMTPFrom string
+	SMTPTo   []string
+	SMTPUser string
+	SMTPPass string
+	Hook     []string // run after each proven deployment; empty: none
+	CertsDir string
+}
+
+// notifier turns certificate events into notices (one per change of
+// condition, a reminder at most daily) and runs the deploy hook. Its
+// CertEvent never blocks: work is queued for Run's goroutines.
+type notifier struct {
+	cfg   notifyConfig
+	log   *slog.Logger
+	host  string
+	http  *http.Client
+	path  string // where conditions persist across restarts
+	clock func() time.Time
+
+	mu      sync.Mutex
+	conds   map[string]*condition
+	dirty   bool
+	notices chan Notice
+	hooks   chan acme.CertStatus
+}
+
+type condition struct {
+	Cond string    `json:"cond"` // ok, failing, expiring
+	Sent time.Time `json:"sent"` // when the last notice for it went out
+}
+
+const reminderEvery = 24 * time.Hour
+
+func newNotifier(cfg notifyConfig, stateDir string, log *slog.Logger) *notifier {
+	host, _ := os.Hostname()
+	n := &notifier{cfg: cfg, log: log, host: host, http: &http.Client{Timeout: 10 * time.Second},
+		path: filepath.Join(stateDir, "notify.json"), clock: time.Now, conds: map[string]*condition{},
+		notices: make(chan Notice, 256), hooks: make(chan acme.CertStatus, 64)}
+	if data, err := os.ReadFile(n.path); err == nil {
+		if err := json.Unmarshal(data, &n.conds); err != nil {
+			log.Warn("cannot read notification state; starting afresh", "err", err)
+			n.conds = map[string]*condition{}
+		}
+	}
+	return n
+}
+
+func (n *notifier) enabled() bool {
+	return len(n.cfg.Webhooks)+len(n.cfg.Slack) > 0 || n.cfg.SMTPAddr != ""
+}
+
+// CertEvent is acme's EventSink: called with the manager's lock held.
+func (n *notifier) CertEvent(name string, e acme.Event, s acme.CertStatus) {
+	switch e.Kind {
+	case "order_failed", "reload_failed":
+		n.transition(s, "failing", e.Detail)
+	case "reload_proven":
+		n.transition(s, "ok", "")
+		if len(n.cfg.Hook) > 0 {
+			select {
+			case n.hooks <- s:
+			default:
+				n.log.Error("deploy hook queue full; hook skipped", "cert", name)
+			}
+		}
+	}
+}
+
+// transition moves a certificate to cond and queues the notice that change
+// deserves: failure (or a daily reminder), recovery, or expiring.
+func (n *notifier) transition(s acme.CertStatus, cond, detail string) {
+	if !n.enabled() {
+		return
+	}
+	now := n.clock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := n.conds[s.Name]
+	if c == nil {
+		c = &condition{Cond: "ok"}
+		n.conds[s.Name] = c
+	}
+	if cond == "expiring" && c.Cond == "failing" {
+		cond = "failing" // already told, and reminded daily: no second condition
+	}
+	event := ""
+	switch {
+	case cond == c.Cond && cond != "ok" && now.Sub(c.Sent) >= reminderEvery:
+		event = "reminder"
+	case cond == c.Cond:
+	case cond == "ok":
+		event = "recovery"
+	case cond == "failing":
+		event = "failure"
+	case cond == "expiring" && c.Cond == "ok":
+		event = "expiring"
+	}
+	if c.Cond != cond {
+		c.Cond = cond
+		n.dirty = true
+	}
+	if event == "" {
+		return
+	}
+	c.Sent = now
+	n.dirty = true
+	nt := Notice{Event: event, Cert: s.Name, Domains: s.Domains, State: s.State, Serial: s.Serial, NotAfter: s.NotAfter,
+		Error: detail, At: now, Host: n.host}
+	nt.Text = noticeText(nt)
+	select {
+	case n.notices <- nt:
+	default:
+		n.log.Error("notification queue full; notice dropped", "cert", s.Name, "event", event)
+	}
+}
+
+func noticeText(nt Notice) string {
+	what := map[string]string{
+		"failure":  "FAILED",
+		"reminder": "still FAILING",
+		"recovery": "recovered",
+		"expiring": "EXPIRES SOON without a successful renewal",
+	}[nt.Event]
+	t := fmt.Sprintf("edgecert on %s: certificate %s (%s) %s", nt.Host, nt.Cert, strings.Join(nt.Domains, ", "), what)
+	if !nt.NotAfter.IsZero() {
+		t += fmt.Sprintf("; expires %s", nt.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
+	}
+	if nt.Error != "" {
+		t += ": " + oneLine(nt.Error)
+	}
+	return t
+}
+
+// Run sends notices, runs hooks and checks for approaching expiry until ctx
+// ends. status lists the certificates for the expiry check.
+func (n *notifier) Run(ctx context.Context, status func() []acme.CertStatus) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-n.hooks:
+				n.runHook(ctx, s)
+			}
+		}
+	}()
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	n.checkExpiry(status())
+	for {
+		n.save()
+		select {
+		case <-ctx.Done():
+			return nil
+		case nt := <-n.notices:
+			n.send(ctx, nt)
+		case <-tick.C:
+			n.checkExpiry(status())
+		}
+	}
+}
+
+// checkExpiry notices certificates in use with less than a sixth of their
+// lifetime left: their renewal, due at two thirds, has not succeeded.
+func (n *notifier) checkExpiry(certs []acme.CertStatus) {
+	now := n.clock()
+	for _, s := range certs {
+		if s.State == "unused" || s.State == "placeholder" || s.State == "pending" || s.NotAfter.IsZero() {
+			continue
+		}
+		if left := s.NotAfter.Sub(now); left < s.NotAfter.Sub(s.NotBefore)/6 {
+			n.transition(s, "expiring", fmt.Sprintf("%s left", left.Round(time.Minute)))
+		}
+	}
+}
+
+func (n *notifier) save() {
+	n.mu.Lock()
+	if !n.dirty {
+		n.mu.Unlock()
+		return
+	}
+	data, err := json.MarshalIndent(n.conds, "", "  ")
+	n.dirty = false
+	n.mu.Unlock()
+	if err == nil {
+		err = acme.WriteFileAtomic(n.path, data, 0o600)
+	}
+	if err != nil {
+		n.log.Error("cannot save notification state", "err", err)
+	}
+}
+
+// send delivers one notice to every destination, each with retries.
+func (n *notifier) send(ctx context.Context, nt Notice) {
+	generic, _ := json.Marshal(nt)
+	text, _ := json.Marshal(map[string]string{"text": nt.Text})
+	for _, u := range n.cfg.Webhooks {
+		n.deliver(ctx, "webhook", u, nt, func() error { return n.post(ctx, u, generic) })
+	}
+	for _, u := range n.cfg.Slack {
+		n.deliver(ctx, "slack", u, nt, func() error { return n.post(ctx, u, text) })
+	}
+	if n.cfg.SMTPAddr != "" {
+		n.deliver(ctx, "email", n.cfg.SMTPAddr, nt, func() error { return n.mail(nt) })
+	}
+}
+
+// deliver tries f up to three times (now, after 2 s, after 10 s).
+func (n *notifier) deliver(ctx context.Context, kind, dest string, nt Notice, f func() error) {
+	var err error
+	for i, wait := range []time.Duration{0, 2 * time.Second, 10 * time.Second} {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err = f(); err == nil {
+			n.log.Info("notice sent", "cert", nt.Cert, "event", nt.Event, "via", kind)
+			return
+		}
+		n.log.Warn("notice not delivered", "cert", nt.Cert, "event", nt.Event, "via", kind, "attempt", i+1, "err", err)
+	}
+	n.log.Error("notice dropped after 3 attempts", "cert", nt.Cert, "event", nt.Event, "via", kind, "dest", redact(dest), "err", err)
+}
+
+func (n *notifier) post(ctx context.Context, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := n.http.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s answered %s", redact(url), resp.Status)
+	}
+	return nil
+}
+
+func (n *notifier) mail(nt Notice) error {
+	var auth smtp.Auth
+	if n.cfg.SMTPUser != "" {
+		host := n.cfg.SMTPAddr
+		if i := strings.LastIndex(host, ":"); i >= 0 {
+			host = host[:i]
+		}
+		auth = smtp.PlainAuth("", n.cfg.SMTPUser, n.cfg.SMTPPass, host)
+	}
+	msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: [edgecert] %s: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
+		n.cfg.SMTPFrom, strings.Join(n.cfg.SMTPTo, ", "), nt.Event, nt.Cert, nt.Text)
+	return smtp.SendMail(n.cfg.SMTPAddr, auth, n.cfg.SMTPFrom, n.cfg.SMTPTo, []byte(msg))
+}
+
+// runHook runs the deploy hook for a certificate that is now served, with its
+// names and paths in the environment, as certbot's deploy hooks get them.
+func (n *notifier) runHook(ctx context.Context, s acme.CertStatus) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	dir := filepath.Join(n.cfg.CertsDir, s.Name)
+	cmd := exec.CommandContext(ctx, n.cfg.Hook[0], n.cfg.Hook[1:]...)
+	cmd.Env = append(os.Environ(),
+		"EDGECERT_CERT_NAME="+s.Name,
+		"EDGECERT_DOMAINS="+strings.Join(s.Domains, ","),
+		"EDGECERT_SERIAL="+s.Serial,
+		"EDGECERT_NOT_AFTER="+s.NotAfter.UTC().Format(time.RFC3339),
+		"EDGECERT_CERT_DIR="+dir,
+		"EDGECERT_FULLCHAIN="+filepath.Join(dir, acme.FileFullchain),
+		"EDGECERT_PRIVKEY="+filepath.Join(dir, acme.FileKey),
+		"EDGECERT_CERT="+filepath.Join(dir, acme.FileCert),
+		"EDGECERT_CHAIN="+filepath.Join(dir, acme.FileChain),
+	)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		n.log.Error("deploy hook failed", "cert", s.Name, "err", err, "output", oneLine(string(out)))
+		return
+	}
+	n.log.Info("deploy hook ran", "cert", s.Name, "took_ms", time.Since(start).Milliseconds())
+}
+
+// redact hides a webhook URL's secret path, keeping its host for the log.
+func redact(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		if j := strings.Index(u[i+3:], "/"); j >= 0 {
+			return u[:i+3+j] + "/…"
+		}
+	}
+	return u
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/edgecert/edgecert/signal"
+)
+
+// challengePreflight is acme's preflight for HTTP-01: it writes a probe token
+// where lego writes its tokens and checks that a running proxy serves it for
+// every domain, so no order is placed (and no failed validation counted
+// against the CA's limits) while nginx is still starting or misconfigured.
+type challengePreflight struct {
+	webroot string
+	d       *signal.Deployer
+	r       *signal.Reloader
+}
+
+func (c *challengePreflight) Preflight(ctx context.Context, domains []string) error {
+	proxies := c.d.Proxies()
+	if len(proxies) == 0 {
+		return nil // nginx runs outside Docker, or unlabelled: nothing to check
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	token := "edgecert-preflight-" + hex.EncodeToString(b)
+	dir := filepath.Join(c.webroot, ".well-known", "acme-challenge")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("webroot: %w", err)
+	}
+	file := filepath.Join(dir, token)
+	if err := os.WriteFile(file, []byte(token), 0o644); err != nil {
+		return fmt.Errorf("webroot: %w", err)
+	}
+	defer os.Remove(file)
+	for _, d := range domains {
+		var errs []error
+		served, checked := false, false
+		for _, p := range proxies {
+			err := c.r.ServesFile(ctx, p, 80, d, "/.well-known/acme-challenge/"+token, []byte(token))
+			if errors.Is(err, signal.ErrNoSharedNetwork) {
+				continue
+			}
+			checked = true
+			if err == nil {
+				served = true
+				break
+			}
+			errs = append(errs, err)
+		}
+		if checked && !served {
+			return fmt.Errorf("no proxy serves the challenge directory for %s (nginx needs `location ^~ /.well-known/acme-challenge/ { root %s; }` on port 80): %w",
+				d, c.webroot, errors.Join(errs...))
+		}
+	}
+	return nil
+}

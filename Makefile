@@ -1,0 +1,49 @@
+# edgecert: `make test` is the one test command (unit tests, then the e2e
+# suite against the real Docker Engine). `make image` builds edgecert:local.
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+PEBBLE  := v2.10.1
+BIN     := build/bin
+export DOCKER_BUILDKIT := 0
+UNIT    := $(shell $(GO) list ./... | grep -v /e2e)
+
+.PHONY: all build image tools test-images unit compose-check e2e test bench clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o build/edgecert ./cmd/edgecert
+
+# The image is FROM scratch: the host's CA bundle goes in for Let's Encrypt.
+image: build
+	cp /etc/ssl/certs/ca-certificates.crt build/ca-certificates.crt
+	docker build -q -t edgecert:local . >/dev/null
+	@echo "built edgecert:local ($(VERSION))"
+
+tools:
+	CGO_ENABLED=0 GOBIN=$(CURDIR)/$(BIN) $(GO) install \
+		github.com/letsencrypt/pebble/v2/cmd/pebble@$(PEBBLE) \
+		github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$(PEBBLE)
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/testapp ./e2e/testapp
+
+test-images: image tools
+	e2e/images/build.sh
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 $(UNIT)
+
+e2e: test-images
+	EDGECERT_E2E=1 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -parallel 6 -timeout 30m ./e2e
+
+# Every compose file users copy must stay valid (docker-compose 1.29 and v2).
+compose-check:
+	@for f in compose/*.yml compose/*/docker-compose.yml; do docker-compose -f $$f config -q && echo "compose ok: $$f" || exit 1; done
+
+test: unit compose-check e2e
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(UNIT)
+
+clean:
+	rm -rf build

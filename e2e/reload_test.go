@@ -1,0 +1,261 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestGroups: two nginx containers in groups a and b; a certificate of group
+// a reloads only group a's nginx.
+func TestGroups(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "groups")
+	ipA, ipB := s.ip, newIP()
+	nginxB := s.nginx + "-b"
+	da, db := s.domain("a"), s.domain("b")
+	pointAt(t, ipA, da)
+	pointAt(t, ipB, db)
+	s.startProxy(proxySpec{name: s.nginx, ip: ipA, conf: "conf", labels: map[string]string{"nginx": "a"}})
+	s.writeConfIn("conf-b", "00-http.conf", httpServer)
+	s.startProxy(proxySpec{name: nginxB, ip: ipB, conf: "conf-b", labels: map[string]string{"nginx": "b"}})
+	s.startEdgecert()
+	roots := caRoots(t, s.pebble)
+	s.writeConf("10-a.conf", tlsServer("a", da))
+	s.writeConfIn("conf-b", "10-b.conf", tlsServer("b", db))
+	s.startApp("app-a", map[string]string{"domains": da, "name": "a", "proxy": "a"})
+	s.startApp("app-b", map[string]string{"domains": db, "name": "b", "proxy": "b"})
+	if err := waitUntil(90*time.Second, func() error {
+		if _, err := verifiedAt(ipA, roots, da); err != nil {
+			return err
+		}
+		_, err := verifiedAt(ipB, roots, db)
+		return err
+	}); err != nil {
+		t.Fatalf("the groups' certificates were never served: %v", err)
+	}
+	s.waitDeployed("a", "b")
+
+	before, _ := verifiedAt(ipA, roots, da)
+	pidsA, pidsB := workerPIDs(s.nginx, "nginx: worker"), workerPIDs(nginxB, "nginx: worker")
+	if out, code := s.cli("renew", "--force", "a"); code != 0 {
+		t.Fatalf("renew --force a: exit %d:\n%s", code, out)
+	}
+	after, err := verifiedAt(ipA, roots, da)
+	if err != nil || serialOf(after) == serialOf(before) {
+		t.Fatalf("group a serves %v, %v; want a new certificate", after, err)
+	}
+	if now := workerPIDs(s.nginx, "nginx: worker"); slices.ContainsFunc(now, func(p int) bool { return slices.Contains(pidsA, p) }) {
+		t.Errorf("group a's workers %v -> %v: want all new", pidsA, now)
+	}
+	if now := workerPIDs(nginxB, "nginx: worker"); !noNewWorkers(pidsB, now) {
+		t.Errorf("group b's workers %v -> %v: a certificate of group a reloaded group b", pidsB, now)
+	}
+	c, _ := s.cert("a")
+	if len(c.Reloads) != 1 || c.Reloads[0].Container != s.nginx || !c.Reloads[0].OK {
+		t.Errorf("reloads of a = %+v, want one proven reload of %s only", c.Reloads, s.nginx)
+	}
+}
+
+// TestTwentyAtOnce: twenty certificates renewed at once cause a handful of
+// reloads of the one nginx, each of them proven.
+func TestTwentyAtOnce(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "twenty")
+	var names, domains []string
+	for i := range 20 {
+		names = append(names, "c"+strconv.Itoa(i))
+		domains = append(domains, s.domain("c"+strconv.Itoa(i)))
+	}
+	s.point(domains...)
+	s.startNginx()
+	s.startEdgecert("EDGECERT_MAX_ORDERS=20")
+	roots := caRoots(t, s.pebble)
+	for i, d := range domains {
+		s.writeConf("10-"+names[i]+".conf", tlsServer(names[i], d))
+	}
+	var wg sync.WaitGroup
+	for i, d := range domains {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.startApp("app"+names[i], map[string]string{"domains": d, "name": names[i]})
+		}()
+	}
+	wg.Wait()
+	first := map[string]string{}
+	if err := waitUntil(3*time.Minute, func() error {
+		for _, d := range domains {
+			leaf, err := s.verified(roots, d)
+			if err != nil {
+				return err
+			}
+			first[d] = serialOf(leaf)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("not every certificate was served: %v", err)
+	}
+	s.waitDeployed(names...)
+	issueReloads := strings.Count(s.logs(), "reload proven")
+
+	out, code := s.cli(append([]string{"renew", "--force"}, names...)...)
+	if code != 0 {
+		t.Fatalf("renew --force of 20: exit %d:\n%s", code, out)
+	}
+	for _, d := range domains {
+		leaf, err := s.verified(roots, d)
+		if err != nil || serialOf(leaf) == first[d] {
+			t.Fatalf("%s serves %v, %v after the renewal; want a new certificate", d, leaf, err)
+		}
+	}
+	for _, c := range s.status().Certificates {
+		if !c.Deployed || c.State != "valid" {
+			t.Errorf("%s: %s, deployed %v; want valid and proven", c.Name, c.State, c.Deployed)
+		}
+	}
+	logs := s.logs()
+	renewReloads := strings.Count(logs, "reload proven") - issueReloads
+	renewed := certTimes(logs, "certificate obtained and written", "reason=forced")
+	b := bursts(renewed, 2*time.Second) // the reload debounce's quiet period
+	t.Logf("MEASURE twenty issue_reloads=%d renew_reloads=%d renew_completion_bursts=%d renewed=%d", issueReloads, renewReloads, b, len(renewed))
+	// One reload per burst of completions, plus one for a burst that lands
+	// while a reload is being proven; never one per certificate.
+	if renewReloads < 1 || renewReloads > b+1 || renewReloads > 10 {
+		t.Errorf("%d reloads for 20 certificates renewed at once in %d bursts, want 1 to %d", renewReloads, b, b+1)
+	}
+}
+
+// TestApache: an Apache httpd container, labelled with its signal (USR1),
+// config test and worker pattern, is reloaded and proven like nginx.
+func TestApache(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "apache")
+	d := s.domain("site")
+	s.point(d)
+	apache := s.nginx + "-httpd"
+	s.startProxy(proxySpec{name: apache, ip: s.ip, image: "edgecert-apache:e2e", conf: "conf-apache",
+		labels: map[string]string{"nginx": "true", "signal": "USR1", "config_test": "apache2 -t", "workers": "apache2"}})
+	s.startEdgecert()
+	roots := caRoots(t, s.pebble)
+	s.writeConfIn("conf-apache", "10-site.conf", fmt.Sprintf(`Listen 443
+<VirtualHost *:443>
+    ServerName %s
+    SSLEngine on
+    SSLCertificateFile    /etc/apache2/certs/site/fullchain.pem
+    SSLCertificateKeyFile /etc/apache2/certs/site/privkey.pem
+</VirtualHost>
+`, d))
+	s.startApp("app", map[string]string{"domains": d, "name": "site"})
+	first := s.waitServed(roots, d, 90*time.Second)
+	s.waitDeployed("site")
+
+	pids := workerPIDs(apache, "apache2")
+	if out, code := s.cli("renew", "--force", "site"); code != 0 || !strings.Contains(out, "proven") {
+		t.Fatalf("renew --force: exit %d:\n%s", code, out)
+	}
+	leaf, err := s.verified(roots, d)
+	if err != nil || serialOf(leaf) == first {
+		t.Fatalf("Apache serves %v, %v; want a new certificate", leaf, err)
+	}
+	if now := workerPIDs(apache, "apache2"); len(now) == 0 || slices.ContainsFunc(now, func(p int) bool { return slices.Contains(pids, p) }) {
+		t.Errorf("Apache's children %v -> %v: want all new", pids, now)
+	}
+	c, _ := s.cert("site")
+	if len(c.Reloads) != 1 || !c.Reloads[0].OK || !hasStep(c.Reloads[0], "signal", "USR1") || !hasStep(c.Reloads[0], "config_test", "Syntax OK") {
+		t.Errorf("reloads = %+v, want a proven USR1 reload after `apache2 -t`", c.Reloads)
+	}
+}
+
+// TestWrongCertificateFile: nginx accepts its config and reloads, but the
+// server block points at another certificate's files: the handshake step
+// catches it, and status names that step.
+func TestWrongCertificateFile(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "wrongfile")
+	dx, dy := s.domain("x"), s.domain("y")
+	s.point(dx, dy)
+	s.startNginx()
+	s.startEdgecert()
+	roots := caRoots(t, s.pebble)
+	s.writeConf("10-y.conf", tlsServer("y", dy))
+	s.writeConf("10-x.conf", tlsServer("y", dx)) // the mistake: x's server uses y's files
+	s.startApp("app-y", map[string]string{"domains": dy, "name": "y"})
+	s.startApp("app-x", map[string]string{"domains": dx, "name": "x"})
+	if err := waitUntil(90*time.Second, func() error { _, err := s.verified(roots, dy); return err }); err != nil {
+		t.Fatalf("y was never served: %v", err)
+	}
+	var c certView
+	if err := waitUntil(90*time.Second, func() error {
+		c, _ = s.cert("x")
+		if len(c.Reloads) == 0 || c.Reloads[0].FailedStep != "handshake" {
+			return errString(fmt.Sprintf("x: %s, reloads %+v", c.State, c.Reloads))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the wrong file was not caught by the handshake step: %v", err)
+	}
+	if c.State != "failing" || !strings.Contains(c.DeployError, "presents serial") || c.Deployed {
+		t.Errorf("x = %+v, want failing with the served serial named", c)
+	}
+	if y, _ := s.cert("y"); !y.Deployed || y.DeployError != "" {
+		t.Errorf("y = %+v, want proven: x's problem is x's alone", y)
+	}
+}
+
+const httpServer = `server {
+    listen 80 default_server;
+    location ^~ /.well-known/acme-challenge/ { root /var/www/acme; default_type text/plain; }
+    location / { return 301 https://$host$request_uri; }
+}
+`
+
+// pointAt makes the test DNS answer domains with ip.
+func pointAt(t *testing.T, ip string, domains ...string) {
+	t.Helper()
+	for _, d := range domains {
+		if _, err := challPost("/add-a", map[string]any{"host": d, "addresses": []string{ip}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (s *stack) writeConfIn(dir, file, text string) {
+	s.t.Helper()
+	if err := os.MkdirAll(filepath.Join(s.dir, dir), 0o755); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.dir, dir, file), []byte(text), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// waitDeployed waits until status shows every named certificate proven served.
+func (s *stack) waitDeployed(names ...string) {
+	s.t.Helper()
+	if err := waitUntil(30*time.Second, func() error {
+		for _, n := range names {
+			if c, _ := s.cert(n); !c.Deployed {
+				return errString(n + " not proven yet: " + c.State + " " + c.DeployError)
+			}
+		}
+		return nil
+	}); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func hasStep(r reload, name, detail string) bool {
+	for _, st := range r.Steps {
+		if st.Step == name && st.OK && strings.Contains(st.Detail, detail) {
+			return true
+		}
+	}
+	return false
+}

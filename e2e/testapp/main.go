@@ -1,0 +1,42 @@
+// Command testapp is a stand-in application for the e2e tests and the local
+// demo: an HTTP server that says who it is. Run as `testapp dump-env FILE`
+// it writes its EDGECERT_* environment to FILE and exits: a deploy hook.
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == "dump-env" {
+		var lines []string
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, "EDGECERT_") {
+				lines = append(lines, kv)
+			}
+		}
+		sort.Strings(lines)
+		if err := os.WriteFile(os.Args[2], []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	name := os.Getenv("APP_NAME")
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s\n", name)
+	})
+	srv := &http.Server{Addr: ":8080", ReadHeaderTimeout: 5 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

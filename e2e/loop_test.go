@@ -362,3 +362,100 @@ func files(t *testing.T, root string) []string {
 	}
 	return out
 }
+
+// TestChallengeBehindRedirect: nginx sends all of port 80 to https and
+// serves the challenge directory on 443 only, a common setup. A CA follows
+// such a redirect (Pebble like Let's Encrypt); so does edgecert's preflight,
+// against nginx's own address, so the order is placed and succeeds, first
+// through nginx's default server, then, renewed, through the site's own.
+func TestChallengeBehindRedirect(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "redirect")
+	d := s.domain("site")
+	for _, f := range []string{"pebble-tls-cert.pem", "pebble-tls-key.pem"} {
+		data, err := os.ReadFile(filepath.Join(hostDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.writeConf("boot-"+f, string(data)) // any pair will do until edgecert's exists
+	}
+	const challenge = "location ^~ /.well-known/acme-challenge/ { root /var/www/acme; default_type text/plain; }"
+	s.writeConf("00-http.conf", `server {
+    listen 80 default_server;
+    location / { return 301 https://$host$request_uri; }
+}
+server {
+    listen 443 ssl default_server;
+    ssl_certificate     /etc/nginx/conf.d/boot-pebble-tls-cert.pem;
+    ssl_certificate_key /etc/nginx/conf.d/boot-pebble-tls-key.pem;
+    `+challenge+`
+    location / { return 404; }
+}
+`)
+	s.point(d)
+	s.startNginx()
+	s.startEdgecert()
+	s.writeConf("10-site.conf", strings.Replace(tlsServer("site", d), "    location / ", "    "+challenge+"\n    location / ", 1))
+	roots := caRoots(t, s.pebble)
+	s.startApp("app", map[string]string{"domains": d, "name": "site"})
+	first := s.waitServed(roots, d, 90*time.Second)
+	s.waitDeployed("site")
+	if c, _ := s.cert("site"); c.Failures != 0 || c.LastError != "" {
+		t.Fatalf("status = %+v, want issued at the first attempt", c)
+	}
+
+	out, code := s.cli("renew", "--force", "site")
+	if code != 0 {
+		t.Fatalf("renew --force through the site's own https server: exit %d:\n%s", code, out)
+	}
+	leaf, err := s.verified(roots, d)
+	if err != nil || serialOf(leaf) == first {
+		t.Fatalf("nginx serves %v, %v after the renewal; want a new certificate", leaf, err)
+	}
+	logs := s.logs()
+	if strings.Contains(logs, "order failed") || strings.Contains(logs, "preflight cannot check") {
+		t.Errorf("want both orders placed after a preflight that followed the redirect, and neither failing:\n%s", logs)
+	}
+	if n := strings.Count(logs, "certificate obtained and written"); n != 2 {
+		t.Errorf("%d certificates obtained, want 2", n)
+	}
+}
+
+// TestPreflightHoldsOrders: while nginx does not serve the challenge
+// directory, edgecert places no order (the CA sees no validation to fail)
+// and says why; once the config is fixed, an order goes through.
+func TestPreflightHoldsOrders(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "preflight")
+	d := s.domain("site")
+	s.writeConf("00-http.conf", "server {\n    listen 80 default_server;\n    location / { return 404; }\n}\n")
+	roots := s.up("site", d)
+	s.startApp("app", map[string]string{"domains": d, "name": "site"})
+	var c certView
+	if err := waitUntil(90*time.Second, func() error {
+		c, _ = s.cert("site")
+		if c.LastError == "" {
+			return errString("no failure yet: " + c.State)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if c.State != "failing" || !strings.Contains(c.LastError, "no order placed") || !strings.Contains(c.LastError, "acme-challenge") || !strings.Contains(c.LastError, "404") {
+		t.Fatalf("status = %+v, want failing with the preflight's reason: no order placed, the nginx location to add, the 404 seen", c)
+	}
+	if plog, _ := docker("logs", "e2e-"+runID+"-pebble"); strings.Contains(plog, d) {
+		t.Fatalf("Pebble saw %s although the preflight failed:\n%s", d, grepLines(plog, d))
+	}
+
+	s.writeConf("00-http.conf", httpServer)
+	if out, err := docker("kill", "--signal", "HUP", s.nginx); err != nil {
+		t.Fatal(out)
+	}
+	if out, code := s.cli("renew", "--force", "site"); code != 0 || !strings.Contains(out, "proven") {
+		t.Fatalf("renew --force after the fix: exit %d:\n%s", code, out)
+	}
+	if _, err := s.verified(roots, d); err != nil {
+		t.Fatalf("after the fix nginx does not serve a certificate from the CA: %v", err)
+	}
+}

@@ -508,9 +508,20 @@ func Served(ctx context.Context, addr, sni string) (fingerprint, serial string, 
 // ErrNoSharedNetwork means edgecert cannot reach the proxy to check it.
 var ErrNoSharedNetwork = errors.New("edgecert shares no network with the proxy")
 
-// ServesFile checks that p answers GET path on port with the body want, for
-// the Host host: the HTTP-01 preflight, so that an order is placed only when
-// the CA will find the token.
+// ErrRedirectedAway means the proxy redirects the challenge URL to a place
+// that is not itself (another host name, or a port other than 80 and 443):
+// what a CA finds there cannot be checked from here.
+var ErrRedirectedAway = errors.New("the challenge URL is redirected away from the proxy")
+
+// maxRedirects is how many redirects a validation follows, as Let's Encrypt's.
+const maxRedirects = 10
+
+// ServesFile checks that p answers GET http://host:port/path with the body
+// want: the HTTP-01 preflight, so that an order is placed only when the CA
+// will find the token. Like a CA's validator it follows redirects (up to 10,
+// http or https, ports 80 and 443, certificates not verified), but every
+// request goes to p's own addresses; a redirect to another host name
+// returns ErrRedirectedAway.
 func (r *Reloader) ServesFile(ctx context.Context, p Proxy, port int, host, path string, want []byte) error {
 	info, err := r.api.ContainerInspect(ctx, p.ID)
 	if err != nil {
@@ -523,27 +534,66 @@ func (r *Reloader) ServesFile(ctx context.Context, p Proxy, port int, host, path
 	if len(addrs) == 0 {
 		return ErrNoSharedNetwork
 	}
-	client := &http.Client{Timeout: 3 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var lastErr error
 	for _, a := range addrs {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+path, nil)
-		if err != nil {
+		ip, _, _ := net.SplitHostPort(a)
+		hostport := host // as a CA sends it: no port for 80
+		if port != 80 {
+			hostport = net.JoinHostPort(host, strconv.Itoa(port))
+		}
+		err := fetchFrom(ctx, ip, "http://"+hostport+path, host, want)
+		if err == nil || errors.Is(err, ErrRedirectedAway) {
 			return err
 		}
-		req.Host = host
-		resp, err := client.Do(req)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK && bytes.Equal(bytes.TrimSpace(body), want) {
-			return nil
-		}
-		lastErr = fmt.Errorf("GET http://%s%s (Host: %s) answered %d, not the token edgecert wrote", a, path, host, resp.StatusCode)
+		lastErr = err
 	}
 	return fmt.Errorf("%s: %w", p.Name, lastErr)
+}
+
+// fetchFrom GETs url, and the redirects it leads to, from the server at ip
+// whatever the URL's host, and checks that the final answer is want.
+func fetchFrom(ctx context.Context, ip, url, host string, want []byte) error {
+	dialer := &net.Dialer{Timeout: 3 * time.Second}
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			Proxy:             nil,
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as a CA's validator: the token is what counts
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				_, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					return nil, err
+				}
+				return dialer.DialContext(ctx, network, net.JoinHostPort(ip, port))
+			},
+		},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			switch {
+			case len(via) >= maxRedirects:
+				return fmt.Errorf("more than %d redirects", maxRedirects)
+			case !strings.EqualFold(req.URL.Hostname(), host):
+				return fmt.Errorf("%w: to %s", ErrRedirectedAway, req.URL)
+			case !slices.Contains([]string{"", "80", "443", via[0].URL.Port()}, req.URL.Port()):
+				return fmt.Errorf("%w: to %s (a CA follows redirects to ports 80 and 443 only)", ErrRedirectedAway, req.URL)
+			}
+			return nil
+		},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusOK && bytes.Equal(bytes.TrimSpace(body), want) {
+		return nil
+	}
+	return fmt.Errorf("GET %s (from %s) answered %d, not the token edgecert wrote", resp.Request.URL, ip, resp.StatusCode)
 }
 
 // SelfID returns this process's container ID when it runs in a container

@@ -12,10 +12,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -318,5 +321,57 @@ func TestEnsureRefusesARestartingProxy(t *testing.T) {
 	rep := reloader(f).Ensure(context.Background(), Proxy{ID: "n", Name: "nginx", TLSPort: port}, []Cert{{Name: "a", Domains: []string{"a.example.com"}, Fingerprint: fp}})
 	if rep.OK || rep.FailedStep != "inspect" || !strings.Contains(rep.Error, "restarting") || len(f.killed()) != 0 {
 		t.Fatalf("report = %+v, kills %v; want a failed inspect step and no signal", rep, f.killed())
+	}
+}
+
+func TestServesFileFollowsRedirectsOnTheProxyOnly(t *testing.T) {
+	f, _, _ := newFake(t)
+	const token = "tok-123"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/acme-challenge/direct":
+			io.WriteString(w, token+"\n")
+		case "/.well-known/acme-challenge/moved":
+			http.Redirect(w, r, "/served/here", http.StatusMovedPermanently)
+		case "/served/here":
+			if host, _, _ := net.SplitHostPort(r.Host); host != "a.example.com" {
+				http.Error(w, "wrong host "+r.Host, http.StatusBadRequest)
+				return
+			}
+			io.WriteString(w, token)
+		case "/.well-known/acme-challenge/away":
+			http.Redirect(w, r, "http://cdn.example.net/x", http.StatusFound)
+		case "/.well-known/acme-challenge/oddport":
+			http.Redirect(w, r, "http://a.example.com:8443/x", http.StatusFound)
+		case "/.well-known/acme-challenge/loop":
+			http.Redirect(w, r, r.URL.Path, http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	r := reloader(f)
+	ctx := context.Background()
+	check := func(path string) error {
+		return r.ServesFile(ctx, Proxy{ID: "n", Name: "nginx"}, p, "a.example.com", "/.well-known/acme-challenge/"+path, []byte(token))
+	}
+	if err := check("direct"); err != nil {
+		t.Errorf("direct: %v", err)
+	}
+	if err := check("moved"); err != nil {
+		t.Errorf("a redirect on the same host was not followed: %v", err)
+	}
+	if err := check("missing"); err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "nginx") {
+		t.Errorf("missing token: %v, want a 404 naming the proxy", err)
+	}
+	for _, path := range []string{"away", "oddport"} {
+		if err := check(path); !errors.Is(err, ErrRedirectedAway) {
+			t.Errorf("%s: %v, want ErrRedirectedAway", path, err)
+		}
+	}
+	if err := check("loop"); err == nil || errors.Is(err, ErrRedirectedAway) || !strings.Contains(err.Error(), "redirects") {
+		t.Errorf("redirect loop: %v, want a plain failure after 10 redirects", err)
 	}
 }

@@ -144,7 +144,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	d.manager = acme.NewManager(acme.ManagerConfig{Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks},
 		store, iss, acmeDeployer{d.deployer}, log)
-	d.manager.SetPreflight(&challengePreflight{webroot: cfg.Webroot, d: d.deployer, r: reloader})
+	d.manager.SetPreflight(&challengePreflight{webroot: cfg.Webroot, d: d.deployer, r: reloader, log: log})
 	d.manager.SetDryRunIssuer(dry)
 	d.watcher = dockerwatch.New(docker, cfg.LabelPrefix, cfg.Debounce, log)
 	if cfg.Companion {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -20,6 +21,7 @@ type challengePreflight struct {
 	webroot string
 	d       *signal.Deployer
 	r       *signal.Reloader
+	log     *slog.Logger
 }
 
 func (c *challengePreflight) Preflight(ctx context.Context, domains []string) error {
@@ -48,6 +50,13 @@ func (c *challengePreflight) Preflight(ctx context.Context, domains []string) er
 				continue
 			}
 			checked = true
+			if errors.Is(err, signal.ErrRedirectedAway) {
+				// Where the CA will be sent cannot be checked from here:
+				// let it decide rather than never order.
+				c.log.Warn("preflight cannot check the challenge URL; ordering anyway", "container", p.Name, "domains", d, "err", err)
+				served = true
+				break
+			}
 			if err == nil {
 				served = true
 				break

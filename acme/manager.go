@@ -170,6 +170,9 @@ type entry struct {
 	orderWaiters  []chan RenewResult // attached to the order in flight
 	deployWaiters []chan RenewResult // waiting for deployment of deployWaitFP
 	deployWaitFP  string
+	// deployWaitNoOrder: the waiters asked for a renewal of a certificate
+	// that was current, and got a reload retried instead of an order.
+	deployWaitNoOrder bool
 }
 
 type resultKind int
@@ -413,6 +416,10 @@ func (m *Manager) reconcile(ws []Want) {
 		e := m.entry(w.Name)
 		if e.want == nil || !slices.Equal(e.want.Domains, w.Domains) {
 			m.log.Debug("certificate wanted", "cert", w.Name, "domains", strings.Join(w.Domains, ","), "container", strings.Join(w.Containers, ","))
+		}
+		if e.want != nil && e.want.Group != w.Group {
+			// Other proxies serve it now: prove it on them.
+			e.deployedFP, e.deployRetryAt = "", time.Time{}
 		}
 		e.want = &w
 		if !e.st.UnusedSince.IsZero() {
@@ -797,10 +804,16 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 			res.Message = "certificate issued and written, but the reload was not proven"
 			res.Err = r.err.Error()
 		}
+		if e.deployWaitNoOrder {
+			res.Ordered, res.Message = false, "not due (no order); its reload was retried and is proven served"
+			if r.err != nil {
+				res.Message = "not due (no order); its reload was retried and is still not proven"
+			}
+		}
 		for _, w := range e.deployWaiters {
 			w <- res
 		}
-		e.deployWaiters, e.deployWaitFP = nil, ""
+		e.deployWaiters, e.deployWaitFP, e.deployWaitNoOrder = nil, "", false
 	}
 }
 
@@ -841,7 +854,7 @@ func (m *Manager) applyOrder(e *entry, r result) {
 	e.deployRetryAt, e.deployFailures = time.Time{}, 0
 	e.deployWaiters = append(e.deployWaiters, e.orderWaiters...)
 	e.orderWaiters = nil
-	e.deployWaitFP = r.info.Fingerprint
+	e.deployWaitFP, e.deployWaitNoOrder = r.info.Fingerprint, false
 	if e.want == nil {
 		// Renewed in its grace period: nobody waits for a reload.
 		for _, w := range e.deployWaiters {
@@ -866,6 +879,17 @@ func (m *Manager) renew(r renewReq) {
 	}
 	if !r.force && !e.ordering {
 		need, _ := m.needsOrder(e, o, now)
+		if !need && e.want != nil && e.deployedFP != e.disk.Fingerprint {
+			// Current on the volume but not proven served (say, the proxy's
+			// config was broken and has been fixed): retry the reload now
+			// instead of at the end of its backoff. No order.
+			e.deployRetryAt = time.Time{}
+			if e.deployWaitFP != e.disk.Fingerprint {
+				e.deployWaitFP, e.deployWaitNoOrder = e.disk.Fingerprint, true
+			}
+			e.deployWaiters = append(e.deployWaiters, r.reply)
+			return
+		}
 		if !need {
 			at, src := e.renewal()
 			r.reply <- RenewResult{Name: e.name, Serial: e.disk.Serial, NotAfter: e.disk.NotAfter,

@@ -305,8 +305,29 @@ func TestManagerRenewReportsDeployFailureAndUnknownNames(t *testing.T) {
 	if s := state(h.m, "y"); s.State != "failing" || s.DeployError == "" || s.Deployed {
 		t.Fatalf("status = %+v, want failing with a deploy error", s)
 	}
-	if res := h.m.Renew(ctx, "y", false); res.Ordered {
-		t.Errorf("Renew without force of a fresh certificate ordered: %+v", res)
+	orders := iss.count()
+	if res := h.m.Renew(ctx, "y", false); res.Ordered || res.Err != "config test failed" {
+		t.Errorf("Renew without force of a current certificate that is not served = %+v, want its reload retried (and failing again), no order", res)
+	}
+	// The operator fixes the proxy: renew without --force retries the
+	// reload at once (not at the end of its backoff) and orders nothing.
+	h.dep.mu.Lock()
+	h.dep.fail = nil
+	h.dep.mu.Unlock()
+	_, deploys := h.dep.last()
+	res = h.m.Renew(ctx, "y", false)
+	if res.Ordered || res.Err != "" || !strings.Contains(res.Message, "proven") || iss.count() != orders {
+		t.Fatalf("Renew after the fix = %+v (orders %d -> %d), want the reload proven and no order", res, orders, iss.count())
+	}
+	if _, n := h.dep.last(); n != deploys+1 {
+		t.Errorf("deployments %d -> %d, want one more", deploys, n)
+	}
+	if s := state(h.m, "y"); s.State != "valid" || !s.Deployed {
+		t.Errorf("status = %+v, want valid and deployed", s)
+	}
+	// Served and current: now renew without force says it is not due.
+	if res := h.m.Renew(ctx, "y", false); res.Ordered || res.Err != "" || !strings.Contains(res.Message, "not due") {
+		t.Errorf("Renew of a served, current certificate = %+v, want not due", res)
 	}
 }
 
@@ -470,4 +491,17 @@ func kinds(h []Event) string {
 		k = append(k, e.Kind)
 	}
 	return strings.Join(k, ",")
+}
+
+func TestManagerGroupChangeIsProvenOnTheNewProxies(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	dep := &fakeDeployer{}
+	h := start(t, t.TempDir(), t.TempDir(), iss, dep)
+	h.m.Update([]Want{{Name: "g", Domains: []string{"g.example.com"}, Group: "a"}})
+	waitFor(t, "deployment to group a", func() bool { d, _ := dep.last(); return d.Group == "a" && state(h.m, "g").Deployed })
+	h.m.Update([]Want{{Name: "g", Domains: []string{"g.example.com"}, Group: "b"}})
+	waitFor(t, "deployment to group b", func() bool { d, _ := dep.last(); return d.Group == "b" && state(h.m, "g").Deployed })
+	if iss.count() != 1 {
+		t.Errorf("%d orders, want 1: a new group needs a reload, not a certificate", iss.count())
+	}
 }

@@ -61,6 +61,39 @@ func TestGroups(t *testing.T) {
 	if len(c.Reloads) != 1 || c.Reloads[0].Container != s.nginx || !c.Reloads[0].OK {
 		t.Errorf("reloads of a = %+v, want one proven reload of %s only", c.Reloads, s.nginx)
 	}
+
+	// The app moves to group b (labels change by recreating the container):
+	// b's nginx, which has a server for it, is reloaded and proven to serve
+	// the same certificate; nothing is ordered.
+	obtained := strings.Count(s.logs(), "certificate obtained and written")
+	if out, err := docker("rm", "-f", "e2e-"+runID+"-groups-app-a"); err != nil {
+		t.Fatal(out)
+	}
+	s.writeConfIn("conf-b", "10-a.conf", tlsServer("a", da))
+	pidsB = workerPIDs(nginxB, "nginx: worker")
+	s.startApp("app-a", map[string]string{"domains": da, "name": "a", "proxy": "b"})
+	if err := waitUntil(60*time.Second, func() error {
+		leaf, err := verifiedAt(ipB, roots, da)
+		if err != nil {
+			return err
+		}
+		if serialOf(leaf) != serialOf(after) {
+			return errString("b serves " + serialOf(leaf) + " for a")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("after moving to group b, b's nginx never served a's certificate: %v", err)
+	}
+	s.waitDeployed("a")
+	if now := workerPIDs(nginxB, "nginx: worker"); slices.ContainsFunc(now, func(p int) bool { return slices.Contains(pidsB, p) }) {
+		t.Errorf("group b's workers %v -> %v: want all new", pidsB, now)
+	}
+	if c, _ := s.cert("a"); len(c.Reloads) == 0 || c.Reloads[0].Container != nginxB || !c.Reloads[0].OK {
+		t.Errorf("reloads of a = %+v, want a proven reload of %s", c.Reloads, nginxB)
+	}
+	if n := strings.Count(s.logs(), "certificate obtained and written"); n != obtained {
+		t.Errorf("%d orders for a change of group, want none", n-obtained)
+	}
 }
 
 // TestTwentyAtOnce: twenty certificates renewed at once cause a handful of

@@ -149,10 +149,11 @@ type EventSink interface {
 }
 
 type entry struct {
-	name string
-	want *Want // nil: no running container wants it
-	disk *Info // what is current on the volume, nil if nothing
-	st   persisted
+	name  string
+	want  *Want  // nil: no running container wants it
+	group string // the group it was last wanted for, kept while unwanted
+	disk  *Info  // what is current on the volume, nil if nothing
+	st    persisted
 
 	ordering       bool
 	orderSource    string
@@ -417,9 +418,11 @@ func (m *Manager) reconcile(ws []Want) {
 		if e.want == nil || !slices.Equal(e.want.Domains, w.Domains) {
 			m.log.Debug("certificate wanted", "cert", w.Name, "domains", strings.Join(w.Domains, ","), "container", strings.Join(w.Containers, ","))
 		}
-		if e.want != nil && e.want.Group != w.Group {
-			// Other proxies serve it now: prove it on them.
+		if e.group != w.Group {
+			// Other proxies serve it now (even if no container wanted it
+			// for a moment, as when one is recreated): prove it on them.
 			e.deployedFP, e.deployRetryAt = "", time.Time{}
+			e.group = w.Group
 		}
 		e.want = &w
 		if !e.st.UnusedSince.IsZero() {

@@ -501,6 +501,11 @@ func TestManagerGroupChangeIsProvenOnTheNewProxies(t *testing.T) {
 	waitFor(t, "deployment to group a", func() bool { d, _ := dep.last(); return d.Group == "a" && state(h.m, "g").Deployed })
 	h.m.Update([]Want{{Name: "g", Domains: []string{"g.example.com"}, Group: "b"}})
 	waitFor(t, "deployment to group b", func() bool { d, _ := dep.last(); return d.Group == "b" && state(h.m, "g").Deployed })
+	// Recreated with another group: unwanted for a moment, then wanted.
+	h.m.Update(nil)
+	waitFor(t, "unused", func() bool { return state(h.m, "g").State == "unused" })
+	h.m.Update([]Want{{Name: "g", Domains: []string{"g.example.com"}, Group: "c"}})
+	waitFor(t, "deployment to group c", func() bool { d, _ := dep.last(); return d.Group == "c" && state(h.m, "g").Deployed })
 	if iss.count() != 1 {
 		t.Errorf("%d orders, want 1: a new group needs a reload, not a certificate", iss.count())
 	}

@@ -33,7 +33,7 @@ func TestCompanion(t *testing.T) {
 	if out, err := docker(append(runArgs, "edgecert-testapp:e2e")...); err != nil {
 		t.Fatal(out)
 	}
-	if err := waitUntil(90*time.Second, func() error { _, err := s.verified(roots, d); return err }); err != nil {
+	if err := waitUntil(150*time.Second, func() error { _, err := s.verified(roots, d); return err }); err != nil {
 		t.Fatalf("the acme-companion style app was never served: %v", err)
 	}
 	s.waitDeployed(d)

@@ -41,6 +41,25 @@ type filterProxy struct {
 	mu       sync.Mutex
 	allowed  map[string]int
 	rejected []string
+	down     bool                  // cut: every request fails, as with an engine restarting
+	conns    map[net.Conn]struct{} // open client connections, closed by cut
+}
+
+// cut drops every connection (the event stream with them) and fails every
+// request until restore.
+func (f *filterProxy) cut() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = true
+	for c := range f.conns {
+		c.Close()
+	}
+}
+
+func (f *filterProxy) restore() {
+	f.mu.Lock()
+	f.down = false
+	f.mu.Unlock()
 }
 
 func newFilterProxy(t *testing.T) *filterProxy {
@@ -49,7 +68,7 @@ func newFilterProxy(t *testing.T) *filterProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &filterProxy{addr: ln.Addr().String(), allowed: map[string]int{}}
+	f := &filterProxy{addr: ln.Addr().String(), allowed: map[string]int{}, conns: map[net.Conn]struct{}{}}
 	target, _ := url.Parse("http://docker")
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.FlushInterval = -1 // the event stream must flow as it comes
@@ -58,6 +77,13 @@ func newFilterProxy(t *testing.T) *filterProxy {
 		return d.DialContext(ctx, "unix", "/var/run/docker.sock")
 	}}
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		down := f.down
+		f.mu.Unlock()
+		if down {
+			http.Error(w, "the e2e filter is cut off from the engine", http.StatusServiceUnavailable)
+			return
+		}
 		path := apiVersion.ReplaceAllString(r.URL.Path, "")
 		for _, a := range allowedDocker {
 			if r.Method == a.method && a.path.MatchString(path) {
@@ -73,6 +99,16 @@ func newFilterProxy(t *testing.T) *filterProxy {
 		f.mu.Unlock()
 		http.Error(w, "endpoint not allowed by the e2e filter", http.StatusForbidden)
 	})}
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		switch st {
+		case http.StateNew:
+			f.conns[c] = struct{}{}
+		case http.StateClosed, http.StateHijacked:
+			delete(f.conns, c)
+		}
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return f
@@ -93,11 +129,11 @@ func TestDockerHostThroughFilter(t *testing.T) {
 	roots := caRoots(t, s.pebble)
 	s.writeConf("10-site.conf", tlsServer("site", d))
 	s.startApp("app", map[string]string{"domains": d, "name": "site"})
-	if err := waitUntil(90*time.Second, func() error { _, err := s.verified(roots, d); return err }); err != nil {
+	if err := waitUntil(150*time.Second, func() error { _, err := s.verified(roots, d); return err }); err != nil {
 		t.Fatalf("never served through the filtered API: %v", err)
 	}
 	s.waitDeployed("site")
-	if out, code := s.cli("renew", "--force", "site"); code != 0 || !strings.Contains(out, "proven") {
+	if out, code := s.renew("--force", "site"); code != 0 || !strings.Contains(out, "proven") {
 		t.Fatalf("renew --force: exit %d:\n%s", code, out)
 	}
 	f.mu.Lock()
@@ -115,5 +151,67 @@ func TestDockerHostThroughFilter(t *testing.T) {
 		if f.allowed[must] == 0 {
 			t.Errorf("%s was never called through the proxy: the loop did not go through it", must)
 		}
+	}
+}
+
+// TestEventStreamCut: the Docker API goes away (as when the engine restarts)
+// and a labelled container starts meanwhile. edgecert notices, reconnects
+// with backoff, lists every container again, and serves the new container's
+// domain; the certificate it already had is neither lost nor re-ordered.
+func TestEventStreamCut(t *testing.T) {
+	t.Parallel()
+	f := newFilterProxy(t)
+	s := newStack(t, "cut")
+	s.noSocket = true
+	d1, d2 := s.domain("one"), s.domain("two")
+	s.point(d1, d2)
+	s.startNginx()
+	s.startEdgecert("DOCKER_HOST=tcp://" + f.addr)
+	roots := caRoots(t, s.pebble)
+	s.writeConf("10-one.conf", tlsServer("one", d1))
+	s.startApp("one", map[string]string{"domains": d1, "name": "one"})
+	first := s.waitServed(roots, d1, 150*time.Second)
+	s.waitDeployed("one")
+	s.writeConf("11-two.conf", tlsServer("two", d2)) // loaded with two's certificate
+
+	f.cut()
+	if err := waitUntil(30*time.Second, func() error {
+		if out, code := s.cli("health"); code == 0 {
+			return errString("still healthy: " + out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("edgecert did not notice that Docker went away: %v", err)
+	}
+	cutAt := time.Now()
+	s.startApp("two", map[string]string{"domains": d2, "name": "two"}) // no event will tell edgecert
+	if c, _ := s.cert("one"); c.State != "valid" || c.Serial != first {
+		t.Errorf("while Docker is away: one = %+v, want still valid with serial %s", c, first)
+	}
+	f.restore()
+
+	s.waitServed(roots, d2, 150*time.Second)
+	t.Logf("MEASURE event_stream_cut new_domain_served_ms_after_cut=%d", time.Since(cutAt).Milliseconds())
+	var doc statusDoc
+	if err := waitUntil(30*time.Second, func() error {
+		if out, code := s.cli("health"); code != 0 {
+			return errString(out)
+		}
+		doc = s.status()
+		return nil
+	}); err != nil {
+		t.Fatalf("not healthy after Docker came back: %v", err)
+	}
+	if doc.Docker.Reconnects < 1 {
+		t.Errorf("status docker = %+v, want at least one reconnect", doc.Docker)
+	}
+	if c, _ := s.cert("one"); c.Serial != first || c.State != "valid" {
+		t.Errorf("one = %+v, want kept with serial %s", c, first)
+	}
+	if n := strings.Count(s.logs(), "certificate obtained and written"); n != 2 {
+		t.Errorf("%d certificates obtained, want 2 (one each)", n)
+	}
+	if !strings.Contains(s.logs(), "docker event stream lost") {
+		t.Errorf("no log line about the lost event stream")
 	}
 }

@@ -109,7 +109,7 @@ func TestOperator(t *testing.T) {
 		t.Errorf("status before issuance = %+v, want a placeholder with nothing proven or planned", before)
 	}
 
-	leaf1 := s.waitServed(roots, d, 90*time.Second)
+	leaf1 := s.waitServed(roots, d, 150*time.Second)
 	if leaf1 == before.Serial {
 		t.Errorf("the served certificate is the placeholder")
 	}
@@ -207,7 +207,7 @@ func TestOperator(t *testing.T) {
 	}
 
 	t.Run("renew_force_moves_status_and_metrics", func(t *testing.T) {
-		if out, code := s.cli("renew", "--force", d); code != 0 || !strings.Contains(out, "proven") {
+		if out, code := s.renew("--force", d); code != 0 || !strings.Contains(out, "proven") {
 			t.Fatalf("renew --force DOMAIN: exit %d:\n%s", code, out)
 		}
 		c, _ := s.cert("site")
@@ -221,7 +221,7 @@ func TestOperator(t *testing.T) {
 
 	t.Run("one_failure_and_one_recovery_notice", func(t *testing.T) {
 		s.writeConf("20-broken.conf", "server { listen 8081; bogus_directive on; }\n")
-		if _, code := s.cli("renew", "--force", "site"); code != 1 {
+		if _, code := s.renew("--force", "site"); code != 1 {
 			t.Fatalf("renew with a broken config: exit %d, want 1", code)
 		}
 		if out, code := s.cli("status"); code != 1 || !strings.Contains(out, "failing") {
@@ -239,7 +239,7 @@ func TestOperator(t *testing.T) {
 		if err := os.Remove(filepath.Join(s.dir, "conf", "20-broken.conf")); err != nil {
 			t.Fatal(err)
 		}
-		if err := waitUntil(90*time.Second, func() error {
+		if err := waitUntil(150*time.Second, func() error {
 			if ev := hooks.events("/generic", "site"); len(ev) < 2 {
 				return errString(fmt.Sprintf("notices so far: %v", ev))
 			}
@@ -267,7 +267,7 @@ func TestOperator(t *testing.T) {
 		bad := s.domain("nodns")
 		s.startApp("lost", map[string]string{"domains": bad, "name": "lost"})
 		var c certView
-		if err := waitUntil(90*time.Second, func() error {
+		if err := waitUntil(150*time.Second, func() error {
 			c, _ = s.cert("lost")
 			if c.State != "failing" {
 				return errString("state " + c.State)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,7 +27,7 @@ func TestAutoRenewal(t *testing.T) {
 
 	var first string
 	var notAfter time.Time
-	if err := waitUntil(90*time.Second, func() error {
+	if err := waitUntil(150*time.Second, func() error {
 		leaf, err := s.verified(roots, d)
 		if err != nil {
 			return err
@@ -47,10 +48,16 @@ func TestAutoRenewal(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// Pebble's window spans the short lifetime, so the renewal may already
+	// be under way here: then the status shows the order's reason, and the
+	// workers are no longer the first certificate's.
 	pids := s.workerPIDs()
+	if leaf, err := s.verified(roots, d); err != nil || serialOf(leaf) != first {
+		pids = nil // the renewal came first: see below
+	}
 	c, _ := s.cert("short")
 	t.Logf("first serial %s expires %s; renewal planned %s (%s)", first, notAfter.Format(time.TimeOnly), c.RenewAt.Format(time.TimeOnly), c.RenewSource)
-	if c.RenewSource != "ari" || c.RenewAt.After(notAfter) {
+	if (c.RenewSource != "ari" && c.RenewSource != "due (ari)") || c.RenewAt.After(notAfter) {
 		t.Fatalf("renewal = %s (%s), want an ARI time before expiry %s", c.RenewAt, c.RenewSource, notAfter)
 	}
 
@@ -73,6 +80,26 @@ func TestAutoRenewal(t *testing.T) {
 		t.Fatalf("the renewal was served at %s, after the first certificate expired at %s", now.Format(time.TimeOnly), notAfter.Format(time.TimeOnly))
 	}
 	t.Logf("MEASURE auto_renewal served %s before expiry", time.Until(notAfter).Round(time.Millisecond))
+	if pids == nil {
+		// The workers before the renewal's reload, as edgecert's report of
+		// it saw them with docker top; checked against docker top now.
+		c, _ := s.cert("short")
+		for _, r := range c.Reloads {
+			for _, st := range r.Steps {
+				if before, _, ok := strings.Cut(st.Detail, "->"); ok && st.Step == "workers_new" {
+					for _, f := range strings.Fields(strings.Trim(strings.TrimSpace(before), "[]")) {
+						if p, err := strconv.Atoi(f); err == nil {
+							pids = append(pids, p)
+						}
+					}
+				}
+			}
+		}
+		t.Logf("the renewal came before the test looked at nginx's workers; the reload report says they were %v", pids)
+		if len(pids) == 0 {
+			t.Fatalf("no workers_new step with the old PIDs in the renewal's reload report: %+v", c.Reloads)
+		}
+	}
 	if after := s.workerPIDs(); slices.ContainsFunc(after, func(p int) bool { return slices.Contains(pids, p) }) || len(after) == 0 {
 		t.Errorf("worker PIDs %v -> %v: want all new", pids, after)
 	}
@@ -93,7 +120,11 @@ func TestAutoRenewal(t *testing.T) {
 // together, are issued in parallel and cause far fewer than ten reloads.
 func TestParallelIssuance(t *testing.T) {
 	t.Parallel()
+	if _, err := startPebble("pebble-many"); err != nil {
+		t.Fatal(err)
+	}
 	s := newStack(t, "many")
+	s.pebble = "pebble-many"
 	var domains []string
 	for i := range 10 {
 		domains = append(domains, s.domain("c"+strconv.Itoa(i)))
@@ -161,7 +192,7 @@ func TestParallelIssuance(t *testing.T) {
 	}
 	inFlight := maxInFlight(begun, done)
 	reloads := strings.Count(logs, "reload proven")
-	bursts := bursts(done, 2*time.Second) // the reload debounce's quiet period
+	bursts := bursts(slices.Collect(maps.Values(done)), 2*time.Second) // the reload debounce's quiet period
 	t.Logf("MEASURE parallel_10 wall_ms=%d orders_span_ms=%d sum_of_order_ms=%d max_in_flight=%d completion_bursts=%d reloads=%d",
 		wall.Milliseconds(), last.Sub(first).Milliseconds(), sum.Milliseconds(), inFlight, bursts, reloads)
 	if inFlight < 8 {
@@ -214,12 +245,8 @@ func maxInFlight(begun, done map[string]time.Time) int {
 }
 
 // bursts counts groups of times separated by more than gap.
-func bursts(times map[string]time.Time, gap time.Duration) int {
-	var ts []time.Time
-	for _, t := range times {
-		ts = append(ts, t)
-	}
-	slices.SortFunc(ts, time.Time.Compare)
+func bursts(times []time.Time, gap time.Duration) int {
+	ts := slices.SortedFunc(slices.Values(times), time.Time.Compare)
 	n := 0
 	for i, t := range ts {
 		if i == 0 || t.Sub(ts[i-1]) > gap {
@@ -243,7 +270,7 @@ func TestOutage(t *testing.T) {
 	d := s.domain("site")
 	roots := s.up("site", d)
 	s.startApp("app", map[string]string{"domains": d, "name": "site", "profile": "shortlived"})
-	first := s.waitServed(roots, d, 90*time.Second)
+	first := s.waitServed(roots, d, 150*time.Second)
 	if out, err := docker("stop", pebble); err != nil {
 		t.Fatal(out)
 	}

@@ -239,7 +239,7 @@ func TestInvalidLabel(t *testing.T) {
 // TestBrokenConfig: with an nginx config that fails `nginx -t`, a renewal
 // writes the new files but sends no signal: nginx keeps its workers and
 // serves the old certificate, and the failure is loud. Once the config is
-// fixed, the pending reload happens by itself.
+// fixed, the pending reload happens by itself, or at once on `renew NAME`.
 func TestBrokenConfig(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, "broken")
@@ -278,8 +278,32 @@ func TestBrokenConfig(t *testing.T) {
 		t.Errorf("no 'reload failed' line in the log")
 	}
 
-	// Fixed: `renew site` (no --force) retries the pending reload at once,
-	// rather than at the end of its backoff, and orders nothing.
+	// Fixed: the pending reload goes through on its own (retry with backoff).
+	if err := os.Remove(filepath.Join(s.dir, "conf", "20-broken.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitUntil(60*time.Second, func() error {
+		leaf, err := s.verified(roots, d)
+		if err != nil {
+			return err
+		}
+		if serialOf(leaf) != c.Serial {
+			return errString("still serving " + serialOf(leaf))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("after fixing the config the new certificate was never served: %v", err)
+	}
+	s.waitDeployed("site")
+
+	// Broken again and fixed again: `renew site` (no --force) retries the
+	// pending reload at once, rather than at the end of its backoff, and
+	// orders nothing.
+	s.writeConf("20-broken.conf", "server { listen 8080; bogus_directive on; }\n")
+	if out, code := s.renew("--force", "site"); code == 0 || !strings.Contains(out, "bogus_directive") {
+		t.Fatalf("renew --force with a broken config: exit %d, want non-zero naming nginx's message:\n%s", code, out)
+	}
+	pending, _ := s.cert("site")
 	if err := os.Remove(filepath.Join(s.dir, "conf", "20-broken.conf")); err != nil {
 		t.Fatal(err)
 	}
@@ -291,8 +315,8 @@ func TestBrokenConfig(t *testing.T) {
 		t.Fatalf("renew after fixing the config: exit %d, want 0 and a proven reload without an order:\n%s", code, out)
 	}
 	t.Logf("renew after the fix: %s", strings.TrimSpace(out))
-	if leaf, err := s.verified(roots, d); err != nil || serialOf(leaf) != c.Serial {
-		t.Fatalf("after the fix nginx serves %v, %v; want the new serial %s", leaf, err, c.Serial)
+	if leaf, err := s.verified(roots, d); err != nil || serialOf(leaf) != pending.Serial {
+		t.Fatalf("after the fix nginx serves %v, %v; want the new serial %s", leaf, err, pending.Serial)
 	}
 	if n := strings.Count(s.logs(), "certificate obtained and written"); n != obtained {
 		t.Errorf("%d certificates obtained by a renew without --force of a current certificate, want none", n-obtained)

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -54,6 +55,8 @@ const (
 type Store struct {
 	dir     string
 	keyMode fs.FileMode
+	keyUID  int // -1: the key is owned by whoever edgecert runs as
+	keyGID  int
 }
 
 // NewStore returns a store rooted at dir, creating it if needed.
@@ -61,7 +64,39 @@ func NewStore(dir string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, versionsDir), 0o755); err != nil {
 		return nil, fmt.Errorf("certificate volume: %w", err)
 	}
-	return &Store{dir: dir, keyMode: 0o600}, nil
+	return &Store{dir: dir, keyMode: 0o600, keyUID: -1, keyGID: -1}, nil
+}
+
+// SetKeyOwner makes every private key written from now on owned by uid:gid
+// (still mode 0600), for proxies whose master process is not root.
+func (s *Store) SetKeyOwner(uid, gid int) { s.keyUID, s.keyGID = uid, gid }
+
+// FixKeyOwners gives every key on the volume the owner set by SetKeyOwner,
+// so that setting it mends certificates written before. It returns how many
+// keys it changed.
+func (s *Store) FixKeyOwners() (int, error) {
+	if s.keyUID < 0 {
+		return 0, nil
+	}
+	keys, err := filepath.Glob(filepath.Join(s.dir, versionsDir, "*", "*", FileKey))
+	if err != nil {
+		return 0, err
+	}
+	changed := 0
+	for _, k := range keys {
+		fi, err := os.Lstat(k)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == s.keyUID && int(st.Gid) == s.keyGID {
+			continue
+		}
+		if err := os.Lchown(k, s.keyUID, s.keyGID); err != nil {
+			return changed, fmt.Errorf("key owner: %w", err)
+		}
+		changed++
+	}
+	return changed, nil
 }
 
 // Info describes the certificate currently on the volume for one name.
@@ -160,7 +195,11 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
 	for _, f := range files {
-		if err := writeSynced(filepath.Join(tmp, f.name), f.data, f.mode); err != nil {
+		uid, gid := -1, -1
+		if f.name == FileKey {
+			uid, gid = s.keyUID, s.keyGID
+		}
+		if err := writeSynced(filepath.Join(tmp, f.name), f.data, f.mode, uid, gid); err != nil {
 			return nil, fmt.Errorf("certificate %s: %w", name, err)
 		}
 	}
@@ -363,10 +402,16 @@ func selfSigned(domains []string) (chain, key []byte, err error) {
 }
 
 // writeSynced creates path with data and mode, and fsyncs it.
-func writeSynced(path string, data []byte, mode fs.FileMode) error {
+func writeSynced(path string, data []byte, mode fs.FileMode, uid, gid int) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return err
+	}
+	if uid >= 0 || gid >= 0 {
+		if err := f.Chown(uid, gid); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
@@ -392,7 +437,7 @@ func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	}
 	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp")
 	_ = os.Remove(tmp)
-	if err := writeSynced(tmp, data, mode); err != nil {
+	if err := writeSynced(tmp, data, mode, -1, -1); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -211,5 +212,50 @@ func TestStoreFlatLinksFollowNewVersions(t *testing.T) {
 	}
 	if names, _ := s.Names(); len(names) != 1 {
 		t.Errorf("Names = %v: flat links counted as certificates", names)
+	}
+}
+
+func TestStoreKeyOwner(t *testing.T) {
+	uid, gid := 4242, 4343 // as root (CI): any owner
+	if os.Geteuid() != 0 {
+		uid, gid = os.Getuid(), os.Getgid()
+	}
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	s, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, key := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
+	if _, err := s.Write("a", chain, key); err != nil { // before the owner is set
+		t.Fatal(err)
+	}
+	owner := func(p string) (int, int, os.FileMode) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return int(st.Uid), int(st.Gid), fi.Mode().Perm()
+	}
+	s.SetKeyOwner(uid, gid)
+	if n, err := s.FixKeyOwners(); err != nil || (n != 1 && os.Geteuid() == 0) {
+		t.Fatalf("FixKeyOwners = %d, %v; want the one existing key changed", n, err)
+	}
+	if u, g, m := owner(filepath.Join(dir, "a", FileKey)); u != uid || g != gid || m != 0o600 {
+		t.Errorf("existing key: %d:%d %o, want %d:%d 0600", u, g, m, uid, gid)
+	}
+	if n, _ := s.FixKeyOwners(); n != 0 {
+		t.Errorf("FixKeyOwners again changed %d keys, want 0", n)
+	}
+	chain, key = ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
+	if _, err := s.Write("a", chain, key); err != nil {
+		t.Fatal(err)
+	}
+	if u, g, m := owner(filepath.Join(dir, "a", FileKey)); u != uid || g != gid || m != 0o600 {
+		t.Errorf("new key: %d:%d %o, want %d:%d 0600", u, g, m, uid, gid)
+	}
+	if u, _, m := owner(filepath.Join(dir, "a", FileFullchain)); u != os.Geteuid() || m != 0o644 {
+		t.Errorf("fullchain: owner %d mode %o, want edgecert's own and 0644", u, m)
 	}
 }

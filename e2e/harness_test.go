@@ -409,6 +409,7 @@ type proxySpec struct {
 	conf   string            // the stack directory mounted as its conf.d
 	labels map[string]string // edgecert labels, without the prefix
 	raw    map[string]string // other labels, as they are
+	args   []string          // more docker run options
 }
 
 // startProxy runs a proxy sharing the stack's volumes and waits for its
@@ -432,6 +433,7 @@ func (s *stack) startProxy(p proxySpec) {
 	for _, k := range slices.Sorted(maps.Keys(p.raw)) {
 		args = append(args, "--label", k+"="+p.raw[k])
 	}
+	args = append(args, p.args...)
 	if out, err := docker(append(args, image)...); err != nil {
 		s.t.Fatalf("start %s: %s", p.name, out)
 	}

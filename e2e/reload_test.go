@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -300,4 +301,69 @@ func hasStep(r reload, name, detail string) bool {
 		}
 	}
 	return false
+}
+
+// TestUnprivilegedNginx: nginx whose master process runs as uid 101, as the
+// nginx-unprivileged image's does, cannot read a root-owned 0600 key: the
+// reload fails at its config test, loudly, with nginx's "Permission denied",
+// and nginx keeps running. With EDGECERT_KEY_OWNER=101:101 (edgecert
+// recreated) the keys on the volume are handed over at start and the
+// pending reload is proven without a new order; later keys are born 101's.
+func TestUnprivilegedNginx(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "unpriv")
+	d := s.domain("site")
+	s.point(d)
+	s.startProxy(proxySpec{name: s.nginx, ip: s.ip, conf: "conf", labels: map[string]string{"nginx": "true"}, args: []string{
+		"--user", "101:101", "--sysctl", "net.ipv4.ip_unprivileged_port_start=0",
+		"--tmpfs", "/run:uid=101,gid=101", "--tmpfs", "/var/lib/nginx:uid=101,gid=101"}})
+	s.startEdgecert()
+	roots := caRoots(t, s.pebble)
+	s.writeConf("10-site.conf", tlsServer("site", d))
+	s.startApp("app", map[string]string{"domains": d, "name": "site"})
+	var c certView
+	if err := waitUntil(150*time.Second, func() error {
+		c, _ = s.cert("site")
+		if !strings.Contains(c.DeployError, "Permission denied") {
+			return errString("no permission error yet: " + c.State + " " + c.DeployError)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if c.State != "failing" || len(c.Reloads) == 0 || c.Reloads[0].FailedStep != "config_test" {
+		t.Fatalf("status = %+v, want failing at config_test", c)
+	}
+	keyOwner := func() (int, int, os.FileMode) {
+		fi, err := os.Stat(filepath.Join(s.dir, "certs", "site", "privkey.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return int(st.Uid), int(st.Gid), fi.Mode().Perm()
+	}
+
+	if out, err := docker("rm", "-f", s.edgecert); err != nil {
+		t.Fatal(out)
+	}
+	s.startEdgecert("EDGECERT_KEY_OWNER=101:101")
+	leaf := s.waitServed(roots, d, 150*time.Second)
+	s.waitDeployed("site")
+	if leaf != c.Serial {
+		t.Errorf("served %s, want the certificate already on the volume (%s): no new order", leaf, c.Serial)
+	}
+	if u, g, m := keyOwner(); u != 101 || g != 101 || m != 0o600 {
+		t.Errorf("key on the volume: %d:%d %o, want 101:101 0600", u, g, m)
+	}
+	logs := s.logs()
+	if !strings.Contains(logs, "private keys given to EDGECERT_KEY_OWNER") || strings.Contains(logs, "certificate obtained") {
+		t.Errorf("want the keys handed over at start and no order:\n%s", logs)
+	}
+
+	if out, code := s.renew("--force", "site"); code != 0 || !strings.Contains(out, "proven") {
+		t.Fatalf("renew --force: exit %d:\n%s", code, out)
+	}
+	if u, g, m := keyOwner(); u != 101 || g != 101 || m != 0o600 {
+		t.Errorf("new key: %d:%d %o, want 101:101 0600", u, g, m)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,8 +51,11 @@ type Config struct {
 	MetricsAddr   string        `env:"EDGECERT_METRICS_ADDR"`
 	Companion     bool          `env:"EDGECERT_ACME_COMPANION" envDefault:"false"`
 	FlatLinks     bool          `env:"EDGECERT_FLAT_LINKS" envDefault:"false"`
+	KeyOwner      string        `env:"EDGECERT_KEY_OWNER"`
 	LogLevel      string        `env:"EDGECERT_LOG_LEVEL" envDefault:"info"`
 	LogFormat     string        `env:"EDGECERT_LOG_FORMAT" envDefault:"text"`
+
+	keyUID, keyGID int // from KeyOwner; -1 when it is empty
 }
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,62}[a-z0-9])?$`)
@@ -129,7 +133,27 @@ func loadConfig() (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return bad("EDGECERT_LOG_FORMAT", "%q: want text or json", c.LogFormat)
 	}
+	if c.keyUID, c.keyGID, ok = parseOwner(c.KeyOwner); !ok {
+		return bad("EDGECERT_KEY_OWNER", "%q: want a numeric UID or UID:GID, e.g. 101:101 for nginx-unprivileged", c.KeyOwner)
+	}
 	return c, nil
+}
+
+// parseOwner reads "", "UID" (group UID too) or "UID:GID"; "" gives -1, -1.
+func parseOwner(s string) (uid, gid int, ok bool) {
+	if s == "" {
+		return -1, -1, true
+	}
+	u, g, found := strings.Cut(s, ":")
+	if !found {
+		g = u
+	}
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if err1 != nil || err2 != nil || uid < 0 || gid < 0 || uid > 1<<31-2 || gid > 1<<31-2 {
+		return -1, -1, false
+	}
+	return uid, gid, true
 }
 
 // directoryURL expands the production and staging shortcuts and checks that

@@ -34,6 +34,8 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{desc: "missing roots file", name: "EDGECERT_ACME_ROOTS", value: "/nonexistent/roots.pem"},
 		{desc: "bad email", name: "EDGECERT_ACME_EMAIL", value: "ops at example.com"},
 		{desc: "bad log level", name: "EDGECERT_LOG_LEVEL", value: "loud"},
+		{desc: "key owner by name", name: "EDGECERT_KEY_OWNER", value: "nginx"},
+		{desc: "negative key owner", name: "EDGECERT_KEY_OWNER", value: "101:-1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -51,5 +53,15 @@ func TestLoadConfigStagingShortcut(t *testing.T) {
 	c, err := loadConfig()
 	if err != nil || c.ACMEDirectory != acme.DirectoryStaging {
 		t.Fatalf("staging = %q, %v", c.ACMEDirectory, err)
+	}
+}
+
+func TestLoadConfigKeyOwner(t *testing.T) {
+	for value, want := range map[string][2]int{"": {-1, -1}, "101": {101, 101}, "101:33": {101, 33}, "0:0": {0, 0}} {
+		t.Setenv("EDGECERT_KEY_OWNER", value)
+		c, err := loadConfig()
+		if err != nil || c.keyUID != want[0] || c.keyGID != want[1] {
+			t.Errorf("EDGECERT_KEY_OWNER=%q: %d:%d, %v; want %d:%d", value, c.keyUID, c.keyGID, err, want[0], want[1])
+		}
 	}
 }

@@ -124,6 +124,16 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.keyUID >= 0 {
+		store.SetKeyOwner(cfg.keyUID, cfg.keyGID)
+		n, err := store.FixKeyOwners()
+		if err != nil {
+			return fmt.Errorf("EDGECERT_KEY_OWNER: %w", err)
+		}
+		if n > 0 {
+			log.Info("private keys given to EDGECERT_KEY_OWNER", "owner", cfg.KeyOwner, "keys", n)
+		}
+	}
 	icfg := acme.IssuerConfig{Directory: cfg.ACMEDirectory, Email: cfg.ACMEEmail, Profile: cfg.ACMEProfile, KeyType: cfg.KeyType,
 		RootsFile: cfg.ACMERoots, Webroot: cfg.Webroot, StateDir: cfg.StateDir, EABKid: cfg.EABKid, EABHMAC: cfg.EABHMAC}
 	iss, err := acme.NewLegoIssuer(icfg, log)

@@ -367,3 +367,48 @@ func TestUnprivilegedNginx(t *testing.T) {
 		t.Errorf("new key: %d:%d %o, want 101:101 0600", u, g, m)
 	}
 }
+
+// TestMissingCertificateHint: nginx's config names certificate files that
+// are not there. When no container asks for that certificate, or when
+// edgecert has it but the proxy mounts the volume elsewhere, the failed
+// reload says which, beside nginx's own message; once the config is right,
+// `renew NAME` proves the pending reload.
+func TestMissingCertificateHint(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "hint")
+	d := s.domain("site")
+	roots := s.up("site", d)
+	s.writeConf("20-ghost.conf", tlsServer("ghost", s.domain("ghost")))
+	s.startApp("app", map[string]string{"domains": d, "name": "site"})
+	if err := waitUntil(150*time.Second, func() error {
+		c, _ := s.cert("site")
+		if !strings.Contains(c.DeployError, `names certificate "ghost"`) {
+			return errString("no hint yet: " + c.State + " " + c.DeployError)
+		}
+		if !strings.Contains(c.DeployError, "no running container asks for") || !strings.Contains(c.DeployError, "/etc/nginx/certs/ghost/fullchain.pem") {
+			return errString("hint incomplete: " + c.DeployError)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.Remove(filepath.Join(s.dir, "conf", "20-ghost.conf")); err != nil {
+		t.Fatal(err)
+	}
+	s.writeConf("20-mount.conf", strings.ReplaceAll(tlsServer("site", s.domain("other")), "/etc/nginx/certs/", "/etc/nginx/wrong/"))
+	out, code := s.renew("site")
+	if code != 1 || !strings.Contains(out, `edgecert has certificate "site"`) || !strings.Contains(out, "mount the certificate volume at /etc/nginx/wrong") {
+		t.Fatalf("renew with the volume named at the wrong path: exit %d, want 1 and a hint about the mount:\n%s", code, out)
+	}
+
+	if err := os.Remove(filepath.Join(s.dir, "conf", "20-mount.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := s.renew("site"); code != 0 || !strings.Contains(out, "proven") {
+		t.Fatalf("renew after the fix: exit %d:\n%s", code, out)
+	}
+	if _, err := s.verified(roots, d); err != nil {
+		t.Fatalf("after the fix nginx does not serve the certificate: %v", err)
+	}
+}

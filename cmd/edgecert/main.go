@@ -151,9 +151,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	reloader := signal.New(docker, ropts, log)
 	d := &daemon{cfg: cfg}
 	d.deployer = signal.NewDeployer(reloader, cfg.ReloadWindow)
+	ad := &acmeDeployer{d: d.deployer, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir}
 	d.manager = acme.NewManager(acme.ManagerConfig{Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks},
-		store, iss, acmeDeployer{d.deployer}, log)
+		store, iss, ad, log)
+	ad.known = func(name string) bool {
+		return slices.ContainsFunc(d.manager.Status(), func(s acme.CertStatus) bool { return s.Name == name })
+	}
 	d.manager.SetPreflight(&challengePreflight{webroot: cfg.Webroot, d: d.deployer, r: reloader, log: log})
 	d.manager.SetDryRunIssuer(dry)
 	d.watcher = dockerwatch.New(docker, cfg.LabelPrefix, cfg.Debounce, log)

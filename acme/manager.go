@@ -188,6 +188,7 @@ type result struct {
 	kind resultKind
 	name string
 	fp   string // deploy, ari: the fingerprint concerned
+	grp  string // deploy: the group it was proven for
 	info *Info  // order: what was written
 	ari  *RenewalInfo
 	err  error
@@ -704,7 +705,7 @@ func (m *Manager) startDeploy(ctx context.Context, wg *sync.WaitGroup, e *entry)
 		defer wg.Done()
 		start := time.Now()
 		err := m.dep.Deploy(ctx, d)
-		m.send(ctx, result{kind: deployDone, name: d.Name, fp: d.Fingerprint, err: err, took: time.Since(start)})
+		m.send(ctx, result{kind: deployDone, name: d.Name, fp: d.Fingerprint, grp: d.Group, err: err, took: time.Since(start)})
 	}()
 }
 
@@ -792,6 +793,9 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 			m.saveState(e)
 		}
 		e.deployedFP, e.deployErr, e.deployFailures, e.deployRetryAt = r.fp, "", 0, time.Time{}
+		if r.grp != e.group {
+			e.deployedFP = "" // proven for the group it had; the new one is next
+		}
 		// A proxy loaded its configuration: whatever made other deployments
 		// fail (a config naming files not written yet, say) may be gone.
 		// Check them now; a proxy that already serves them is not reloaded.

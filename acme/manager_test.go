@@ -510,3 +510,58 @@ func TestManagerGroupChangeIsProvenOnTheNewProxies(t *testing.T) {
 		t.Errorf("%d orders, want 1: a new group needs a reload, not a certificate", iss.count())
 	}
 }
+
+// gatedDeployer holds each deployment until the test lets it go.
+type gatedDeployer struct {
+	mu    sync.Mutex
+	seen  []Deployment
+	gate  chan struct{}
+	calls chan Deployment
+}
+
+func (g *gatedDeployer) Deploy(ctx context.Context, d Deployment) error {
+	g.mu.Lock()
+	g.seen = append(g.seen, d)
+	g.mu.Unlock()
+	g.calls <- d
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+func TestManagerGroupChangeDuringADeployment(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	dep := &gatedDeployer{gate: make(chan struct{}), calls: make(chan Deployment, 10)}
+	store, _ := NewStore(t.TempDir())
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir()}, store, iss, dep,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	m.Update([]Want{{Name: "g", Domains: []string{"g.example.com"}, Group: "a"}})
+	if d := <-dep.calls; d.Group != "a" {
+		t.Fatalf("first deployment to %q, want a", d.Group)
+	}
+	// While group a's deployment is in flight, the certificate moves to b.
+	m.Update([]Want{{Name: "g", Domains: []string{"g.example.com"}, Group: "b"}})
+	waitFor(t, "the move to b", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.certs["g"].group == "b"
+	})
+	dep.gate <- struct{}{} // a's deployment succeeds, for a
+	select {
+	case d := <-dep.calls:
+		if d.Group != "b" {
+			t.Fatalf("second deployment to %q, want b", d.Group)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the certificate was never deployed to its new group b")
+	}
+	close(dep.gate)
+	waitFor(t, "proven for b", func() bool { return state(m, "g").Deployed })
+}

@@ -122,6 +122,14 @@ func start(t *testing.T, certs, state string, iss *fakeIssuer, dep *fakeDeployer
 
 func startAt(t *testing.T, certs, state string, iss *fakeIssuer, dep *fakeDeployer, clk *clock) *harness {
 	t.Helper()
+	h := launch(t, certs, state, iss, dep, clk)
+	h.dep = dep
+	return h
+}
+
+// launch runs a Manager with any Deployer until the test ends.
+func launch(t *testing.T, certs, state string, iss *fakeIssuer, dep Deployer, clk *clock) *harness {
+	t.Helper()
 	store, err := NewStore(certs)
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +141,7 @@ func startAt(t *testing.T, certs, state string, iss *fakeIssuer, dep *fakeDeploy
 		iss.ca.now = clk.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{m: m, iss: iss, dep: dep, cancel: cancel, done: make(chan struct{})}
+	h := &harness{m: m, iss: iss, cancel: cancel, done: make(chan struct{})}
 	go func() { m.Run(ctx); close(h.done) }()
 	t.Cleanup(h.stop)
 	return h
@@ -466,13 +474,7 @@ func (b *blockingDeployer) Deploy(ctx context.Context, d Deployment) error {
 func TestManagerSuccessfulDeployRechecksFailedOnes(t *testing.T) {
 	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
 	dep := &blockingDeployer{open: map[string]bool{}, calls: map[string]int{}}
-	store, _ := NewStore(t.TempDir())
-	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir()}, store, iss, dep,
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	m := launch(t, t.TempDir(), t.TempDir(), iss, dep, nil).m
 
 	m.Update([]Want{{Name: "early", Domains: []string{"early.example.com"}}})
 	waitFor(t, "early fails to deploy", func() bool { return state(m, "early").DeployError != "" })
@@ -513,16 +515,11 @@ func TestManagerGroupChangeIsProvenOnTheNewProxies(t *testing.T) {
 
 // gatedDeployer holds each deployment until the test lets it go.
 type gatedDeployer struct {
-	mu    sync.Mutex
-	seen  []Deployment
 	gate  chan struct{}
 	calls chan Deployment
 }
 
 func (g *gatedDeployer) Deploy(ctx context.Context, d Deployment) error {
-	g.mu.Lock()
-	g.seen = append(g.seen, d)
-	g.mu.Unlock()
 	g.calls <- d
 	select {
 	case <-g.gate:
@@ -534,13 +531,7 @@ func (g *gatedDeployer) Deploy(ctx context.Context, d Deployment) error {
 func TestManagerGroupChangeDuringADeployment(t *testing.T) {
 	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
 	dep := &gatedDeployer{gate: make(chan struct{}), calls: make(chan Deployment, 10)}
-	store, _ := NewStore(t.TempDir())
-	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir()}, store, iss, dep,
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	m := launch(t, t.TempDir(), t.TempDir(), iss, dep, nil).m
 
 	m.Update([]Want{{Name: "g", Domains: []string{"g.example.com"}, Group: "a"}})
 	if d := <-dep.calls; d.Group != "a" {

@@ -160,13 +160,8 @@ func TestTwentyAtOnce(t *testing.T) {
 	}
 	logs := s.logs()
 	renewReloads := strings.Count(logs, "reload proven") - issueReloads
-	var renewed []time.Time // every forced issuance, a retried one too
-	for _, l := range grepLines(logs, "certificate obtained and written") {
-		if at, err := time.Parse(time.RFC3339Nano, logValue(l, "obtained", "time")); err == nil && strings.Contains(l, "reason=forced") {
-			renewed = append(renewed, at)
-		}
-	}
-	b := bursts(renewed, 2*time.Second) // the reload debounce's quiet period
+	renewed := logTimes(logs, "certificate obtained and written", "reason=forced") // a retried one too
+	b := bursts(renewed, 2*time.Second)                                            // the reload debounce's quiet period
 	t.Logf("MEASURE twenty issue_reloads=%d renew_reloads=%d renew_completion_bursts=%d renewed=%d", issueReloads, renewReloads, b, len(renewed))
 	// One reload per burst of completions, plus one for a burst that lands
 	// while a reload is being proven; never one per certificate.

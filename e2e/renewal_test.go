@@ -329,7 +329,7 @@ func TestOutage(t *testing.T) {
 	}
 
 	logs := s.logs()
-	attempts := logTimes(logs, "ordering certificate")
+	attempts := logTimes(logs, "ordering certificate", "")
 	failures := strings.Count(logs, "order failed")
 	var afterRestart []time.Time
 	for _, at := range attempts {
@@ -358,10 +358,14 @@ func grepLines(text, s string) []string {
 	return out
 }
 
-// logTimes returns the time= of every edgecert log line containing msg.
-func logTimes(logs, msg string) []time.Time {
+// logTimes returns the time= of every edgecert log line containing msg
+// (and also, when also is not empty).
+func logTimes(logs, msg, also string) []time.Time {
 	var out []time.Time
 	for _, l := range grepLines(logs, msg) {
+		if !strings.Contains(l, also) {
+			continue
+		}
 		if t, err := time.Parse(time.RFC3339Nano, logValue(l, msg, "time")); err == nil {
 			out = append(out, t)
 		}

@@ -54,8 +54,7 @@ func (c *challengePreflight) Preflight(ctx context.Context, domains []string) er
 				// Where the CA will be sent cannot be checked from here:
 				// let it decide rather than never order.
 				c.log.Warn("preflight cannot check the challenge URL; ordering anyway", "container", p.Name, "domains", d, "err", err)
-				served = true
-				break
+				err = nil
 			}
 			if err == nil {
 				served = true

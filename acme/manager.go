@@ -677,21 +677,28 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 	}()
 }
 
-// preflight polls the check until it passes or PreflightWait is over.
+// preflight polls the check until it passes or PreflightWait is over. It
+// reports the most telling failure: a check cut short by the deadline only
+// says "context deadline exceeded", so the one before it (nginx's 404, say)
+// is kept when there was one.
 func (m *Manager) preflight(ctx context.Context, domains []string) error {
 	if m.pre == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.PreflightWait)
 	defer cancel()
+	var reason error
 	for {
 		err := m.pre.Preflight(ctx, domains)
 		if err == nil {
 			return nil
 		}
+		if reason == nil || ctx.Err() == nil {
+			reason = err
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("preflight (no order placed): %w", err)
+			return fmt.Errorf("preflight (no order placed): %w", reason)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

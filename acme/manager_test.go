@@ -5,10 +5,12 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -293,6 +295,35 @@ func TestManagerPreflightFailurePlacesNoOrder(t *testing.T) {
 	}
 	if iss.count() != 0 || pre.calls < 2 {
 		t.Errorf("orders = %d, preflight calls = %d; want no order after repeated checks", iss.count(), pre.calls)
+	}
+}
+
+// slowPreflight answers 404 at once the first time, then hangs until its
+// context ends, as a proxy does on a loaded machine.
+type slowPreflight struct{ calls atomic.Int32 }
+
+func (f *slowPreflight) Preflight(ctx context.Context, domains []string) error {
+	if f.calls.Add(1) == 1 {
+		return errors.New("GET http://p.example.com/.well-known/acme-challenge/x answered 404")
+	}
+	<-ctx.Done()
+	return fmt.Errorf("GET http://p.example.com/.well-known/acme-challenge/x: %w", ctx.Err())
+}
+
+func TestManagerPreflightReportsTheTellingFailure(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	store, _ := NewStore(t.TempDir())
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir(), PreflightWait: 300 * time.Millisecond},
+		store, iss, &fakeDeployer{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.SetPreflight(&slowPreflight{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	m.Update([]Want{{Name: "p", Domains: []string{"p.example.com"}}})
+	waitFor(t, "failing after preflight", func() bool { return state(m, "p").State == "failing" })
+	if s := state(m, "p"); !strings.Contains(s.LastError, "404") || strings.Contains(s.LastError, "deadline") {
+		t.Errorf("last error = %q, want the 404 seen before the deadline, not the deadline", s.LastError)
 	}
 }
 

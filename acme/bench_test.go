@@ -8,7 +8,7 @@ import (
 // BenchmarkStoreWrite measures one atomic pair write (four files, fsyncs,
 // one symlink rename, pruning) on the test machine's disk.
 func BenchmarkStoreWrite(b *testing.B) {
-	s, err := NewStore(b.TempDir())
+	s, err := NewStore(b.TempDir(), DefaultOwner)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -132,16 +132,17 @@ func startAt(t *testing.T, certs, state string, iss *fakeIssuer, dep *fakeDeploy
 // launch runs a Manager with any Deployer until the test ends.
 func launch(t *testing.T, certs, state string, iss *fakeIssuer, dep Deployer, clk *clock) *harness {
 	t.Helper()
-	store, err := NewStore(certs)
+	store, err := NewStore(certs, DefaultOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: state, MaxOrders: 2}, store, iss, dep,
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg := ManagerConfig{Directory: "https://ca.test/dir", StateDir: state, MaxOrders: 2,
+		Store: store, Issuer: iss, Deployer: dep, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if clk != nil {
-		m.now = clk.Now
+		cfg.Now = clk.Now
 		iss.ca.now = clk.Now
 	}
+	m := NewManager(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{m: m, iss: iss, cancel: cancel, done: make(chan struct{})}
 	go func() { m.Run(ctx); close(h.done) }()
@@ -279,11 +280,10 @@ func (f *failingPreflight) Preflight(ctx context.Context, domains []string) erro
 
 func TestManagerPreflightFailurePlacesNoOrder(t *testing.T) {
 	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
-	store, _ := NewStore(t.TempDir())
-	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir(), PreflightWait: 300 * time.Millisecond},
-		store, iss, &fakeDeployer{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	store, _ := NewStore(t.TempDir(), DefaultOwner)
 	pre := &failingPreflight{}
-	m.SetPreflight(pre)
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir(), PreflightWait: 300 * time.Millisecond,
+		Store: store, Issuer: iss, Deployer: &fakeDeployer{}, Preflight: pre, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
@@ -312,10 +312,9 @@ func (f *slowPreflight) Preflight(ctx context.Context, domains []string) error {
 
 func TestManagerPreflightReportsTheTellingFailure(t *testing.T) {
 	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
-	store, _ := NewStore(t.TempDir())
-	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir(), PreflightWait: 300 * time.Millisecond},
-		store, iss, &fakeDeployer{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	m.SetPreflight(&slowPreflight{})
+	store, _ := NewStore(t.TempDir(), DefaultOwner)
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir(), PreflightWait: 300 * time.Millisecond,
+		Store: store, Issuer: iss, Deployer: &fakeDeployer{}, Preflight: &slowPreflight{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
@@ -521,7 +520,7 @@ func TestManagerSuccessfulDeployRechecksFailedOnes(t *testing.T) {
 func kinds(h []Event) string {
 	var k []string
 	for _, e := range h {
-		k = append(k, e.Kind)
+		k = append(k, string(e.Kind))
 	}
 	return strings.Join(k, ",")
 }

@@ -8,13 +8,16 @@ import (
 // The renewal schedule, as pure functions of the clock, so that every rule
 // is tested with a fixed time.
 
-// Renewal time sources, as status shows them.
+// Source says why a certificate renews when it does, as status shows it.
+type Source string
+
+// Renewal time sources.
 const (
-	SourceARI       = "ari"       // inside the CA's suggested window (RFC 9773)
-	SourceRatio     = "ratio"     // a third of the lifetime left (half under 10 days)
-	SourceEmergency = "emergency" // under 1/20 of the lifetime left: now, whatever ARI says
-	SourceForced    = "forced"    // an operator asked
-	SourceRetry     = "retry"     // a failed order's backoff
+	SourceARI       Source = "ari"       // inside the CA's suggested window (RFC 9773)
+	SourceRatio     Source = "ratio"     // a third of the lifetime left (half under 10 days)
+	SourceEmergency Source = "emergency" // under 1/20 of the lifetime left: now, whatever ARI says
+	SourceForced    Source = "forced"    // an operator asked
+	SourceRetry     Source = "retry"     // a failed order's backoff
 )
 
 // ARIWindow is the CA's renewal suggestion for one certificate.
@@ -53,7 +56,7 @@ func emergencyAt(notBefore, notAfter time.Time) time.Time {
 // renewalTime says when a certificate should be renewed and why: the CA's
 // window when there is one, the lifetime ratio otherwise, and never later
 // than the emergency threshold.
-func renewalTime(notBefore, notAfter time.Time, ari *ARIWindow) (time.Time, string) {
+func renewalTime(notBefore, notAfter time.Time, ari *ARIWindow) (time.Time, Source) {
 	t, src := RenewAt(notBefore, notAfter), SourceRatio
 	if ari != nil && !ari.Chosen.IsZero() {
 		t, src = ari.Chosen, SourceARI

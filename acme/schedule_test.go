@@ -15,7 +15,7 @@ func TestRenewalTime(t *testing.T) {
 		life     time.Duration
 		ari      *ARIWindow
 		wantAt   time.Duration // after notBefore
-		wantFrom string
+		wantFrom Source
 	}{
 		{desc: "90 days, no ARI: a third left", life: 90 * day, wantAt: 60 * day, wantFrom: SourceRatio},
 		{desc: "45 days, no ARI: a third left", life: 45 * day, wantAt: 30 * day, wantFrom: SourceRatio},

@@ -17,10 +17,13 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/edgecert/edgecert/acme/atomicfile"
 )
 
 // Layout of the certificate volume:
@@ -59,21 +62,25 @@ type Store struct {
 	keyGID  int
 }
 
-// NewStore returns a store rooted at dir, creating it if needed.
-func NewStore(dir string) (*Store, error) {
+// KeyOwner is who owns the private keys (still mode 0600): for proxies whose
+// master process is not root. UID -1 leaves them to whoever edgecert runs as.
+type KeyOwner struct{ UID, GID int }
+
+// DefaultOwner leaves keys to whoever edgecert runs as.
+var DefaultOwner = KeyOwner{UID: -1, GID: -1}
+
+// NewStore returns a store rooted at dir, creating it if needed, whose keys
+// belong to owner.
+func NewStore(dir string, owner KeyOwner) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, versionsDir), 0o755); err != nil {
 		return nil, fmt.Errorf("certificate volume: %w", err)
 	}
-	return &Store{dir: dir, keyMode: 0o600, keyUID: -1, keyGID: -1}, nil
+	return &Store{dir: dir, keyMode: 0o600, keyUID: owner.UID, keyGID: owner.GID}, nil
 }
 
-// SetKeyOwner makes every private key written from now on owned by uid:gid
-// (still mode 0600), for proxies whose master process is not root.
-func (s *Store) SetKeyOwner(uid, gid int) { s.keyUID, s.keyGID = uid, gid }
-
-// FixKeyOwners gives every key on the volume the owner set by SetKeyOwner,
-// so that setting it mends certificates written before. It returns how many
-// keys it changed.
+// FixKeyOwners gives every key on the volume the store's key owner, so that
+// setting one mends certificates written before. It returns how many keys
+// it changed.
 func (s *Store) FixKeyOwners() (int, error) {
 	if s.keyUID < 0 {
 		return 0, nil
@@ -133,6 +140,13 @@ func (s *Store) Read(name string) (*Info, error) {
 	return info, nil
 }
 
+// Has says whether the volume holds a certificate called name (its link
+// exists).
+func (s *Store) Has(name string) bool {
+	fi, err := os.Lstat(filepath.Join(s.dir, name))
+	return err == nil && fi.Mode()&fs.ModeSymlink != 0
+}
+
 // Names lists the certificate names that have a current link on the volume.
 func (s *Store) Names() ([]string, error) {
 	ents, err := os.ReadDir(s.dir)
@@ -148,8 +162,31 @@ func (s *Store) Names() ([]string, error) {
 	return names, nil
 }
 
+// flatLinks are nginx-proxy's per-domain links: suffix -> the file linked.
+var flatLinks = map[string]string{".crt": FileFullchain, ".key": FileKey, ".chain.pem": FileChain}
+
 func isFlatLink(n string) bool {
-	return strings.HasSuffix(n, ".crt") || strings.HasSuffix(n, ".key") || strings.HasSuffix(n, ".chain.pem")
+	for suffix := range flatLinks {
+		if strings.HasSuffix(n, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,99}$`)
+
+// ValidateName checks a certificate name. The name becomes a directory and a
+// link on the volume, so it must be a plain file name that is not one of
+// nginx-proxy's flat links.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) || strings.Contains(name, "..") {
+		return fmt.Errorf("certificate name %q must be 1-100 lowercase letters, digits, '.', '_' or '-', start with a letter or digit, and not contain '..'", name)
+	}
+	if isFlatLink(name) {
+		return fmt.Errorf("certificate name %q must not end in .crt, .key or .chain.pem (reserved for nginx-proxy's flat links)", name)
+	}
+	return nil
 }
 
 // Write makes fullchain (PEM, leaf first) and key the current pair for name.
@@ -199,18 +236,18 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 		if f.name == FileKey {
 			uid, gid = s.keyUID, s.keyGID
 		}
-		if err := writeSynced(filepath.Join(tmp, f.name), f.data, f.mode, uid, gid); err != nil {
+		if err := atomicfile.Create(filepath.Join(tmp, f.name), f.data, f.mode, uid, gid); err != nil {
 			return nil, fmt.Errorf("certificate %s: %w", name, err)
 		}
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
 	final := filepath.Join(parent, version)
 	if err := os.Rename(tmp, final); err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
-	if err := syncDir(parent); err != nil {
+	if err := atomicfile.SyncDir(parent); err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
 
@@ -230,7 +267,7 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 		_ = os.Remove(tmpLink)
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
 	info.Version = version
@@ -244,7 +281,7 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 // point elsewhere are replaced; regular files are left alone.
 func (s *Store) WriteFlatLinks(name string, domains []string) error {
 	for _, d := range domains {
-		for suffix, file := range map[string]string{".crt": FileFullchain, ".key": FileKey, ".chain.pem": FileChain} {
+		for suffix, file := range flatLinks {
 			link := filepath.Join(s.dir, d+suffix)
 			target := filepath.Join(name, file)
 			if cur, err := os.Readlink(link); err == nil && cur == target {
@@ -264,7 +301,7 @@ func (s *Store) WriteFlatLinks(name string, domains []string) error {
 			}
 		}
 	}
-	return syncDir(s.dir)
+	return atomicfile.SyncDir(s.dir)
 }
 
 // WritePlaceholder writes a self-signed pair for domains so that a proxy
@@ -399,59 +436,4 @@ func selfSigned(domains []string) (chain, key []byte, err error) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
-}
-
-// writeSynced creates path with data and mode, and fsyncs it.
-func writeSynced(path string, data []byte, mode fs.FileMode, uid, gid int) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if uid >= 0 || gid >= 0 {
-		if err := f.Chown(uid, gid); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil { // umask must not widen or narrow it
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// WriteFileAtomic replaces path with data: temp file, fsync, rename, fsync
-// dir. A crash leaves the old file or the new one.
-func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp")
-	_ = os.Remove(tmp)
-	if err := writeSynced(tmp, data, mode, -1, -1); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -62,7 +62,7 @@ func (ca *testCA) issueCurve(t testing.TB, domains []string, life time.Duration,
 
 func TestStoreWriteIsAPairBehindOneRelativeLink(t *testing.T) {
 	dir := t.TempDir()
-	s, err := NewStore(dir)
+	s, err := NewStore(dir, DefaultOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestStoreWriteIsAPairBehindOneRelativeLink(t *testing.T) {
 		}
 	}
 
-	s2, _ := NewStore(moved)
+	s2, _ := NewStore(moved, DefaultOwner)
 	got, err := s2.Read("example.com")
 	if err != nil || got.Fingerprint != info.Fingerprint || got.Placeholder || len(got.Domains) != 2 {
 		t.Fatalf("Read = %+v, %v; want the written certificate %+v", got, err, info)
@@ -109,7 +109,7 @@ func TestStoreWriteIsAPairBehindOneRelativeLink(t *testing.T) {
 
 func TestStoreRefusesMismatchedPairAndKeepsCurrent(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := NewStore(dir)
+	s, _ := NewStore(dir, DefaultOwner)
 	ca := newTestCA(t)
 	chain1, key1 := ca.issue(t, []string{"a.example.com"}, time.Hour)
 	first, err := s.Write("a", chain1, key1)
@@ -128,7 +128,7 @@ func TestStoreRefusesMismatchedPairAndKeepsCurrent(t *testing.T) {
 
 func TestStorePrunesOldVersionsAndPlaceholder(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := NewStore(dir)
+	s, _ := NewStore(dir, DefaultOwner)
 	info, err := s.WritePlaceholder("p", []string{"p.example.com"})
 	if err != nil || !info.Placeholder {
 		t.Fatalf("placeholder = %+v, %v", info, err)
@@ -151,7 +151,7 @@ func TestStorePrunesOldVersionsAndPlaceholder(t *testing.T) {
 
 func TestStoreDoesNotReplaceAForeignDirectory(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := NewStore(dir)
+	s, _ := NewStore(dir, DefaultOwner)
 	if err := os.MkdirAll(filepath.Join(dir, "mine"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestRenewAt(t *testing.T) {
 
 func TestStoreFlatLinksFollowNewVersions(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := NewStore(dir)
+	s, _ := NewStore(dir, DefaultOwner)
 	ca := newTestCA(t)
 	c1, k1 := ca.issue(t, []string{"a.example.com"}, time.Hour)
 	if _, err := s.Write("a", c1, k1); err != nil {
@@ -222,7 +222,7 @@ func TestStoreKeyOwner(t *testing.T) {
 	}
 	ca := newTestCA(t)
 	dir := t.TempDir()
-	s, err := NewStore(dir)
+	s, err := NewStore(dir, DefaultOwner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,10 @@ func TestStoreKeyOwner(t *testing.T) {
 		st := fi.Sys().(*syscall.Stat_t)
 		return int(st.Uid), int(st.Gid), fi.Mode().Perm()
 	}
-	s.SetKeyOwner(uid, gid)
+	s, err = NewStore(dir, KeyOwner{UID: uid, GID: gid})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n, err := s.FixKeyOwners(); err != nil || (n != 1 && os.Geteuid() == 0) {
 		t.Fatalf("FixKeyOwners = %d, %v; want the one existing key changed", n, err)
 	}
@@ -257,5 +260,18 @@ func TestStoreKeyOwner(t *testing.T) {
 	}
 	if u, _, m := owner(filepath.Join(dir, "a", FileFullchain)); u != os.Geteuid() || m != 0o644 {
 		t.Errorf("fullchain: owner %d mode %o, want edgecert's own and 0644", u, m)
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"example.com", "my-site_1", "a"} {
+		if err := ValidateName(ok); err != nil {
+			t.Errorf("ValidateName(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "..", "a/b", ".hidden", "UPPER", "a..b", "site.crt", "x.key", "y.chain.pem", strings.Repeat("a", 101), "-x"} {
+		if err := ValidateName(bad); err == nil {
+			t.Errorf("ValidateName(%q) = nil, want an error", bad)
+		}
 	}
 }

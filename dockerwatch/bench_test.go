@@ -15,7 +15,7 @@ func BenchmarkParse(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if d := Parse("edgecert", cs); len(d.Certs) != 1000 {
+		if d := Parse(testRules, cs); len(d.Certs) != 1000 {
 			b.Fatalf("%d certificates", len(d.Certs))
 		}
 	}

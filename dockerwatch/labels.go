@@ -29,8 +29,27 @@ const (
 // Signals a proxy label may name. Others (TERM, KILL, ...) would stop the proxy.
 var Signals = []string{"HUP", "USR1", "USR2"}
 
-// KeyTypes are the key types a label may name.
-var KeyTypes = []string{"ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"}
+// Rules are what labels may say beyond their syntax: facts owned by the
+// stages downstream (which key types can be ordered, which names the
+// certificate volume takes), handed in by the wiring so that they are
+// defined once.
+type Rules struct {
+	Prefix   string             // label prefix, e.g. "edgecert"
+	KeyTypes []string           // the key types a label may name; empty: any
+	CertName func(string) error // checks a certificate name; nil: a plain file name
+}
+
+// checkName checks an edgecert.name value with r.CertName, or else as a
+// plain file name, since it becomes a path on the certificate volume.
+func (r Rules) checkName(name string) error {
+	if r.CertName != nil {
+		return r.CertName(name)
+	}
+	if name == "" || len(name) > 100 || name[0] == '.' || strings.ContainsAny(name, "/\\\x00") {
+		return fmt.Errorf("certificate name %q must be a plain file name", name)
+	}
+	return nil
+}
 
 // Container is what the watcher needs to know of one container.
 type Container struct {
@@ -101,8 +120,8 @@ type Desired struct {
 // so that callers can tell "no proxy" from "proxy not running". It never fails
 // as a whole: a container with a bad label is reported in Problems and the
 // others are used as they are.
-func Parse(prefix string, containers []Container) Desired {
-	p := prefix + "."
+func Parse(r Rules, containers []Container) Desired {
+	p := r.Prefix + "."
 	sorted := append([]Container(nil), containers...)
 	// Oldest first, so that in a conflict the container that was there first wins
 	// and the verdict does not flap between lists.
@@ -151,7 +170,7 @@ func Parse(prefix string, containers []Container) Desired {
 		}
 		name := domains[0]
 		if v, ok := c.Labels[p+labelName]; ok {
-			if err := ValidateCertName(v); err != nil {
+			if err := r.checkName(v); err != nil {
 				d.Problems = append(d.Problems, Problem{c.Name, p + labelName, err.Error()})
 				continue
 			}
@@ -161,7 +180,7 @@ func Parse(prefix string, containers []Container) Desired {
 		if g, ok := c.Labels[p+labelNginx]; ok && groupRE.MatchString(g) && !isBool(g) {
 			spec.Group = g // domains on a proxy of a group belong to that group
 		}
-		if prob := parseOptions(p, c, &spec); prob != nil {
+		if prob := parseOptions(r, c, &spec); prob != nil {
 			d.Problems = append(d.Problems, *prob)
 			continue
 		}
@@ -173,7 +192,7 @@ func Parse(prefix string, containers []Container) Desired {
 			spec.Email = c.CompanionEmail
 		}
 		if prev, ok := byName[name]; ok {
-			if !equalSets(prev.Domains, domains) {
+			if !slices.Equal(slices.Sorted(slices.Values(prev.Domains)), slices.Sorted(slices.Values(domains))) { // both deduplicated
 				d.Problems = append(d.Problems, Problem{c.Name, p + labelDomains, fmt.Sprintf(
 					"certificate %q is already requested by container %s for %s; this container asks for %s: give it another %s%s",
 					name, prev.Containers[0], strings.Join(prev.Domains, ","), strings.Join(domains, ","), p, labelName)})
@@ -202,11 +221,12 @@ func Parse(prefix string, containers []Container) Desired {
 }
 
 // parseOptions reads a certificate's optional labels into spec.
-func parseOptions(p string, c Container, spec *CertSpec) *Problem {
+func parseOptions(r Rules, c Container, spec *CertSpec) *Problem {
+	p := r.Prefix + "."
 	if v, ok := c.Labels[p+labelKeyType]; ok {
 		v = strings.ToLower(strings.TrimSpace(v))
-		if !slices.Contains(KeyTypes, v) {
-			return &Problem{c.Name, p + labelKeyType, fmt.Sprintf("%q: want one of %s", v, strings.Join(KeyTypes, ", "))}
+		if len(r.KeyTypes) > 0 && !slices.Contains(r.KeyTypes, v) {
+			return &Problem{c.Name, p + labelKeyType, fmt.Sprintf("%q: want one of %s", v, strings.Join(r.KeyTypes, ", "))}
 		}
 		spec.KeyType = v
 	}
@@ -305,26 +325,11 @@ func isBool(v string) bool {
 }
 
 var (
-	profileRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	emailRE    = regexp.MustCompile(`^[^@\s,<>]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$`)
-	groupRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	certNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,99}$`)
-	labelRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	profileRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	emailRE   = regexp.MustCompile(`^[^@\s,<>]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$`)
+	groupRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	labelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 )
-
-// ValidateCertName checks a certificate name. The name becomes a directory on
-// the certificate volume, so it must be a plain file name.
-func ValidateCertName(name string) error {
-	if !certNameRE.MatchString(name) || strings.Contains(name, "..") {
-		return fmt.Errorf("certificate name %q must be 1-100 lowercase letters, digits, '.', '_' or '-', start with a letter or digit, and not contain '..'", name)
-	}
-	for _, suffix := range []string{".crt", ".key", ".chain.pem"} {
-		if strings.HasSuffix(name, suffix) {
-			return fmt.Errorf("certificate name %q must not end in %s (reserved for nginx-proxy's flat links)", name, suffix)
-		}
-	}
-	return nil
-}
 
 // ParseDomains splits a comma (or space) separated list of domain names,
 // lowercases them, drops duplicates and validates each one as a DNS name
@@ -375,20 +380,4 @@ func ValidateDomain(d string) error {
 		return fmt.Errorf("%q: the top-level label is numeric", d)
 	}
 	return nil
-}
-
-func equalSets(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	m := map[string]bool{}
-	for _, x := range a {
-		m[x] = true
-	}
-	for _, x := range b {
-		if !m[x] {
-			return false
-		}
-	}
-	return true
 }

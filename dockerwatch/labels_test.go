@@ -1,6 +1,7 @@
 package dockerwatch
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -43,19 +44,6 @@ func TestParseDomains(t *testing.T) {
 	}
 }
 
-func TestValidateCertName(t *testing.T) {
-	for _, ok := range []string{"example.com", "my-site_1", "a"} {
-		if err := ValidateCertName(ok); err != nil {
-			t.Errorf("ValidateCertName(%q) = %v, want nil", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "..", "a/b", ".hidden", "UPPER", "a..b", "site.crt", "x.key", strings.Repeat("a", 101), "-x"} {
-		if err := ValidateCertName(bad); err == nil {
-			t.Errorf("ValidateCertName(%q) = nil, want an error", bad)
-		}
-	}
-}
-
 func TestParse(t *testing.T) {
 	cs := []Container{
 		{ID: "1", Name: "nginx", Created: 1, Running: true, Labels: map[string]string{"edgecert.nginx": "true", "edgecert.domains": "proxy.example.com"}},
@@ -82,7 +70,7 @@ func TestParse(t *testing.T) {
 		{ID: "20", Name: "grouped-app", Created: 20, Running: true, Labels: map[string]string{"edgecert.domains": "g.example.com", "edgecert.proxy": "blue"}},
 		{ID: "21", Name: "badgroup", Created: 21, Running: true, Labels: map[string]string{"edgecert.domains": "bg.example.com", "edgecert.proxy": "true"}},
 	}
-	d := Parse("edgecert", cs)
+	d := Parse(testRules, cs)
 
 	wantCerts := []CertSpec{
 		{Name: "api", Domains: []string{"api.example.com"}, Containers: []string{"named"}},
@@ -133,7 +121,7 @@ func TestParseCompanion(t *testing.T) {
 		{ID: "c", Name: "labelled", Running: true, CompanionHosts: "ignored.example.com", CompanionVar: "LETSENCRYPT_HOST",
 			Labels: map[string]string{"edgecert.domains": "label.example.com"}},
 	}
-	d := Parse("edgecert", cs)
+	d := Parse(testRules, cs)
 	want := []CertSpec{
 		{Name: "blog.example.com", Domains: []string{"blog.example.com", "www.blog.example.com"}, Containers: []string{"blog"}, Email: "me@example.com"},
 		{Name: "label.example.com", Domains: []string{"label.example.com"}, Containers: []string{"labelled"}},
@@ -146,5 +134,27 @@ func TestParseCompanion(t *testing.T) {
 	}
 	if len(d.Problems) != 1 || d.Problems[0].Label != "env ACME_HOST" || d.Problems[0].Container != "bad" {
 		t.Errorf("problems = %+v, want one naming env ACME_HOST on bad", d.Problems)
+	}
+}
+
+// testRules are the rules cmd/edgecert passes, with a stand-in name check.
+var testRules = Rules{Prefix: "edgecert", KeyTypes: []string{"ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"}}
+
+func TestRulesCheckName(t *testing.T) {
+	for _, bad := range []string{"", ".hidden", "a/b", strings.Repeat("a", 101)} {
+		if err := testRules.checkName(bad); err == nil {
+			t.Errorf("checkName(%q) = nil without a CertName rule, want an error", bad)
+		}
+	}
+	r := testRules
+	r.CertName = func(n string) error {
+		if n == "taken" {
+			return errors.New("reserved")
+		}
+		return nil
+	}
+	cs := []Container{{ID: "1", Name: "app", Running: true, Labels: map[string]string{"edgecert.domains": "a.example.com", "edgecert.name": "taken"}}}
+	if d := Parse(r, cs); len(d.Certs) != 0 || len(d.Problems) != 1 || d.Problems[0].Label != "edgecert.name" {
+		t.Errorf("Parse with a refusing CertName = %+v, want one problem on edgecert.name", d)
 	}
 }

@@ -28,16 +28,24 @@ type dockerAPI interface {
 	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) // acme-companion mode only
 }
 
+// Config says what the watcher looks for.
+type Config struct {
+	Rules
+	// Debounce gathers the events of a burst into one new list.
+	Debounce time.Duration
+	// Companion also reads acme-companion's LETSENCRYPT_HOST / ACME_HOST
+	// and LETSENCRYPT_EMAIL / ACME_EMAIL from containers' environment, and
+	// takes nginx-proxy's labelled container as a proxy.
+	Companion bool
+}
+
 // Watcher follows the engine and publishes Desired snapshots.
 type Watcher struct {
-	api      dockerAPI
-	prefix   string
-	debounce time.Duration
-	log      *slog.Logger
-	out      chan Desired
-
-	companion bool               // read acme-companion's environment variables too
-	envs      map[string]envVars // container ID -> its companion variables (env never changes)
+	api  dockerAPI
+	cfg  Config
+	log  *slog.Logger
+	out  chan Desired
+	envs map[string]envVars // companion mode: container ID -> its variables (env never changes)
 
 	mu         sync.Mutex
 	connected  bool
@@ -47,18 +55,12 @@ type Watcher struct {
 	starts     map[string]int // container ID -> start events seen (restarts between two lists)
 }
 
-// New returns a watcher for labels under prefix (for example "edgecert").
-func New(api dockerAPI, prefix string, debounce time.Duration, log *slog.Logger) *Watcher {
-	return &Watcher{api: api, prefix: prefix, debounce: debounce, log: log, out: make(chan Desired, 1)}
+// New returns a watcher.
+func New(api dockerAPI, cfg Config, log *slog.Logger) *Watcher {
+	return &Watcher{api: api, cfg: cfg, log: log, out: make(chan Desired, 1), envs: map[string]envVars{}}
 }
 
 type envVars struct{ hosts, which, email string }
-
-// EnableCompanion makes the watcher also read acme-companion's
-// LETSENCRYPT_HOST / ACME_HOST and LETSENCRYPT_EMAIL / ACME_EMAIL from
-// containers' environment, and take nginx-proxy's labelled container as a
-// proxy. Call it before Run.
-func (w *Watcher) EnableCompanion() { w.companion, w.envs = true, map[string]envVars{} }
 
 // companionEnv reads (once per container) its acme-companion variables.
 func (w *Watcher) companionEnv(ctx context.Context, id string) (envVars, error) {
@@ -173,7 +175,7 @@ func (w *Watcher) session(ctx context.Context) error {
 			}
 			if !pending {
 				pending = true
-				timer.Reset(w.debounce)
+				timer.Reset(w.cfg.Debounce)
 			}
 		case <-timer.C:
 			pending = false
@@ -202,7 +204,7 @@ func (w *Watcher) sync(ctx context.Context) error {
 			c.Name = strings.TrimPrefix(s.Names[0], "/")
 		}
 		seen[s.ID] = true
-		if w.companion {
+		if w.cfg.Companion {
 			_, c.NginxProxy = s.Labels[NginxProxyLabel]
 			if running {
 				v, err := w.companionEnv(ctx, s.ID)
@@ -212,7 +214,7 @@ func (w *Watcher) sync(ctx context.Context) error {
 				c.CompanionHosts, c.CompanionVar, c.CompanionEmail = v.hosts, v.which, v.email
 			}
 		}
-		if !hasPrefix(s.Labels, w.prefix+".") && !c.NginxProxy && c.CompanionHosts == "" {
+		if !hasPrefix(s.Labels, w.cfg.Prefix+".") && !c.NginxProxy && c.CompanionHosts == "" {
 			continue
 		}
 		cs = append(cs, c)
@@ -229,7 +231,7 @@ func (w *Watcher) sync(ctx context.Context) error {
 		}
 	}
 	w.mu.Unlock()
-	d := Parse(w.prefix, cs)
+	d := Parse(w.cfg.Rules, cs)
 	w.logProblems(d.Problems)
 	// Subscribed and listed: connected, before anyone sees the snapshot.
 	w.mu.Lock()

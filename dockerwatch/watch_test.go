@@ -72,7 +72,7 @@ func next(t *testing.T, w *Watcher) Desired {
 func TestWatcherListsOnConnectAndRelistsOnEvents(t *testing.T) {
 	f := &fakeEngine{streams: make(chan stream, 4)}
 	f.set(summary("a", "a.example.com"))
-	w := New(f, "edgecert", 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := New(f, Config{Rules: testRules, Debounce: 10 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- w.Run(ctx) }()

@@ -178,10 +178,10 @@ func TestEnsureReloadsAndProves(t *testing.T) {
 	}
 }
 
-func TestDeployerCoalescesABurstIntoOneReload(t *testing.T) {
+func TestBatcherCoalescesABurstIntoOneReload(t *testing.T) {
 	f, _, fp := newFake(t)
 	port, _ := strconv.Atoi(f.port)
-	d := NewDeployer(reloader(f), 100*time.Millisecond)
+	d := NewBatcher(reloader(f), 100*time.Millisecond, nil)
 	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
 	// Ten certificates arrive together; the fake serves one leaf for every
 	// name, so all ten are proven by the same reload.
@@ -204,10 +204,10 @@ func TestDeployerCoalescesABurstIntoOneReload(t *testing.T) {
 	}
 }
 
-func TestDeployerReportsOnlyTheCertificateNotServed(t *testing.T) {
+func TestBatcherReportsOnlyTheCertificateNotServed(t *testing.T) {
 	f, _, fp := newFake(t)
 	port, _ := strconv.Atoi(f.port)
-	d := NewDeployer(reloader(f), 50*time.Millisecond)
+	d := NewBatcher(reloader(f), 50*time.Millisecond, nil)
 	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
 	good := make(chan error, 1)
 	go func() {
@@ -274,14 +274,14 @@ func (e engines) ContainerExecInspect(ctx context.Context, execID string) (conta
 	return e[execID].ContainerExecInspect(ctx, execID)
 }
 
-func TestDeployerReloadsOnlyTheCertificatesGroup(t *testing.T) {
+func TestBatcherReloadsOnlyTheCertificatesGroup(t *testing.T) {
 	a, _, fp := newFake(t)
 	b, _, _ := newFake(t)
 	pa, _ := strconv.Atoi(a.port)
 	pb, _ := strconv.Atoi(b.port)
 	o := NginxDefaults()
 	o.Timeout = 500 * time.Millisecond
-	d := NewDeployer(New(engines{"a": a, "b": b}, o, slog.New(slog.NewTextHandler(io.Discard, nil))), 20*time.Millisecond)
+	d := NewBatcher(New(engines{"a": a, "b": b}, o, slog.New(slog.NewTextHandler(io.Discard, nil))), 20*time.Millisecond, nil)
 	d.SetProxies([]Proxy{{ID: "a", Name: "nginx-a", TLSPort: pa, Group: "a"}, {ID: "b", Name: "nginx-b", TLSPort: pb, Group: "b"}})
 	if err := d.Deploy(context.Background(), Cert{Name: "c", Group: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/caarlos0/env/v10"
 
 	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/acme/legoissuer"
 )
 
 // Config is edgecert's whole configuration, read from the environment.
@@ -31,12 +33,12 @@ type Config struct {
 	DryRunDir     string        `env:"EDGECERT_DRY_RUN_DIRECTORY" envDefault:"staging"`
 	UnusedGrace   time.Duration `env:"EDGECERT_UNUSED_GRACE" envDefault:"168h"`
 	ReloadWindow  time.Duration `env:"EDGECERT_RELOAD_DEBOUNCE" envDefault:"2s"`
-	KeyType       string        `env:"EDGECERT_KEY_TYPE" envDefault:"ec256"`
+	KeyType       string        `env:"EDGECERT_KEY_TYPE"` // default: acme.KeyTypes[0]
 	Webroot       string        `env:"EDGECERT_WEBROOT" envDefault:"/var/www/acme"`
 	CertsDir      string        `env:"EDGECERT_CERTS_DIR" envDefault:"/etc/edgecert/certs"`
 	StateDir      string        `env:"EDGECERT_STATE_DIR" envDefault:"/var/lib/edgecert"`
 	LabelPrefix   string        `env:"EDGECERT_LABEL_PREFIX" envDefault:"edgecert"`
-	Socket        string        `env:"EDGECERT_SOCKET" envDefault:"/run/edgecert/control.sock"`
+	Socket        string        `env:"EDGECERT_SOCKET"` // default: defaultSocket
 	MaxOrders     int           `env:"EDGECERT_MAX_ORDERS" envDefault:"3"`
 	ReloadTimeout time.Duration `env:"EDGECERT_RELOAD_TIMEOUT" envDefault:"30s"`
 	Debounce      time.Duration `env:"EDGECERT_DEBOUNCE" envDefault:"500ms"`
@@ -58,6 +60,10 @@ type Config struct {
 	keyUID, keyGID int // from KeyOwner; -1 when it is empty
 }
 
+// defaultSocket is where the control socket is when EDGECERT_SOCKET is
+// unset, for the daemon and the CLI alike.
+const defaultSocket = "/run/edgecert/control.sock"
+
 var prefixRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,62}[a-z0-9])?$`)
 
 // loadConfig reads and checks the environment. Every error names the variable.
@@ -66,6 +72,8 @@ func loadConfig() (Config, error) {
 	if err := env.Parse(&c); err != nil {
 		return c, envError(err)
 	}
+	c.Socket = cmp.Or(c.Socket, defaultSocket)
+	c.KeyType = cmp.Or(c.KeyType, acme.KeyTypes[0])
 	bad := func(name, format string, args ...any) (Config, error) {
 		return c, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
 	}
@@ -93,8 +101,8 @@ func loadConfig() (Config, error) {
 			return bad("EDGECERT_ACME_ROOTS", "%v", err)
 		}
 	}
-	if _, ok := acme.KeyTypes[c.KeyType]; !ok {
-		return bad("EDGECERT_KEY_TYPE", "%q: want ec256, ec384, rsa2048, rsa3072 or rsa4096", c.KeyType)
+	if !slices.Contains(acme.KeyTypes, c.KeyType) {
+		return bad("EDGECERT_KEY_TYPE", "%q: want one of %s", c.KeyType, strings.Join(acme.KeyTypes, ", "))
 	}
 	for _, d := range []struct{ name, val string }{{"EDGECERT_WEBROOT", c.Webroot}, {"EDGECERT_CERTS_DIR", c.CertsDir},
 		{"EDGECERT_STATE_DIR", c.StateDir}, {"EDGECERT_SOCKET", c.Socket}} {
@@ -161,9 +169,9 @@ func parseOwner(s string) (uid, gid int, ok bool) {
 func directoryURL(s string) (string, bool) {
 	switch s {
 	case "production":
-		s = acme.DirectoryProduction
+		s = legoissuer.DirectoryProduction
 	case "staging":
-		s = acme.DirectoryStaging
+		s = legoissuer.DirectoryStaging
 	}
 	u, err := url.Parse(s)
 	return s, err == nil && u.Scheme == "https" && u.Host != ""

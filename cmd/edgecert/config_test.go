@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/acme/legoissuer"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -13,7 +13,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ACMEDirectory != acme.DirectoryProduction || c.KeyType != "ec256" || c.LabelPrefix != "edgecert" ||
+	if c.ACMEDirectory != legoissuer.DirectoryProduction || c.KeyType != "ec256" || c.LabelPrefix != "edgecert" ||
 		c.CertsDir != "/etc/edgecert/certs" || c.Webroot != "/var/www/acme" || c.StateDir != "/var/lib/edgecert" ||
 		c.ReloadTimeout != 30*time.Second || c.MaxOrders != 3 {
 		t.Fatalf("defaults = %+v", c)
@@ -51,7 +51,7 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 func TestLoadConfigStagingShortcut(t *testing.T) {
 	t.Setenv("EDGECERT_ACME_DIRECTORY", "staging")
 	c, err := loadConfig()
-	if err != nil || c.ACMEDirectory != acme.DirectoryStaging {
+	if err != nil || c.ACMEDirectory != legoissuer.DirectoryStaging {
 		t.Fatalf("staging = %q, %v", c.ACMEDirectory, err)
 	}
 }

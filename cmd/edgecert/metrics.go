@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgecert/edgecert/acme"
-	"github.com/edgecert/edgecert/dockerwatch"
 	"github.com/edgecert/edgecert/signal"
 )
 
@@ -34,7 +33,12 @@ var (
 	descProblems   = prometheus.NewDesc("edgecert_label_problems", "Containers ignored for bad labels.", nil, nil)
 )
 
-func newMetrics(status func() []acme.CertStatus, health func() dockerwatch.Health, problems func() int) *metrics {
+// statusSource is what the gauges are read from at scrape time (the daemon).
+type statusSource interface {
+	status() StatusDoc
+}
+
+func newMetrics(src statusSource) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgecert_orders_total",
@@ -49,17 +53,17 @@ func newMetrics(status func() []acme.CertStatus, health func() dockerwatch.Healt
 			Help: "Duration of each reload step.", Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"step"}),
 	}
 	m.reg.MustRegister(m.orders, m.orderDur, m.reloads, m.failures, m.stepDur,
-		collector{status: status, health: health, problems: problems})
+		collector{src: src})
 	return m
 }
 
 // CertEvent is acme's EventSink.
 func (m *metrics) CertEvent(_ string, e acme.Event, _ acme.CertStatus) {
 	switch e.Kind {
-	case "issued":
+	case acme.EventIssued:
 		m.orders.WithLabelValues("issued").Inc()
 		m.orderDur.Observe(float64(e.TookMS) / 1000)
-	case "order_failed":
+	case acme.EventOrderFailed:
 		m.orders.WithLabelValues("failed").Inc()
 	}
 }
@@ -93,9 +97,7 @@ func (m *metrics) serve(ctx context.Context, addr string) error {
 
 // collector reads the gauges from the daemon at scrape time.
 type collector struct {
-	status   func() []acme.CertStatus
-	health   func() dockerwatch.Health
-	problems func() int
+	src statusSource
 }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -105,29 +107,30 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c.status() {
+	doc := c.src.status()
+	for _, s := range doc.Certificates {
 		if !s.NotAfter.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descNotAfter, prometheus.GaugeValue, float64(s.NotAfter.Unix()), s.Name)
 		}
 		if !s.RenewAt.IsZero() {
-			ch <- prometheus.MustNewConstMetric(descRenewAt, prometheus.GaugeValue, float64(s.RenewAt.Unix()), s.Name, s.RenewSource)
+			ch <- prometheus.MustNewConstMetric(descRenewAt, prometheus.GaugeValue, float64(s.RenewAt.Unix()), s.Name, string(s.RenewSource))
 		}
-		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, 1, s.Name, s.State)
+		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, 1, s.Name, string(s.State))
 	}
-	h := c.health()
+	h := doc.Docker
 	connected := 0.0
 	if h.Connected {
 		connected = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, connected)
 	ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(h.Reconnects))
-	ch <- prometheus.MustNewConstMetric(descProblems, prometheus.GaugeValue, float64(c.problems()))
+	ch <- prometheus.MustNewConstMetric(descProblems, prometheus.GaugeValue, float64(len(doc.Problems)))
 }
 
-// sinks hands each certificate event to several listeners.
-type sinks []acme.EventSink
+// eventSinks hands each certificate event to several listeners.
+type eventSinks []acme.EventSink
 
-func (s sinks) CertEvent(name string, e acme.Event, st acme.CertStatus) {
+func (s eventSinks) CertEvent(name string, e acme.Event, st acme.CertStatus) {
 	for _, k := range s {
 		k.CertEvent(name, e, st)
 	}

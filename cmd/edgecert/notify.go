@@ -16,21 +16,22 @@ import (
 	"time"
 
 	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/acme/atomicfile"
 )
 
 // Notice is the JSON body POSTed to EDGECERT_WEBHOOK_URLS: the documented
 // generic schema.
 type Notice struct {
-	Event    string    `json:"event"` // failure, reminder, recovery, expiring
-	Cert     string    `json:"cert"`
-	Domains  []string  `json:"domains"`
-	State    string    `json:"state"`
-	Serial   string    `json:"serial,omitempty"`
-	NotAfter time.Time `json:"not_after,omitzero"`
-	Error    string    `json:"error,omitempty"`
-	At       time.Time `json:"at"`
-	Host     string    `json:"host"`
-	Text     string    `json:"text"` // one line for humans
+	Event    noticeEvent `json:"event"`
+	Cert     string      `json:"cert"`
+	Domains  []string    `json:"domains"`
+	State    acme.State  `json:"state"`
+	Serial   string      `json:"serial,omitempty"`
+	NotAfter time.Time   `json:"not_after,omitzero"`
+	Error    string      `json:"error,omitempty"`
+	At       time.Time   `json:"at"`
+	Host     string      `json:"host"`
+	Text     string      `json:"text"` // one line for humans
 }
 
 // notifyConfig says where notices and deployments go.
@@ -65,9 +66,28 @@ type notifier struct {
 }
 
 type condition struct {
-	Cond string    `json:"cond"` // ok, failing, expiring
+	Cond cond      `json:"cond"`
 	Sent time.Time `json:"sent"` // when the last notice for it went out
 }
+
+// cond is what notices last said of a certificate.
+type cond string
+
+const (
+	condOK       cond = "ok"
+	condFailing  cond = "failing"
+	condExpiring cond = "expiring"
+)
+
+// noticeEvent is why a notice is sent.
+type noticeEvent string
+
+const (
+	noticeFailure  noticeEvent = "failure"
+	noticeReminder noticeEvent = "reminder" // still failing (or expiring), a day after the last notice
+	noticeRecovery noticeEvent = "recovery"
+	noticeExpiring noticeEvent = "expiring" // a sixth of the lifetime left without a renewal
+)
 
 const reminderEvery = 24 * time.Hour
 
@@ -92,10 +112,10 @@ func (n *notifier) enabled() bool {
 // CertEvent is acme's EventSink: called with the manager's lock held.
 func (n *notifier) CertEvent(name string, e acme.Event, s acme.CertStatus) {
 	switch e.Kind {
-	case "order_failed", "reload_failed":
-		n.transition(s, "failing", e.Detail)
-	case "reload_proven":
-		n.transition(s, "ok", "")
+	case acme.EventOrderFailed, acme.EventReloadFailed:
+		n.transition(s, condFailing, e.Detail)
+	case acme.EventReloadProven:
+		n.transition(s, condOK, "")
 		if len(n.cfg.Hook) > 0 {
 			select {
 			case n.hooks <- s:
@@ -108,7 +128,7 @@ func (n *notifier) CertEvent(name string, e acme.Event, s acme.CertStatus) {
 
 // transition moves a certificate to cond and queues the notice that change
 // deserves: failure (or a daily reminder), recovery, or expiring.
-func (n *notifier) transition(s acme.CertStatus, cond, detail string) {
+func (n *notifier) transition(s acme.CertStatus, to cond, detail string) {
 	if !n.enabled() {
 		return
 	}
@@ -117,26 +137,26 @@ func (n *notifier) transition(s acme.CertStatus, cond, detail string) {
 	defer n.mu.Unlock()
 	c := n.conds[s.Name]
 	if c == nil {
-		c = &condition{Cond: "ok"}
+		c = &condition{Cond: condOK}
 		n.conds[s.Name] = c
 	}
-	if cond == "expiring" && c.Cond == "failing" {
-		cond = "failing" // already told, and reminded daily: no second condition
+	if to == condExpiring && c.Cond == condFailing {
+		to = condFailing // already told, and reminded daily: no second condition
 	}
-	event := ""
+	var event noticeEvent
 	switch {
-	case cond == c.Cond && cond != "ok" && now.Sub(c.Sent) >= reminderEvery:
-		event = "reminder"
-	case cond == c.Cond:
-	case cond == "ok":
-		event = "recovery"
-	case cond == "failing":
-		event = "failure"
-	case cond == "expiring" && c.Cond == "ok":
-		event = "expiring"
+	case to == c.Cond && to != condOK && now.Sub(c.Sent) >= reminderEvery:
+		event = noticeReminder
+	case to == c.Cond:
+	case to == condOK:
+		event = noticeRecovery
+	case to == condFailing:
+		event = noticeFailure
+	case to == condExpiring && c.Cond == condOK:
+		event = noticeExpiring
 	}
-	if c.Cond != cond {
-		c.Cond = cond
+	if c.Cond != to {
+		c.Cond = to
 		n.dirty = true
 	}
 	if event == "" {
@@ -155,11 +175,11 @@ func (n *notifier) transition(s acme.CertStatus, cond, detail string) {
 }
 
 func noticeText(nt Notice) string {
-	what := map[string]string{
-		"failure":  "FAILED",
-		"reminder": "still FAILING",
-		"recovery": "recovered",
-		"expiring": "EXPIRES SOON without a successful renewal",
+	what := map[noticeEvent]string{
+		noticeFailure:  "FAILED",
+		noticeReminder: "still FAILING",
+		noticeRecovery: "recovered",
+		noticeExpiring: "EXPIRES SOON without a successful renewal",
 	}[nt.Event]
 	t := fmt.Sprintf("edgecert on %s: certificate %s (%s) %s", nt.Host, nt.Cert, strings.Join(nt.Domains, ", "), what)
 	if !nt.NotAfter.IsZero() {
@@ -209,11 +229,11 @@ func (n *notifier) Run(ctx context.Context, status func() []acme.CertStatus) err
 func (n *notifier) checkExpiry(certs []acme.CertStatus) {
 	now := n.clock()
 	for _, s := range certs {
-		if s.State == "unused" || s.State == "placeholder" || s.State == "pending" || s.NotAfter.IsZero() {
+		if s.State == acme.StateUnused || s.State == acme.StatePlaceholder || s.State == acme.StatePending || s.NotAfter.IsZero() {
 			continue
 		}
 		if left := s.NotAfter.Sub(now); left < s.NotAfter.Sub(s.NotBefore)/6 {
-			n.transition(s, "expiring", fmt.Sprintf("%s left", left.Round(time.Minute)))
+			n.transition(s, condExpiring, fmt.Sprintf("%s left", left.Round(time.Minute)))
 		}
 	}
 }
@@ -228,7 +248,7 @@ func (n *notifier) save() {
 	n.dirty = false
 	n.mu.Unlock()
 	if err == nil {
-		err = acme.WriteFileAtomic(n.path, data, 0o600)
+		err = atomicfile.Write(n.path, data, 0o600)
 	}
 	if err != nil {
 		n.log.Error("cannot save notification state", "err", err)

@@ -15,7 +15,7 @@ func drain(n *notifier) []string {
 	for {
 		select {
 		case nt := <-n.notices:
-			got = append(got, nt.Event)
+			got = append(got, string(nt.Event))
 		default:
 			return got
 		}

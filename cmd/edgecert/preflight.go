@@ -19,13 +19,15 @@ import (
 // against the CA's limits) while nginx is still starting or misconfigured.
 type challengePreflight struct {
 	webroot string
-	d       *signal.Deployer
-	r       *signal.Reloader
-	log     *slog.Logger
+	proxies interface{ Proxies() []signal.Proxy } // the running proxies (signal's Batcher)
+	probe   interface {                           // fetches a URL from a proxy (signal's Reloader)
+		ServesFile(ctx context.Context, p signal.Proxy, port int, host, path string, want []byte) error
+	}
+	log *slog.Logger
 }
 
 func (c *challengePreflight) Preflight(ctx context.Context, domains []string) error {
-	proxies := c.d.Proxies()
+	proxies := c.proxies.Proxies()
 	if len(proxies) == 0 {
 		return nil // nginx runs outside Docker, or unlabelled: nothing to check
 	}
@@ -45,7 +47,7 @@ func (c *challengePreflight) Preflight(ctx context.Context, domains []string) er
 		var errs []error
 		served, checked := false, false
 		for _, p := range proxies {
-			err := c.r.ServesFile(ctx, p, 80, d, "/.well-known/acme-challenge/"+token, []byte(token))
+			err := c.probe.ServesFile(ctx, p, 80, d, "/.well-known/acme-challenge/"+token, []byte(token))
 			if errors.Is(err, signal.ErrNoSharedNetwork) {
 				continue
 			}

@@ -9,7 +9,7 @@ import (
 	"github.com/edgecert/edgecert/acme"
 )
 
-func view(name, state string, notAfter time.Time) CertView {
+func view(name string, state acme.State, notAfter time.Time) CertView {
 	return CertView{CertStatus: acme.CertStatus{Name: name, State: state, NotAfter: notAfter, Domains: []string{name + ".example.com"}}}
 }
 

@@ -1,21 +1,20 @@
-package acme
+// Package legoissuer is acme's issuer on github.com/go-acme/lego/v4: ACME
+// accounts (one per CA and contact, kept in the state volume), orders over
+// HTTP-01 through the webroot nginx serves, ARI, and lego's log routed to
+// slog. It is the only package that imports lego.
+package legoissuer
 
 import (
 	"cmp"
 	"context"
-	"crypto"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -25,9 +24,10 @@ import (
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/lego"
-	legolog "github.com/go-acme/lego/v4/log"
 	"github.com/go-acme/lego/v4/providers/http/webroot"
 	"github.com/go-acme/lego/v4/registration"
+
+	"github.com/edgecert/edgecert/acme"
 )
 
 // Well-known directories.
@@ -36,8 +36,8 @@ const (
 	DirectoryStaging    = lego.LEDirectoryStaging
 )
 
-// IssuerConfig configures the ACME client.
-type IssuerConfig struct {
+// Config configures the ACME client.
+type Config struct {
 	Directory string // ACME directory URL
 	Email     string // default account contact, may be empty
 	Profile   string // default ACME profile, may be empty (the CA's default)
@@ -49,45 +49,16 @@ type IssuerConfig struct {
 	EABHMAC   string // External Account Binding HMAC key (base64url)
 }
 
-// KeyTypes maps the names users write to lego's key types.
-var KeyTypes = map[string]certcrypto.KeyType{
+// keyTypes maps acme.KeyTypes to lego's key types.
+var keyTypes = map[string]certcrypto.KeyType{
 	"ec256": certcrypto.EC256, "ec384": certcrypto.EC384,
 	"rsa2048": certcrypto.RSA2048, "rsa3072": certcrypto.RSA3072, "rsa4096": certcrypto.RSA4096,
 }
 
-// Order is one certificate to obtain. Empty options take the issuer's defaults.
-type Order struct {
-	Domains  []string
-	KeyType  string
-	Profile  string
-	Email    string
-	Replaces *x509.Certificate // the certificate this order replaces (RFC 9773), or nil
-}
-
-// OrderError is a failed order, classified for the retry schedule.
-type OrderError struct {
-	Err        error
-	Permanent  bool          // retrying soon will not help (a rejected name or profile)
-	RetryAfter time.Duration // the CA's Retry-After, 0 if none
-}
-
-func (e *OrderError) Error() string { return e.Err.Error() }
-func (e *OrderError) Unwrap() error { return e.Err }
-
-// RenewalInfo is the CA's ARI answer for one certificate.
-type RenewalInfo struct {
-	Start, End  time.Time
-	RetryAfter  time.Duration
-	Explanation string
-}
-
-// ErrNoARI means the CA offers no renewal information.
-var ErrNoARI = errors.New("the CA offers no renewal information (ARI)")
-
-// LegoIssuer obtains certificates with lego over HTTP-01 (webroot). It
+// Issuer obtains certificates with lego over HTTP-01 (webroot). It
 // registers one account per contact email and reuses them across restarts.
-type LegoIssuer struct {
-	cfg  IssuerConfig
+type Issuer struct {
+	cfg  Config
 	http *http.Client
 	log  *slog.Logger
 
@@ -96,12 +67,12 @@ type LegoIssuer struct {
 	accts   map[string]*account
 }
 
-// NewLegoIssuer checks cfg and prepares the HTTP client. It does not contact
+// New checks cfg and prepares the HTTP client. It does not contact
 // the CA: that happens on the first order, so a CA that is down at start-up
 // is retried like any other failure.
-func NewLegoIssuer(cfg IssuerConfig, log *slog.Logger) (*LegoIssuer, error) {
-	if _, ok := KeyTypes[cfg.KeyType]; !ok {
-		return nil, fmt.Errorf("key type %q: want one of ec256, ec384, rsa2048, rsa3072, rsa4096", cfg.KeyType)
+func New(cfg Config, log *slog.Logger) (*Issuer, error) {
+	if _, ok := keyTypes[cfg.KeyType]; !ok {
+		return nil, fmt.Errorf("key type %q: want one of %s", cfg.KeyType, strings.Join(acme.KeyTypes, ", "))
 	}
 	if (cfg.EABKid == "") != (cfg.EABHMAC == "") {
 		return nil, errors.New("external account binding needs both a key ID and an HMAC key")
@@ -132,27 +103,27 @@ func NewLegoIssuer(cfg IssuerConfig, log *slog.Logger) (*LegoIssuer, error) {
 			TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		},
 	}
-	return &LegoIssuer{cfg: cfg, http: hc, log: log, clients: map[string]*lego.Client{}, accts: map[string]*account{}}, nil
+	return &Issuer{cfg: cfg, http: hc, log: log, clients: map[string]*lego.Client{}, accts: map[string]*account{}}, nil
 }
 
 // Directory is the CA this issuer orders from.
-func (l *LegoIssuer) Directory() string { return l.cfg.Directory }
+func (l *Issuer) Directory() string { return l.cfg.Directory }
 
 // Obtain orders a certificate and returns the PEM chain (leaf first) and key.
 // lego's calls take no context; ctx is checked before the order starts and
 // lego's HTTP timeouts bound the rest. Errors are *OrderError.
-func (l *LegoIssuer) Obtain(ctx context.Context, o Order) (chain, key []byte, err error) {
+func (l *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
 	email := cmp.Or(o.Email, l.cfg.Email)
-	kt := KeyTypes[cmp.Or(o.KeyType, l.cfg.KeyType)]
+	kt := keyTypes[cmp.Or(o.KeyType, l.cfg.KeyType)]
 	if kt == "" {
-		return nil, nil, &OrderError{Err: fmt.Errorf("key type %q is not supported", o.KeyType), Permanent: true}
+		return nil, nil, &acme.OrderError{Err: fmt.Errorf("key type %q is not supported", o.KeyType), Permanent: true}
 	}
 	pk, err := certcrypto.GeneratePrivateKey(kt)
 	if err != nil {
-		return nil, nil, &OrderError{Err: fmt.Errorf("generate key: %w", err)}
+		return nil, nil, &acme.OrderError{Err: fmt.Errorf("generate key: %w", err)}
 	}
 	req := certificate.ObtainRequest{Domains: o.Domains, Bundle: true, Profile: cmp.Or(o.Profile, l.cfg.Profile), PrivateKey: pk}
 	if o.Replaces != nil {
@@ -210,8 +181,8 @@ var permanentProblems = map[string]bool{
 	"urn:ietf:params:acme:error:unsupportedContact":      true,
 }
 
-func classify(err error) *OrderError {
-	oe := &OrderError{Err: err}
+func classify(err error) *acme.OrderError {
+	oe := &acme.OrderError{Err: err}
 	var rl *legoacme.RateLimitedError
 	if errors.As(err, &rl) {
 		oe.RetryAfter, _ = api.ParseRetryAfter(rl.RetryAfter)
@@ -225,7 +196,7 @@ func classify(err error) *OrderError {
 
 // RenewalInfo asks the CA when to renew leaf (RFC 9773). It returns ErrNoARI
 // when the CA offers none.
-func (l *LegoIssuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*RenewalInfo, error) {
+func (l *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -235,16 +206,16 @@ func (l *LegoIssuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*
 	}
 	ri, err := client.Certificate.GetRenewalInfo(certificate.RenewalInfoRequest{Cert: leaf})
 	if errors.Is(err, api.ErrNoARI) {
-		return nil, ErrNoARI
+		return nil, acme.ErrNoARI
 	}
 	if err != nil {
 		return nil, fmt.Errorf("renewal info: %w", err)
 	}
-	return &RenewalInfo{Start: ri.SuggestedWindow.Start, End: ri.SuggestedWindow.End, RetryAfter: ri.RetryAfter,
+	return &acme.RenewalInfo{Start: ri.SuggestedWindow.Start, End: ri.SuggestedWindow.End, RetryAfter: ri.RetryAfter,
 		Explanation: ri.ExplanationURL}, nil
 }
 
-func (l *LegoIssuer) forget(email string) {
+func (l *Issuer) forget(email string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.clients, email)
@@ -255,7 +226,7 @@ func (l *LegoIssuer) forget(email string) {
 
 // client returns the lego client of the account for email, registering the
 // account with the CA the first time.
-func (l *LegoIssuer) client(email string) (*lego.Client, error) {
+func (l *Issuer) client(email string) (*lego.Client, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if c := l.clients[email]; c != nil {
@@ -274,7 +245,7 @@ func (l *LegoIssuer) client(email string) (*lego.Client, error) {
 	conf.CADirURL = l.cfg.Directory
 	conf.HTTPClient = l.http
 	conf.UserAgent = "edgecert"
-	conf.Certificate.KeyType = KeyTypes[l.cfg.KeyType]
+	conf.Certificate.KeyType = keyTypes[l.cfg.KeyType]
 	client, err := lego.NewClient(conf)
 	if err != nil {
 		return nil, fmt.Errorf("ACME directory %s: %w", l.cfg.Directory, err)
@@ -306,102 +277,3 @@ func (l *LegoIssuer) client(email string) (*lego.Client, error) {
 	l.clients[email] = client
 	return client, nil
 }
-
-// account is the ACME account: a key and a registration, persisted per
-// directory URL in the state volume (0600).
-type account struct {
-	Email        string                 `json:"email"`
-	Directory    string                 `json:"directory"`
-	Registration *registration.Resource `json:"registration,omitempty"`
-	key          crypto.PrivateKey
-	dir          string
-}
-
-func (a *account) GetEmail() string                        { return a.Email }
-func (a *account) GetRegistration() *registration.Resource { return a.Registration }
-func (a *account) GetPrivateKey() crypto.PrivateKey        { return a.key }
-
-// accountDir is one account's directory: one per CA directory and contact.
-func accountDir(stateDir, directory, email string) string {
-	sum := sha256.Sum256([]byte(directory + "\x00" + email))
-	return filepath.Join(stateDir, "accounts", hex.EncodeToString(sum[:8]))
-}
-
-func loadAccount(stateDir, directory, email string) (*account, error) {
-	dir := accountDir(stateDir, directory, email)
-	a := &account{Email: email, Directory: directory, dir: dir}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "key.pem"))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		k, err := certcrypto.GeneratePrivateKey(certcrypto.EC256)
-		if err != nil {
-			return nil, fmt.Errorf("account key: %w", err)
-		}
-		if err := WriteFileAtomic(filepath.Join(dir, "key.pem"), certcrypto.PEMEncode(k), 0o600); err != nil {
-			return nil, fmt.Errorf("account key: %w", err)
-		}
-		a.key = k
-		return a, nil
-	case err != nil:
-		return nil, fmt.Errorf("account key: %w", err)
-	}
-	if a.key, err = certcrypto.ParsePEMPrivateKey(keyPEM); err != nil {
-		return nil, fmt.Errorf("account key %s: %w", filepath.Join(dir, "key.pem"), err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "account.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return a, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("account: %w", err)
-	}
-	var saved account
-	if err := json.Unmarshal(data, &saved); err != nil {
-		return nil, fmt.Errorf("account %s: %w", filepath.Join(dir, "account.json"), err)
-	}
-	a.Registration = saved.Registration
-	return a, nil
-}
-
-func (a *account) save() error {
-	data, err := json.MarshalIndent(a, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := WriteFileAtomic(filepath.Join(a.dir, "account.json"), data, 0o600); err != nil {
-		return fmt.Errorf("save account: %w", err)
-	}
-	return nil
-}
-
-// RouteLegoLog sends lego's own log lines to l, one line per event.
-func RouteLegoLog(l *slog.Logger) {
-	legolog.Logger = legoLogger{l.With("component", "lego")}
-}
-
-type legoLogger struct{ l *slog.Logger }
-
-// emit logs one lego line. lego's [INFO] lines narrate each step of an
-// order (edgecert logs the outcome itself), so they go to debug; its
-// warnings stay warnings.
-func (g legoLogger) emit(msg string) {
-	msg = strings.TrimSpace(msg)
-	switch {
-	case strings.HasPrefix(msg, "[WARN] "):
-		g.l.Warn(strings.TrimPrefix(msg, "[WARN] "))
-	case strings.HasPrefix(msg, "[INFO] "):
-		g.l.Debug(strings.TrimPrefix(msg, "[INFO] "))
-	default:
-		g.l.Debug(msg)
-	}
-}
-
-func (g legoLogger) Print(args ...any)                 { g.emit(fmt.Sprint(args...)) }
-func (g legoLogger) Println(args ...any)               { g.emit(fmt.Sprintln(args...)) }
-func (g legoLogger) Printf(format string, args ...any) { g.emit(fmt.Sprintf(format, args...)) }
-
-// lego calls Fatal only from its CLI; a library must not exit the process,
-// so these log at error level and return.
-func (g legoLogger) Fatal(args ...any)                 { g.l.Error(fmt.Sprint(args...)) }
-func (g legoLogger) Fatalln(args ...any)               { g.l.Error(fmt.Sprintln(args...)) }
-func (g legoLogger) Fatalf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }

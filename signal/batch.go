@@ -9,12 +9,12 @@ import (
 	"time"
 )
 
-// Deployer coalesces certificates that change together (start-up, a burst
+// Batcher coalesces certificates that change together (start-up, a burst
 // of containers, many renewals at once) into one reload per proxy: each
 // Deploy joins the batch that is gathering, and the batch is reloaded and
 // proven on every proxy once no certificate has joined for the window, or at
 // the latest ten windows after the first one joined.
-type Deployer struct {
+type Batcher struct {
 	r      *Reloader
 	window time.Duration
 
@@ -24,26 +24,23 @@ type Deployer struct {
 	opened  time.Time           // when the gathering batch got its first certificate
 	timer   *time.Timer         // flushes the gathering batch
 	reports map[string][]Report // by certificate name: the last report of each proxy
-	onRep   func(Report)        // hears every report (metrics); set before use
+	onRep   func(Report)        // hears every report (metrics); nil: nobody
 }
-
-// OnReport installs f to hear every reload report; call it before Deploy.
-// f runs on the reloading goroutine and must not block.
-func (d *Deployer) OnReport(f func(Report)) { d.onRep = f }
 
 type pending struct {
 	cert Cert
 	done chan error
 }
 
-// NewDeployer returns a Deployer that gathers certificates for window
-// before reloading.
-func NewDeployer(r *Reloader, window time.Duration) *Deployer {
-	return &Deployer{r: r, window: window, reports: map[string][]Report{}}
+// NewBatcher returns a Batcher that gathers certificates for window before
+// reloading. onReport (nil: none) hears every reload report, on the
+// reloading goroutine: it must not block.
+func NewBatcher(r *Reloader, window time.Duration, onReport func(Report)) *Batcher {
+	return &Batcher{r: r, window: window, reports: map[string][]Report{}, onRep: onReport}
 }
 
 // SetProxies replaces the set of proxies and says whether it changed.
-func (d *Deployer) SetProxies(ps []Proxy) bool {
+func (d *Batcher) SetProxies(ps []Proxy) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if reflect.DeepEqual(d.proxies, ps) {
@@ -54,14 +51,14 @@ func (d *Deployer) SetProxies(ps []Proxy) bool {
 }
 
 // Proxies returns the current proxies.
-func (d *Deployer) Proxies() []Proxy {
+func (d *Batcher) Proxies() []Proxy {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.proxies)
 }
 
 // Reports returns the last reload report of each proxy for certificate name.
-func (d *Deployer) Reports(name string) []Report {
+func (d *Batcher) Reports(name string) []Report {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.reports[name])
@@ -70,7 +67,7 @@ func (d *Deployer) Reports(name string) []Report {
 // Deploy makes every proxy serve c and waits for the proof. It fails if any
 // proxy does not serve c; one failing proxy does not stop the others. The
 // batch runs under the context of the Deploy that opened it.
-func (d *Deployer) Deploy(ctx context.Context, c Cert) error {
+func (d *Batcher) Deploy(ctx context.Context, c Cert) error {
 	done := make(chan error, 1)
 	d.mu.Lock()
 	d.pending = append(d.pending, pending{cert: c, done: done})
@@ -91,7 +88,7 @@ func (d *Deployer) Deploy(ctx context.Context, c Cert) error {
 }
 
 // flush reloads every proxy once for the gathered batch.
-func (d *Deployer) flush(ctx context.Context) {
+func (d *Batcher) flush(ctx context.Context) {
 	d.mu.Lock()
 	batch := d.pending
 	d.pending, d.timer = nil, nil

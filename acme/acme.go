@@ -1,0 +1,119 @@
+// Package acme owns the certificate lifecycle: which certificates are
+// wanted, what is on the volume, when to order (ARI first, lifetime ratio as
+// backstop), retries that survive restarts, and handing each new pair to a
+// Deployer. It knows nothing of Docker or nginx, and nothing of lego: the CA
+// is reached through the small issuer interface, which acme/legoissuer
+// implements.
+//
+// Where things are:
+//
+//	acme.go      this file: what goes in and out (Want, Order, Deployment, the interfaces)
+//	manager.go   the Manager and its loop: the only code that changes certificate state
+//	workers.go   the goroutines the loop starts: order, deploy, ARI poll
+//	results.go   what the loop does with a finished order, deployment or ARI answer
+//	decide.go    pure decisions: what to order for a certificate, and whether now
+//	schedule.go  pure schedule: renewal time (ARI, ratio, emergency), retry backoff
+//	state.go     what survives a restart: per-certificate state and history
+//	waiters.go   renew requests waiting for an order or a deployment
+//	status.go    the status view of a certificate
+//	store.go     the certificate volume: atomic pair writes, placeholders, links
+package acme
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"time"
+)
+
+// KeyTypes are the key types edgecert orders, as labels and environment
+// variables name them. The first is the default.
+var KeyTypes = []string{"ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"}
+
+// Want is one certificate that running containers ask for. Empty options
+// take the configured defaults.
+type Want struct {
+	Name       string
+	Domains    []string
+	Containers []string
+	KeyType    string
+	Profile    string
+	Email      string
+	Group      string // passed on to the Deployer: which proxies serve it
+}
+
+// Order is one certificate to obtain. Empty options take the issuer's defaults.
+type Order struct {
+	Domains  []string
+	KeyType  string
+	Profile  string
+	Email    string
+	Replaces *x509.Certificate // the certificate this order replaces (RFC 9773), or nil
+}
+
+// OrderError is a failed order, classified for the retry schedule.
+type OrderError struct {
+	Err        error
+	Permanent  bool          // retrying soon will not help (a rejected name or profile)
+	RetryAfter time.Duration // the CA's Retry-After, 0 if none
+}
+
+func (e *OrderError) Error() string { return e.Err.Error() }
+func (e *OrderError) Unwrap() error { return e.Err }
+
+// RenewalInfo is the CA's ARI answer for one certificate.
+type RenewalInfo struct {
+	Start, End  time.Time
+	RetryAfter  time.Duration
+	Explanation string
+}
+
+// ErrNoARI means the CA offers no renewal information.
+var ErrNoARI = errors.New("the CA offers no renewal information (ARI)")
+
+// issuer talks to the CA. Obtain returns the PEM chain (leaf first) and key;
+// its errors may be *OrderError. RenewalInfo returns ErrNoARI when the CA
+// offers none.
+type issuer interface {
+	Obtain(ctx context.Context, o Order) (chain, key []byte, err error)
+	RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*RenewalInfo, error)
+}
+
+// preflighter checks, before an order, that the CA will be able to validate
+// domains (for HTTP-01: a proxy serves the webroot's challenge directory).
+type preflighter interface {
+	Preflight(ctx context.Context, domains []string) error
+}
+
+// Deployment is a certificate that has just become current on the volume.
+type Deployment struct {
+	Name        string
+	Group       string
+	Domains     []string
+	Serial      string
+	Fingerprint string // SHA-256 of the leaf, hex
+}
+
+// Deployer makes the proxies serve a certificate and proves that they do.
+// It is called again (with backoff) until it returns nil.
+type Deployer interface {
+	Deploy(ctx context.Context, d Deployment) error
+}
+
+// EventSink hears about every history event as it happens (notifications,
+// metrics). It is called from the Manager's loop with its lock held: it must
+// not block or call back into the Manager.
+type EventSink interface {
+	CertEvent(name string, e Event, s CertStatus)
+}
+
+// RenewResult is the outcome of one renew request.
+type RenewResult struct {
+	Name     string    `json:"name"`
+	Ordered  bool      `json:"ordered"`
+	DryRun   bool      `json:"dry_run,omitempty"`
+	Serial   string    `json:"serial,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+	Message  string    `json:"message"`
+	Err      string    `json:"error,omitempty"`
+}

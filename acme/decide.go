@@ -1,0 +1,120 @@
+package acme
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The decisions, as pure functions of a certificate's entry, the defaults
+// and the clock, so that each rule is table-tested with a fixed time (as
+// schedule.go's are). The loop in manager.go acts on what they say.
+
+// defaults fill in what a Want leaves empty, and bound the unused grace.
+type defaults struct {
+	KeyType     string
+	Profile     string
+	UnusedGrace time.Duration
+	Directory   string // the CA in use: a certificate from another is re-ordered
+}
+
+// inGrace says whether an unwanted certificate is still renewed.
+func inGrace(e *entry, d defaults, now time.Time) bool {
+	return e.want == nil && e.disk != nil && !e.disk.Placeholder && !e.st.UnusedSince.IsZero() &&
+		now.Before(e.st.UnusedSince.Add(d.UnusedGrace))
+}
+
+// wish returns what to order for e now, and false if e is neither wanted
+// nor in its grace period (then nothing is ordered for it).
+func wish(e *entry, d defaults, now time.Time) (Order, bool) {
+	switch {
+	case e.want != nil:
+		return Order{Domains: slices.Clone(e.want.Domains), KeyType: cmp.Or(e.want.KeyType, d.KeyType),
+			Profile: cmp.Or(e.want.Profile, d.Profile), Email: e.want.Email}, true
+	case inGrace(e, d, now):
+		o := Order{Domains: slices.Clone(e.disk.Domains), KeyType: cmp.Or(e.disk.KeyType, d.KeyType), Profile: d.Profile}
+		if e.st.Issued != nil {
+			o.KeyType, o.Profile = cmp.Or(e.st.Issued.KeyType, o.KeyType), e.st.Issued.Profile
+		}
+		return o, true
+	}
+	return Order{}, false
+}
+
+// needsOrder says whether the volume lacks a certificate that is right for
+// o now: missing, placeholder, other names, key type, profile or CA, or due.
+func needsOrder(e *entry, o Order, directory string, now time.Time) (bool, string) {
+	switch {
+	case e.disk == nil || e.disk.Placeholder:
+		return true, "new certificate"
+	case !sameSet(e.disk.Domains, o.Domains):
+		return true, "domains changed"
+	case e.st.Directory != "" && e.st.Directory != directory:
+		return true, "CA directory changed"
+	case e.disk.KeyType != "" && e.disk.KeyType != o.KeyType:
+		return true, "key type changed"
+	case e.st.Issued != nil && e.st.Issued.Profile != o.Profile:
+		return true, "profile changed"
+	}
+	if at, src := e.renewal(); !now.Before(at) {
+		return true, "due (" + string(src) + ")"
+	}
+	return false, ""
+}
+
+// orderNow says whether to order o for e (not ordering already) now, and
+// why; when not, wake is when to ask again (zero: nothing is due).
+func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, reason string, wake time.Time) {
+	if e.force {
+		return true, string(SourceForced), time.Time{}
+	}
+	need, why := needsOrder(e, o, directory, now)
+	retry := e.st.RetryAt
+	if e.st.FailedSpec != specKey(o) {
+		retry = time.Time{} // a changed wish is tried at once
+	}
+	switch {
+	case need && !now.Before(retry):
+		return true, why, time.Time{}
+	case need:
+		return false, "", retry
+	case e.disk != nil && !e.disk.Placeholder:
+		at, _ := e.renewal()
+		return false, "", at
+	}
+	return false, "", time.Time{}
+}
+
+// replaces returns the certificate an order for e replaces by ARI's rules
+// (exempt from rate limits): the current one when the CA knows it (same CA,
+// answered ARI) and the order shares a name with it; nil otherwise.
+func replaces(e *entry, o Order, directory string) *Info {
+	if e.disk != nil && !e.disk.Placeholder && e.st.ARI != nil && e.disk.Leaf != nil &&
+		(e.st.Directory == "" || e.st.Directory == directory) &&
+		slices.ContainsFunc(o.Domains, func(d string) bool { return slices.Contains(e.disk.Domains, d) }) {
+		return e.disk
+	}
+	return nil
+}
+
+// specKey identifies what an order asks for, to tell a changed wish from a
+// retry of the same one.
+func specKey(o Order) string {
+	d := slices.Clone(o.Domains)
+	slices.Sort(d)
+	return strings.Join(d, ",") + "|" + o.KeyType + "|" + o.Profile
+}
+
+// sameSet says whether a and b hold the same names, whatever their order.
+func sameSet(a, b []string) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(slices.Compact(x), slices.Compact(y))
+}
+
+// renewal says when e's current certificate is due and why.
+func (e *entry) renewal() (time.Time, Source) {
+	return renewalTime(e.disk.NotBefore, e.disk.NotAfter, e.st.ARI)
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/dockerwatch"
+	"github.com/edgecert/edgecert/signal"
+)
+
+// fakeDaemon is the control server's view of a daemon, set by each test.
+type fakeDaemon struct {
+	mu      sync.Mutex
+	doc     StatusDoc
+	unwell  error
+	renewed []string
+}
+
+func (f *fakeDaemon) status() StatusDoc { f.mu.Lock(); defer f.mu.Unlock(); return f.doc }
+func (f *fakeDaemon) healthy() error    { f.mu.Lock(); defer f.mu.Unlock(); return f.unwell }
+func (f *fakeDaemon) renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult {
+	f.mu.Lock()
+	f.renewed = append(f.renewed, name)
+	f.mu.Unlock()
+	if name == "broken" {
+		return acme.RenewResult{Name: name, Ordered: true, Message: "order failed", Err: "urn:ietf:params:acme:error:connection"}
+	}
+	return acme.RenewResult{Name: name, Ordered: force, DryRun: dryRun, Serial: "0abc", NotAfter: time.Now().Add(90 * 24 * time.Hour),
+		Message: "certificate issued, written and proven served"}
+}
+
+// serve runs the control socket for d until the test ends and points the CLI at it.
+func serve(t *testing.T, d daemonState) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	t.Setenv("EDGECERT_SOCKET", sock)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveControl(ctx, sock, d) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveControl: %v", err)
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("control socket never appeared")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func cli(args ...string) (string, string, int) {
+	var out, errb bytes.Buffer
+	code := realMain(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func sampleDoc() StatusDoc {
+	now := time.Now()
+	site := CertView{CertStatus: acme.CertStatus{Name: "site", Domains: []string{"example.com", "www.example.com"}, State: acme.StateValid,
+		Serial: "0abc", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(89 * 24 * time.Hour), RenewAt: now.Add(59 * 24 * time.Hour),
+		RenewSource: acme.SourceARI, Deployed: true, Containers: []string{"app"},
+		History: []acme.Event{{At: now, Kind: acme.EventIssued, Serial: "0abc"}}},
+		Reloads: []signal.Report{{Container: "nginx", OK: true, Reloaded: true, At: now, Steps: []signal.Step{{Step: "config_test", OK: true, TookMS: 120}}}}}
+	old := CertView{CertStatus: acme.CertStatus{Name: "old", Domains: []string{"old.example.com"}, State: acme.StateUnused, NotAfter: now.Add(time.Hour)}}
+	return StatusDoc{Version: "test", Docker: dockerwatch.Health{Connected: true}, Certificates: []CertView{old, site},
+		Problems: []dockerwatch.Problem{{Container: "bad", Label: "edgecert.domains", Err: "no domain names"}}}
+}
+
+func TestCLIStatusThroughTheSocket(t *testing.T) {
+	d := &fakeDaemon{doc: sampleDoc()}
+	serve(t, d)
+
+	out, errs, code := cli("status")
+	if code != 0 || !strings.Contains(out, "site") || !strings.Contains(out, "1/1 proven") || !strings.Contains(out, "PROBLEMS") ||
+		!strings.Contains(out, "container bad: label edgecert.domains") {
+		t.Errorf("status: exit %d\n%s%s", code, out, errs)
+	}
+	out, _, code = cli("status", "www.example.com")
+	if code != 0 || !strings.Contains(out, "proxy nginx") || !strings.Contains(out, "history") {
+		t.Errorf("status DOMAIN: exit %d\n%s", code, out)
+	}
+	out, _, code = cli("status", "--json")
+	var doc StatusDoc
+	if err := json.Unmarshal([]byte(out), &doc); code != 0 || err != nil || len(doc.Certificates) != 2 {
+		t.Errorf("status --json: exit %d, %v\n%s", code, err, out)
+	}
+	if _, _, code = cli("status", "nosuch"); code != 2 {
+		t.Errorf("status of an unknown name: exit %d, want 2", code)
+	}
+
+	d.mu.Lock()
+	d.doc.Certificates[1].State, d.doc.Certificates[1].LastError = acme.StateFailing, "urn:ietf:params:acme:error:unauthorized"
+	d.mu.Unlock()
+	out, errs, code = cli("status")
+	if code != 1 || !strings.Contains(errs, "site is failing") || !strings.Contains(out, "unauthorized") {
+		t.Errorf("status with a failing certificate: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestCLIRenewAndHealthThroughTheSocket(t *testing.T) {
+	d := &fakeDaemon{doc: sampleDoc()}
+	serve(t, d)
+
+	out, errs, code := cli("renew", "--force", "example.com")
+	if code != 0 || !strings.Contains(out, "renewing site") || !strings.Contains(out, "site: certificate issued, written and proven served (serial 0abc") {
+		t.Errorf("renew --force: exit %d\n%s%s", code, out, errs)
+	}
+	out, _, code = cli("renew", "--all")
+	if code != 0 || strings.Contains(out, "old") {
+		t.Errorf("renew --all renewed an unused certificate or failed: exit %d\n%s", code, out)
+	}
+	d.mu.Lock()
+	d.doc.Certificates[0].Name, d.doc.Certificates[0].State = "broken", acme.StateValid
+	d.mu.Unlock()
+	out, _, code = cli("renew", "broken")
+	if code != 1 || !strings.Contains(out, "broken: FAILED: order failed: urn:ietf:params:acme:error:connection") {
+		t.Errorf("renew of a failing order: exit %d\n%s", code, out)
+	}
+	if _, _, code = cli("renew"); code != 2 {
+		t.Errorf("renew without names or --all: exit %d, want 2", code)
+	}
+
+	if out, _, code = cli("health"); code != 0 || strings.TrimSpace(out) != "ok" {
+		t.Errorf("health: exit %d %q", code, out)
+	}
+	d.mu.Lock()
+	d.unwell = errors.New("not connected to the Docker Engine")
+	d.mu.Unlock()
+	if _, errs, code = cli("health"); code != 1 || !strings.Contains(errs, "not connected") {
+		t.Errorf("unhealthy: exit %d %q", code, errs)
+	}
+}
+
+func TestCLIWithoutADaemon(t *testing.T) {
+	t.Setenv("EDGECERT_SOCKET", filepath.Join(t.TempDir(), "none.sock"))
+	for _, args := range [][]string{{"status"}, {"renew", "x"}} {
+		if _, errs, code := cli(args...); code != 2 || !strings.Contains(errs, "cannot reach the edgecert daemon") {
+			t.Errorf("%v without a daemon: exit %d %q", args, code, errs)
+		}
+	}
+	if _, _, code := cli("health"); code != 1 {
+		t.Errorf("health without a daemon: exit %d, want 1", code)
+	}
+	if out, _, code := cli("version"); code != 0 || strings.TrimSpace(out) != version {
+		t.Errorf("version: %d %q", code, out)
+	}
+	if _, errs, code := cli("frobnicate"); code != 2 || !strings.Contains(errs, "unknown command") {
+		t.Errorf("unknown command: %d %q", code, errs)
+	}
+}
+
+func TestControlRejectsABadRenewRequest(t *testing.T) {
+	serve(t, &fakeDaemon{doc: sampleDoc()})
+	var out map[string]string
+	code, err := newControlClient(os.Getenv("EDGECERT_SOCKET")).do(context.Background(), "POST", "/v1/renew", map[string]any{"names": []string{}}, &out)
+	if err != nil || code != 400 || out["error"] == "" {
+		t.Errorf("empty renew request: %d %v %v", code, out, err)
+	}
+}

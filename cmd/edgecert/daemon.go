@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	ossignal "os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/docker/docker/client"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/acme/legoissuer"
+	"github.com/edgecert/edgecert/dockerwatch"
+	"github.com/edgecert/edgecert/signal"
+)
+
+func cmdRun(stderr io.Writer) int {
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "edgecert: configuration: %v\n", err)
+		return 2
+	}
+	level, _ := parseLevel(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(stderr, opts)
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(stderr, opts)
+	}
+	log := slog.New(h)
+	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	legoissuer.RouteLog(log)
+	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		log.Error("edgecert stopped", "err", fmt.Errorf("docker client: %w", err))
+		return 1
+	}
+	defer docker.Close()
+	d, err := newDaemon(cfg, docker, log)
+	if err == nil {
+		err = d.run(ctx)
+	}
+	if err != nil {
+		log.Error("edgecert stopped", "err", err)
+		return 1
+	}
+	log.Info("edgecert stopped")
+	return 0
+}
+
+// daemon is the running pipeline: dockerwatch -> acme -> signal, with the
+// notifier, the metrics and the control socket beside it.
+type daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	watcher *dockerwatch.Watcher
+	stages  stages
+	notes   *notifier
+	metrics *metrics // nil: no metrics endpoint
+
+	mu       sync.Mutex
+	problems []dockerwatch.Problem // from the last snapshot
+}
+
+// newDaemon builds every stage from cfg; nothing runs until run.
+func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	store, err := acme.NewStore(cfg.CertsDir, acme.KeyOwner{UID: cfg.keyUID, GID: cfg.keyGID})
+	if err != nil {
+		return nil, err
+	}
+	n, err := store.FixKeyOwners()
+	if err != nil {
+		return nil, fmt.Errorf("EDGECERT_KEY_OWNER: %w", err)
+	}
+	if n > 0 {
+		log.Info("private keys given to EDGECERT_KEY_OWNER", "owner", cfg.KeyOwner, "keys", n)
+	}
+	icfg := legoissuer.Config{Directory: cfg.ACMEDirectory, Email: cfg.ACMEEmail, Profile: cfg.ACMEProfile, KeyType: cfg.KeyType,
+		RootsFile: cfg.ACMERoots, Webroot: cfg.Webroot, StateDir: cfg.StateDir, EABKid: cfg.EABKid, EABHMAC: cfg.EABHMAC}
+	iss, err := legoissuer.New(icfg, log)
+	if err != nil {
+		return nil, err
+	}
+	icfg.Directory = cfg.DryRunDir
+	dry, err := legoissuer.New(icfg, log)
+	if err != nil {
+		return nil, err
+	}
+
+	d := &daemon{cfg: cfg, log: log}
+	var onReport func(signal.Report)
+	events := eventSinks{}
+	d.notes = newNotifier(notifyConfig{Webhooks: cfg.Webhooks, Slack: cfg.SlackHooks, SMTPAddr: cfg.SMTPAddr, SMTPFrom: cfg.SMTPFrom,
+		SMTPTo: cfg.SMTPTo, SMTPUser: cfg.SMTPUser, SMTPPass: cfg.SMTPPass, Hook: strings.Fields(cfg.DeployHook), CertsDir: cfg.CertsDir},
+		cfg.StateDir, log)
+	events = append(events, d.notes)
+	if cfg.MetricsAddr != "" {
+		d.metrics = newMetrics(d)
+		events = append(events, d.metrics)
+		onReport = d.metrics.report
+	}
+
+	ropts := signal.NginxDefaults()
+	ropts.Timeout = cfg.ReloadTimeout
+	ropts.Self = signal.SelfID()
+	reloader := signal.New(docker, ropts, log)
+	batcher := signal.NewBatcher(reloader, cfg.ReloadWindow, onReport)
+	manager := acme.NewManager(acme.ManagerConfig{
+		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders,
+		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
+		Store: store, Issuer: iss, DryRun: dry,
+		Deployer:  proxyDeployer{batcher: batcher, has: store.Has, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir},
+		Preflight: &challengePreflight{webroot: cfg.Webroot, proxies: batcher, probe: reloader, log: log},
+		Events:    events,
+		Log:       log,
+	})
+	d.stages = stages{manager: manager, batcher: batcher}
+	d.watcher = dockerwatch.New(docker, dockerwatch.Config{
+		Rules:    dockerwatch.Rules{Prefix: cfg.LabelPrefix, KeyTypes: acme.KeyTypes, CertName: acme.ValidateName},
+		Debounce: cfg.Debounce, Companion: cfg.Companion}, log)
+	return d, nil
+}
+
+// run runs every part until ctx ends or one fails; each goroutine belongs to
+// the errgroup and ends with ctx.
+func (d *daemon) run(ctx context.Context) error {
+	cfg := d.cfg
+	d.log.Info("edgecert starting", "version", version, "directory", cfg.ACMEDirectory, "certs_dir", cfg.CertsDir,
+		"webroot", cfg.Webroot, "label_prefix", cfg.LabelPrefix)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.watcher.Run(ctx) })
+	g.Go(func() error { return d.stages.manager.Run(ctx) })
+	g.Go(func() error { return serveControl(ctx, cfg.Socket, d) })
+	g.Go(func() error { return d.notes.Run(ctx, d.stages.manager.Status) })
+	if d.metrics != nil {
+		g.Go(func() error { return d.metrics.serve(ctx, cfg.MetricsAddr) })
+		d.log.Info("metrics served", "addr", cfg.MetricsAddr, "path", "/metrics")
+	}
+	g.Go(func() error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case snap := <-d.watcher.Snapshots():
+				d.apply(snap)
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// apply keeps the snapshot's label problems for status and hands the rest
+// to the stages.
+func (d *daemon) apply(snap dockerwatch.Desired) {
+	d.mu.Lock()
+	d.problems = snap.Problems
+	d.mu.Unlock()
+	d.stages.apply(snap)
+}
+
+// status is the document `edgecert status --json` prints.
+func (d *daemon) status() StatusDoc {
+	doc := StatusDoc{Version: version, Directory: d.cfg.ACMEDirectory, Docker: d.watcher.Health(),
+		Certificates: []CertView{}, Problems: []dockerwatch.Problem{}}
+	for _, s := range d.stages.manager.Status() {
+		reloads := d.stages.batcher.Reports(s.Name)
+		if reloads == nil {
+			reloads = []signal.Report{}
+		}
+		doc.Certificates = append(doc.Certificates, CertView{CertStatus: s, Reloads: reloads})
+	}
+	d.mu.Lock()
+	doc.Problems = append(doc.Problems, d.problems...)
+	d.mu.Unlock()
+	return doc
+}
+
+func (d *daemon) healthy() error {
+	if h := d.watcher.Health(); !h.Connected {
+		return errors.New("not connected to the Docker Engine")
+	}
+	return nil
+}
+
+func (d *daemon) renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult {
+	if dryRun {
+		return d.stages.manager.DryRun(ctx, name)
+	}
+	return d.stages.manager.Renew(ctx, name, force)
+}

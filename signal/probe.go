@@ -1,0 +1,222 @@
+package signal
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+)
+
+// What the reloader learns from the network: which addresses of a proxy
+// edgecert can reach, which certificate a TLS handshake shows, and whether
+// an HTTP path serves a given body (the HTTP-01 preflight).
+
+// addresses returns the proxy's TLS addresses on networks edgecert shares
+// with it (all of them when edgecert does not run in a container).
+func (r *Reloader) addresses(ctx context.Context, info container.InspectResponse, port int) []string {
+	shared := map[string]bool{}
+	self := r.opts.Self
+	if self != "" {
+		if me, err := r.api.ContainerInspect(ctx, self); err == nil && me.NetworkSettings != nil {
+			for n := range me.NetworkSettings.Networks {
+				shared[n] = true
+			}
+		} else {
+			self = ""
+		}
+	}
+	var out []string
+	if info.NetworkSettings == nil {
+		return nil
+	}
+	for n, ep := range info.NetworkSettings.Networks {
+		if ep == nil || ep.IPAddress == "" || (self != "" && !shared[n]) {
+			continue
+		}
+		out = append(out, net.JoinHostPort(ep.IPAddress, strconv.Itoa(port)))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// servesAll returns nil once every domain of every certificate in cs is
+// served with that certificate's leaf on one of addrs, trying until wait
+// has passed (once if wait is 0). The handshake does not verify the chain:
+// it compares the exact leaf, which is a stronger check.
+func (r *Reloader) servesAll(ctx context.Context, addrs []string, cs []Cert, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := servesOnce(ctx, addrs, cs)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func servesOnce(ctx context.Context, addrs []string, cs []Cert) error {
+	var lastErr error
+	for _, addr := range addrs {
+		var bad error
+	certs:
+		for _, c := range cs {
+			for _, d := range c.Domains {
+				fp, serial, err := Served(ctx, addr, d)
+				if err != nil {
+					bad = err
+					break certs
+				}
+				if fp != c.Fingerprint {
+					bad = fmt.Errorf("%s with SNI %s presents serial %s, want %s", addr, d, serial, c.Serial)
+					break certs
+				}
+			}
+		}
+		if bad == nil {
+			return nil
+		}
+		lastErr = bad
+	}
+	return lastErr
+}
+
+// Served returns the SHA-256 fingerprint (hex) and serial of the leaf that
+// addr presents for sni.
+func Served(ctx context.Context, addr, sni string) (fingerprint, serial string, err error) {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second},
+		Config: &tls.Config{ServerName: sni, InsecureSkipVerify: true}} //nolint:gosec // the leaf is compared byte for byte
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", "", err
+	}
+	defer conn.Close()
+	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return "", "", fmt.Errorf("%s presented no certificate", addr)
+	}
+	sum := sha256.Sum256(certs[0].Raw)
+	return hex.EncodeToString(sum[:]), hex.EncodeToString(certs[0].SerialNumber.Bytes()), nil
+}
+
+// ErrNoSharedNetwork means edgecert cannot reach the proxy to check it.
+var ErrNoSharedNetwork = errors.New("edgecert shares no network with the proxy")
+
+// ErrRedirectedAway means the proxy redirects the challenge URL to a place
+// that is not itself (another host name, or a port other than 80 and 443):
+// what a CA finds there cannot be checked from here.
+var ErrRedirectedAway = errors.New("the challenge URL is redirected away from the proxy")
+
+// maxRedirects is how many redirects a validation follows, as Let's Encrypt's.
+const maxRedirects = 10
+
+// ServesFile checks that p answers GET http://host:port/path with the body
+// want: the HTTP-01 preflight, so that an order is placed only when the CA
+// will find the token. Like a CA's validator it follows redirects (up to 10,
+// http or https, ports 80 and 443, certificates not verified), but every
+// request goes to p's own addresses; a redirect to another host name
+// returns ErrRedirectedAway.
+func (r *Reloader) ServesFile(ctx context.Context, p Proxy, port int, host, path string, want []byte) error {
+	info, err := r.api.ContainerInspect(ctx, p.ID)
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", p.Name, err)
+	}
+	if info.State == nil || !info.State.Running {
+		return fmt.Errorf("%s is not running", p.Name)
+	}
+	addrs := r.addresses(ctx, info, port)
+	if len(addrs) == 0 {
+		return ErrNoSharedNetwork
+	}
+	var lastErr error
+	for _, a := range addrs {
+		ip, _, _ := net.SplitHostPort(a)
+		hostport := host // as a CA sends it: no port for 80
+		if port != 80 {
+			hostport = net.JoinHostPort(host, strconv.Itoa(port))
+		}
+		err := fetchFrom(ctx, ip, "http://"+hostport+path, host, want)
+		if err == nil || errors.Is(err, ErrRedirectedAway) {
+			return err
+		}
+		lastErr = err
+	}
+	return fmt.Errorf("%s: %w", p.Name, lastErr)
+}
+
+// fetchFrom GETs url, and the redirects it leads to, from the server at ip
+// whatever the URL's host, and checks that the final answer is want.
+func fetchFrom(ctx context.Context, ip, url, host string, want []byte) error {
+	dialer := &net.Dialer{Timeout: 3 * time.Second}
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			Proxy:             nil,
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as a CA's validator: the token is what counts
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				_, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					return nil, err
+				}
+				return dialer.DialContext(ctx, network, net.JoinHostPort(ip, port))
+			},
+		},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			switch {
+			case len(via) >= maxRedirects:
+				return fmt.Errorf("more than %d redirects", maxRedirects)
+			case !strings.EqualFold(req.URL.Hostname(), host):
+				return fmt.Errorf("%w: to %s", ErrRedirectedAway, req.URL)
+			case !slices.Contains([]string{"", "80", "443", via[0].URL.Port()}, req.URL.Port()):
+				return fmt.Errorf("%w: to %s (a CA follows redirects to ports 80 and 443 only)", ErrRedirectedAway, req.URL)
+			}
+			return nil
+		},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusOK && bytes.Equal(bytes.TrimSpace(body), want) {
+		return nil
+	}
+	return fmt.Errorf("GET %s (from %s) answered %d, not the token edgecert wrote", resp.Request.URL, ip, resp.StatusCode)
+}
+
+// SelfID returns this process's container ID when it runs in a container
+// (Docker sets the hostname to the short ID), or "" otherwise.
+func SelfID() string {
+	if _, err := os.Stat("/.dockerenv"); err != nil {
+		return ""
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}

@@ -3,11 +3,14 @@
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 PEBBLE  := v2.10.1
+# staticcheck with its default checks (bugs, simplifications, style that
+# hides bugs): no configuration of ours. Pinned, fetched by `go run`.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN     := build/bin
 export DOCKER_BUILDKIT := 0
 UNIT    := $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build image tools test-images unit compose-check e2e test bench clean
+.PHONY: all build image tools test-images lint unit compose-check e2e test bench clean
 
 all: build
 
@@ -29,8 +32,12 @@ tools:
 test-images: image tools
 	e2e/images/build.sh
 
-unit:
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt would change:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+unit: lint
 	$(GO) test -race -count=1 $(UNIT)
 
 e2e: test-images

@@ -14,6 +14,7 @@
 //	decide.go    pure decisions: what to order for a certificate, and whether now
 //	schedule.go  pure schedule: renewal time (ARI, ratio, emergency), retry backoff
 //	state.go     what survives a restart: per-certificate state and history
+//	renew.go     renew requests from the operator, and dry runs
 //	waiters.go   renew requests waiting for an order or a deployment
 //	status.go    the status view of a certificate
 //	store.go     the certificate volume: atomic pair writes, placeholders, links

@@ -43,9 +43,11 @@ unit: lint
 e2e: test-images
 	EDGECERT_E2E=1 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -parallel 6 -timeout 30m ./e2e
 
-# Every compose file users copy must stay valid (docker-compose 1.29 and v2).
+# Every compose file users copy must stay valid (docker-compose 1.29 and v2), and the
+# socket proxy's HAProxy configuration too.
 compose-check:
 	@for f in compose/*.yml compose/*/docker-compose.yml; do docker-compose -f $$f config -q && echo "compose ok: $$f" || exit 1; done
+	@haproxy -c -q -f compose/socket-proxy/haproxy.cfg && echo "haproxy config ok: compose/socket-proxy/haproxy.cfg"
 
 test: unit compose-check e2e
 

@@ -18,6 +18,8 @@
 //	waiters.go   renew requests waiting for an order or a deployment
 //	status.go    the status view of a certificate
 //	store.go     the certificate volume: atomic pair writes, placeholders, links
+//	repair.go    leftovers of an interrupted write; a damaged current version
+//	pem.go       what a PEM chain says of itself; the self-signed placeholder
 package acme
 
 import (

@@ -3,8 +3,6 @@ package acme
 import (
 	"cmp"
 	"context"
-	"errors"
-	"io/fs"
 	"log/slog"
 	"slices"
 	"sort"
@@ -25,6 +23,10 @@ type ManagerConfig struct {
 	// (default 30s): long enough for a proxy that is still starting.
 	PreflightWait time.Duration
 	FlatLinks     bool // also write nginx-proxy's <domain>.crt/.key/.chain.pem links
+	// DeployTimeout is how long a deployment may run before it counts as
+	// failed (default 2m): a Deployer that never returns must not leave a
+	// certificate "deploying", unreported, for good.
+	DeployTimeout time.Duration
 
 	Store     *Store
 	Issuer    issuer      // orders certificates
@@ -79,6 +81,8 @@ type entry struct {
 
 	// The deployment.
 	deploying      bool
+	deployStarted  time.Time
+	deploySeq      int    // counts deployments; a result of an abandoned one is ignored
 	deployedFP     string // fingerprint proven served, "" if not (yet)
 	deployErr      string
 	deployFailures int
@@ -108,6 +112,9 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	if cfg.UnusedGrace <= 0 {
 		cfg.UnusedGrace = 7 * 24 * time.Hour
+	}
+	if cfg.DeployTimeout <= 0 {
+		cfg.DeployTimeout = 2 * time.Minute
 	}
 	cfg.DefaultKeyType = cmp.Or(cfg.DefaultKeyType, KeyTypes[0])
 	m := &Manager{
@@ -307,11 +314,19 @@ func (m *Manager) entry(name string) *entry {
 	}
 	e := &entry{name: name}
 	info, err := m.cfg.Store.Read(name)
-	switch {
-	case err == nil:
+	if err != nil && m.cfg.Store.Has(name) {
+		// The current version is damaged or gone: an older one that is
+		// still valid beats a placeholder and a new order.
+		bad := err
+		if info, err = m.cfg.Store.Recover(name); err == nil {
+			m.log.Warn("the current certificate cannot be read; the newest usable version is current again",
+				"cert", name, "serial", info.Serial, "version", info.Version, "err", bad)
+		} else {
+			m.log.Error("no usable certificate on the volume; a new one will be ordered", "cert", name, "err", bad)
+		}
+	}
+	if err == nil {
 		e.disk = info
-	case !errors.Is(err, fs.ErrNotExist):
-		m.log.Error("cannot read the certificate on the volume; a new one will be ordered", "cert", name, "err", err)
 	}
 	if e.st, err = loadState(m.cfg.StateDir, name); err != nil {
 		m.log.Error("cannot read certificate state; starting afresh", "cert", name, "err", err)
@@ -371,6 +386,13 @@ func (m *Manager) launchDue(ctx context.Context, wg *sync.WaitGroup) time.Durati
 				next = earliest(next, e.st.ARINextPoll)
 			} else {
 				m.startARI(ctx, wg, e)
+			}
+		}
+		if e.deploying {
+			if limit := e.deployStarted.Add(m.cfg.DeployTimeout); now.Before(limit) {
+				next = earliest(next, limit)
+			} else {
+				m.abandonDeploy(e)
 			}
 		}
 		if e.want != nil && real && !e.deploying && e.deployedFP != e.disk.Fingerprint {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,12 +27,23 @@ type fakeIssuer struct {
 	fail   error
 	ari    func(leaf *x509.Certificate) (*RenewalInfo, error) // nil: ErrNoARI
 	polls  int
+	gate   chan struct{} // non-nil: each order waits for a value (the CA is slow)
 }
 
 func (f *fakeIssuer) Obtain(ctx context.Context, o Order) ([]byte, []byte, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.orders = append(f.orders, o)
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.fail != nil {
 		return nil, nil, f.fail
 	}
@@ -585,4 +598,95 @@ func TestManagerGroupChangeDuringADeployment(t *testing.T) {
 	}
 	close(dep.gate)
 	waitFor(t, "proven for b", func() bool { return state(m, "g").Deployed })
+}
+
+// stuckDeployer never finishes a deployment until it is released or the
+// Manager stops.
+type stuckDeployer struct {
+	mu      sync.Mutex
+	calls   int
+	release chan struct{}
+}
+
+func (s *stuckDeployer) Deploy(ctx context.Context, d Deployment) error {
+	s.mu.Lock()
+	s.calls++
+	s.mu.Unlock()
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *stuckDeployer) count() int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls }
+
+func TestManagerAbandonsAStuckDeployment(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	dep := &stuckDeployer{release: make(chan struct{})}
+	h := launch(t, t.TempDir(), t.TempDir(), iss, dep, clk)
+	h.m.Update([]Want{{Name: "s", Domains: []string{"s.example.com"}}})
+	waitFor(t, "the deployment to start", func() bool { return dep.count() == 1 })
+	if s := state(h.m, "s"); s.State != StateValid || s.DeployError != "" {
+		t.Fatalf("while deploying: %+v", s)
+	}
+	// Past DeployTimeout (2 minutes by default) the watchdog fails it.
+	h.at(clk, clk.Now().Add(2*time.Minute+time.Second))
+	waitFor(t, "failing after the deploy timeout", func() bool { return state(h.m, "s").State == StateFailing })
+	s := state(h.m, "s")
+	if !strings.Contains(s.DeployError, "did not finish within 2m0s") || kinds(s.History) != "issued,reload_failed" {
+		t.Fatalf("after the watchdog: deploy_error %q, history %s", s.DeployError, kinds(s.History))
+	}
+	// The next attempt goes out after the backoff, though the first never returned.
+	h.at(clk, clk.Now().Add(16*time.Second))
+	waitFor(t, "a second deployment", func() bool { return dep.count() == 2 })
+	close(dep.release)
+	waitFor(t, "proven", func() bool { s := state(h.m, "s"); return s.State == StateValid && s.Deployed })
+}
+
+func TestManagerRenewDuringAnOrderJoinsIt(t *testing.T) {
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour, gate: make(chan struct{})}
+	h := start(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{})
+	h.m.Update([]Want{{Name: "j", Domains: []string{"j.example.com"}}})
+	waitFor(t, "the first order", func() bool { return iss.count() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	results := make(chan RenewResult, 2)
+	go func() { results <- h.m.Renew(ctx, "j", false) }()
+	go func() { results <- h.m.Renew(ctx, "j", true) }()
+	waitFor(t, "both renewals to join", func() bool {
+		h.m.mu.Lock()
+		defer h.m.mu.Unlock()
+		return len(h.m.certs["j"].wait.ordering) == 2
+	})
+	iss.gate <- struct{}{}
+	for range 2 {
+		if r := <-results; r.Err != "" || !r.Ordered || r.Serial == "" {
+			t.Fatalf("renew during the order = %+v, want that order's outcome", r)
+		}
+	}
+	if n := iss.count(); n != 1 {
+		t.Fatalf("orders = %d, want 1: renewals asked for during an order join it", n)
+	}
+}
+
+func TestManagerFallsBackToTheNewestValidVersion(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	store, _ := NewStore(certs, DefaultOwner)
+	c1, k1 := iss.ca.issue(t, []string{"f.example.com"}, 90*24*time.Hour)
+	first, _ := store.Write("f", c1, k1)
+	c2, k2 := iss.ca.issue(t, []string{"f.example.com"}, 90*24*time.Hour)
+	second, _ := store.Write("f", c2, k2)
+	if err := os.Truncate(filepath.Join(certs, ".versions", "f", second.Version, FileFullchain), 10); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, certs, st, iss, &fakeDeployer{})
+	h.m.Update([]Want{{Name: "f", Domains: []string{"f.example.com"}}})
+	waitFor(t, "valid", func() bool { return state(h.m, "f").State == StateValid })
+	if s := state(h.m, "f"); s.Serial != first.Serial || iss.count() != 0 {
+		t.Fatalf("after a damaged current version: serial %s, orders %d; want the older %s and no order", s.Serial, iss.count(), first.Serial)
+	}
 }

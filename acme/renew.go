@@ -47,7 +47,13 @@ func (m *Manager) renew(r renewReq) {
 		r.reply <- RenewResult{Name: r.name, Err: fmt.Sprintf("no certificate named %q is wanted or renewed (see edgecert status)", r.name)}
 		return
 	}
-	if !r.force && !e.ordering {
+	if e.ordering {
+		// One order per certificate at a time: a renewal asked for while one
+		// runs (forced or not) gets that order's outcome, not a second order.
+		e.wait.joinOrder(r.reply)
+		return
+	}
+	if !r.force {
 		need, _ := needsOrder(e, o, m.cfg.Directory, now)
 		if !need && e.want != nil && e.deployedFP != e.disk.Fingerprint {
 			// Current on the volume but not proven served (say, the proxy's

@@ -2,6 +2,7 @@ package acme
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -19,7 +20,10 @@ func (m *Manager) apply(r result) {
 			e.phase = r.phase
 		}
 	case deployDone:
-		m.applyDeploy(e, r)
+		if r.seq == e.deploySeq && e.deploying {
+			m.applyDeploy(e, r)
+		} // else: abandoned by the watchdog, whose failure stands
+
 	case ariDone:
 		m.applyARI(e, r)
 	case orderDone:
@@ -54,6 +58,15 @@ func (m *Manager) applyARI(e *entry, r result) {
 		}
 	}
 	m.save(e)
+}
+
+// abandonDeploy fails a deployment that has run past DeployTimeout, so that
+// the failure is seen (status, notice) and the next one is not held back;
+// its result, if it ever comes, is ignored.
+func (m *Manager) abandonDeploy(e *entry) {
+	m.log.Error("deployment did not finish in time; abandoned", "cert", e.name, "after", m.cfg.DeployTimeout.String())
+	m.applyDeploy(e, result{kind: deployDone, name: e.name, fp: e.disk.Fingerprint, seq: e.deploySeq,
+		err: fmt.Errorf("the deployment did not finish within %s: a proxy or the Docker Engine is stuck (see the reload reports)", m.cfg.DeployTimeout)})
 }
 
 func (m *Manager) applyDeploy(e *entry, r result) {

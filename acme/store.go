@@ -1,20 +1,11 @@
 package acme
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -72,8 +63,11 @@ var DefaultOwner = KeyOwner{UID: -1, GID: -1}
 // NewStore returns a store rooted at dir, creating it if needed, whose keys
 // belong to owner.
 func NewStore(dir string, owner KeyOwner) (*Store, error) {
-	if err := os.MkdirAll(filepath.Join(dir, versionsDir), 0o755); err != nil {
+	if err := mkdirSynced(filepath.Join(dir, versionsDir)); err != nil {
 		return nil, fmt.Errorf("certificate volume: %w", err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, versionsDir)); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("certificate volume: %s is not a directory (a link?): refusing to write through it", filepath.Join(dir, versionsDir))
 	}
 	return &Store{dir: dir, keyMode: 0o600, keyUID: owner.UID, keyGID: owner.GID}, nil
 }
@@ -121,21 +115,17 @@ type Info struct {
 }
 
 // Read returns what is current for name, or an error wrapping fs.ErrNotExist.
+// The pair must be readable and the key must fit the certificate.
 func (s *Store) Read(name string) (*Info, error) {
 	link := filepath.Join(s.dir, name)
 	target, err := os.Readlink(link)
 	if err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
-	pemBytes, err := os.ReadFile(filepath.Join(link, FileFullchain))
+	info, err := readVersion(link)
 	if err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
-	leaf, _, err := parseChain(pemBytes)
-	if err != nil {
-		return nil, fmt.Errorf("certificate %s: %w", name, err)
-	}
-	info := infoOf(leaf)
 	info.Version = filepath.Base(target)
 	return info, nil
 }
@@ -220,8 +210,11 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 	}
 
 	parent := filepath.Join(s.dir, versionsDir, name)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
+	if err := mkdirSynced(parent); err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	if fi, err := os.Lstat(parent); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("certificate %s: %s is a link, not a directory of edgecert's: refusing to write through it (nothing was changed)", name, parent)
 	}
 	tmp, err := os.MkdirTemp(parent, ".tmp-")
 	if err != nil {
@@ -251,28 +244,36 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
 
-	// Swap the one link that nginx's paths go through.
-	rel := filepath.Join(versionsDir, name, version)
-	tmpLink := filepath.Join(s.dir, "."+name+".link-tmp")
-	_ = os.Remove(tmpLink)
-	if err := os.Symlink(rel, tmpLink); err != nil {
-		return nil, fmt.Errorf("certificate %s: %w", name, err)
-	}
-	link := filepath.Join(s.dir, name)
-	if fi, err := os.Lstat(link); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
-		_ = os.Remove(tmpLink)
-		return nil, fmt.Errorf("certificate %s: %s exists and is not a link made by edgecert; move it away (nothing was changed)", name, link)
-	}
-	if err := os.Rename(tmpLink, link); err != nil {
-		_ = os.Remove(tmpLink)
-		return nil, fmt.Errorf("certificate %s: %w", name, err)
-	}
-	if err := atomicfile.SyncDir(s.dir); err != nil {
-		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	if err := s.swap(name, version); err != nil {
+		return nil, err
 	}
 	info.Version = version
 	s.prune(parent, version)
 	return info, nil
+}
+
+// swap makes version current for name by renaming one relative link over
+// the one nginx's paths go through.
+func (s *Store) swap(name, version string) error {
+	rel := filepath.Join(versionsDir, name, version)
+	tmpLink := filepath.Join(s.dir, "."+name+".link-tmp")
+	_ = os.Remove(tmpLink)
+	if err := os.Symlink(rel, tmpLink); err != nil {
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	link := filepath.Join(s.dir, name)
+	if fi, err := os.Lstat(link); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+		_ = os.Remove(tmpLink)
+		return fmt.Errorf("certificate %s: %s exists and is not a link made by edgecert; move it away (nothing was changed)", name, link)
+	}
+	if err := os.Rename(tmpLink, link); err != nil {
+		_ = os.Remove(tmpLink)
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	if err := atomicfile.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	return nil
 }
 
 // WriteFlatLinks makes nginx-proxy's flat layout for name: for each domain,
@@ -335,105 +336,44 @@ func (s *Store) prune(parent, current string) {
 	}
 }
 
-func infoOf(leaf *x509.Certificate) *Info {
-	sum := sha256.Sum256(leaf.Raw)
-	issuer := leaf.Issuer.CommonName
-	if issuer == "" && len(leaf.Issuer.Organization) > 0 {
-		issuer = leaf.Issuer.Organization[0]
+// mkdirSynced makes dir (and its parents) and fsyncs each new one's parent,
+// so that a power loss cannot leave a link to a directory that is gone.
+func mkdirSynced(dir string) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
 	}
-	return &Info{
-		Serial:      hex.EncodeToString(leaf.SerialNumber.Bytes()),
-		Domains:     append([]string(nil), leaf.DNSNames...),
-		NotBefore:   leaf.NotBefore,
-		NotAfter:    leaf.NotAfter,
-		Issuer:      issuer,
-		Placeholder: isPlaceholder(leaf),
-		Fingerprint: hex.EncodeToString(sum[:]),
-		KeyType:     keyTypeOf(leaf),
-		Leaf:        leaf,
-	}
-}
-
-// keyTypeOf names the leaf's key the way labels and env name key types.
-func keyTypeOf(c *x509.Certificate) string {
-	switch k := c.PublicKey.(type) {
-	case *ecdsa.PublicKey:
-		return map[string]string{"P-256": "ec256", "P-384": "ec384"}[k.Curve.Params().Name]
-	case *rsa.PublicKey:
-		return fmt.Sprintf("rsa%d", k.N.BitLen())
-	}
-	return ""
-}
-
-func isPlaceholder(c *x509.Certificate) bool {
-	for _, o := range c.Subject.Organization {
-		if o == placeholderOrg {
-			return true
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirSynced(parent); err != nil {
+			return err
 		}
 	}
-	return false
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return atomicfile.SyncDir(parent)
 }
 
-func parseChain(pemBytes []byte) (*x509.Certificate, []*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := pemBytes
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("parse certificate: %w", err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, nil, errors.New("no certificate in PEM data")
-	}
-	return certs[0], certs[1:], nil
-}
-
-func pemCerts(cs ...*x509.Certificate) []byte {
-	var out []byte
-	for _, c := range cs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return out
-}
-
-func selfSigned(domains []string) (chain, key []byte, err error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// readVersion reads one version directory: its chain, and its key, which
+// must fit the leaf.
+func readVersion(dir string) (*Info, error) {
+	chain, err := os.ReadFile(filepath.Join(dir, FileFullchain))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	key, err := os.ReadFile(filepath.Join(dir, FileKey))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: domains[0], Organization: []string{placeholderOrg}},
-		DNSNames:              domains,
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(placeholderValid),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
+	if _, err := tls.X509KeyPair(chain, key); err != nil {
+		return nil, fmt.Errorf("%s: the pair is unreadable or the key does not fit: %w", dir, err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	leaf, _, err := parseChain(chain)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	kder, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+	return infoOf(leaf), nil
 }

@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -273,5 +275,100 @@ func TestValidateName(t *testing.T) {
 		if err := ValidateName(bad); err == nil {
 			t.Errorf("ValidateName(%q) = nil, want an error", bad)
 		}
+	}
+}
+
+func TestStoreRecoversTheNewestUsableVersion(t *testing.T) {
+	ca := newTestCA(t)
+	tests := []struct {
+		desc   string
+		damage func(t *testing.T, cur string)
+	}{
+		{desc: "truncated fullchain", damage: func(t *testing.T, cur string) {
+			if err := os.Truncate(filepath.Join(cur, FileFullchain), 100); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{desc: "key that does not fit", damage: func(t *testing.T, cur string) {
+			_, other := ca.issue(t, []string{"x.example.com"}, time.Hour)
+			if err := os.WriteFile(filepath.Join(cur, FileKey), other, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{desc: "link to a version that is gone", damage: func(t *testing.T, cur string) {
+			if err := os.RemoveAll(cur); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			dir := t.TempDir()
+			s, _ := NewStore(dir, DefaultOwner)
+			c1, k1 := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
+			first, err := s.Write("a", c1, k1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c2, k2 := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
+			second, err := s.Write("a", c2, k2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, filepath.Join(dir, versionsDir, "a", second.Version))
+			if _, err := s.Read("a"); err == nil {
+				t.Fatal("Read accepted the damaged version")
+			}
+			got, err := s.Recover("a")
+			if err != nil || got.Fingerprint != first.Fingerprint {
+				t.Fatalf("Recover = %+v, %v; want the first version back", got, err)
+			}
+			if again, err := s.Read("a"); err != nil || again.Fingerprint != first.Fingerprint {
+				t.Fatalf("Read after Recover = %+v, %v", again, err)
+			}
+		})
+	}
+	t.Run("nothing usable", func(t *testing.T) {
+		s, _ := NewStore(t.TempDir(), DefaultOwner)
+		if _, err := s.Recover("none"); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("Recover of nothing = %v, want fs.ErrNotExist", err)
+		}
+	})
+}
+
+func TestStoreCleansLeftoversAndRefusesLinks(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := NewStore(dir, DefaultOwner)
+	ca := newTestCA(t)
+	c, k := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
+	if _, err := s.Write("a", c, k); err != nil {
+		t.Fatal(err)
+	}
+	// What a crash in the middle of a write leaves behind.
+	tmp := filepath.Join(dir, versionsDir, "a", ".tmp-123")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(tmp, FileKey), k, 0o600)
+	os.Symlink("x", filepath.Join(dir, ".a.link-tmp"))
+	if n, err := s.Clean(); err != nil || n != 2 {
+		t.Fatalf("Clean = %d, %v; want the two leftovers removed", n, err)
+	}
+	if _, err := os.Lstat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s survived Clean", tmp)
+	}
+	if _, err := s.Read("a"); err != nil {
+		t.Errorf("Clean damaged the current version: %v", err)
+	}
+	// A link planted at .versions/<name> would send writes and pruning elsewhere.
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dir, versionsDir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write("b", c, k); err == nil || !strings.Contains(err.Error(), "refusing") {
+		t.Fatalf("Write through a link = %v, want a refusal", err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("Write put %d entries outside the volume", len(ents))
 	}
 }

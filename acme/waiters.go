@@ -26,6 +26,9 @@ func (w *waiters) awaitReload(c chan RenewResult, fp string) {
 	w.deploy = append(w.deploy, c)
 }
 
+// joinOrder attaches a request to the order in flight.
+func (w *waiters) joinOrder(c chan RenewResult) { w.ordering = append(w.ordering, c) }
+
 // orderStarted attaches the requests waiting for an order to the one that
 // has just started.
 func (w *waiters) orderStarted() {

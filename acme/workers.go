@@ -27,6 +27,7 @@ type result struct {
 	name  string
 	fp    string // order: the wish ordered (specKey); deploy, ari: the fingerprint concerned
 	grp   string // deploy: the group it was proven for
+	seq   int    // deploy: which deployment of the certificate
 	info  *Info  // order: what was written
 	ari   *RenewalInfo
 	phase Phase
@@ -103,14 +104,16 @@ func (m *Manager) preflight(ctx context.Context, domains []string) error {
 
 // startDeploy hands e's current certificate to the Deployer. m.mu is held.
 func (m *Manager) startDeploy(ctx context.Context, wg *sync.WaitGroup, e *entry) {
-	e.deploying = true
+	e.deploying, e.deployStarted = true, m.now()
+	e.deploySeq++
+	seq := e.deploySeq
 	d := Deployment{Name: e.name, Group: e.want.Group, Domains: slices.Clone(e.disk.Domains), Serial: e.disk.Serial, Fingerprint: e.disk.Fingerprint}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		start := time.Now()
 		err := m.cfg.Deployer.Deploy(ctx, d)
-		m.send(ctx, result{kind: deployDone, name: d.Name, fp: d.Fingerprint, grp: d.Group, err: err, took: time.Since(start)})
+		m.send(ctx, result{kind: deployDone, name: d.Name, fp: d.Fingerprint, grp: d.Group, seq: seq, err: err, took: time.Since(start)})
 	}()
 }
 

@@ -10,7 +10,9 @@ package dockerwatch
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -37,6 +39,33 @@ type Config struct {
 	// and LETSENCRYPT_EMAIL / ACME_EMAIL from containers' environment, and
 	// takes nginx-proxy's labelled container as a proxy.
 	Companion bool
+	// Resync is how often the containers are listed again and the event
+	// stream checked against the engine's own record, even when no event
+	// came (default 1m).
+	Resync time.Duration
+	// Timeout bounds each call to the engine: a list, an inspect, opening
+	// the event stream, the stream check (default 30s). A call that takes
+	// longer ends the session: the watcher reconnects and lists again.
+	Timeout time.Duration
+}
+
+// withDefaults fills in what c leaves zero.
+func (c Config) withDefaults() Config {
+	if c.Resync <= 0 {
+		c.Resync = time.Minute
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 30 * time.Second
+	}
+	return c
+}
+
+// HealthBound is how long the engine may go without answering a list
+// before Health reports it, for the given configuration: a missed resync
+// and a timed-out call.
+func (c Config) HealthBound() time.Duration {
+	c = c.withDefaults()
+	return 2*c.Resync + c.Timeout
 }
 
 // Watcher follows the engine and publishes Desired snapshots.
@@ -49,6 +78,7 @@ type Watcher struct {
 
 	mu         sync.Mutex
 	connected  bool
+	lastErr    string // why the last session ended
 	lastSync   time.Time
 	reconnects int
 	problems   map[Problem]bool
@@ -57,7 +87,7 @@ type Watcher struct {
 
 // New returns a watcher.
 func New(api dockerAPI, cfg Config, log *slog.Logger) *Watcher {
-	return &Watcher{api: api, cfg: cfg, log: log, out: make(chan Desired, 1), envs: map[string]envVars{}}
+	return &Watcher{api: api, cfg: cfg.withDefaults(), log: log, out: make(chan Desired, 1), envs: map[string]envVars{}}
 }
 
 type envVars struct{ hosts, which, email string }
@@ -67,6 +97,8 @@ func (w *Watcher) companionEnv(ctx context.Context, id string) (envVars, error) 
 	if v, ok := w.envs[id]; ok {
 		return v, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
 	info, err := w.api.ContainerInspect(ctx, id)
 	if err != nil {
 		return envVars{}, fmt.Errorf("inspect %s: %w", id, err)
@@ -95,18 +127,29 @@ func (w *Watcher) companionEnv(ctx context.Context, id string) (envVars, error) 
 // by a newer one, so a slow reader only ever sees the newest.
 func (w *Watcher) Snapshots() <-chan Desired { return w.out }
 
-// Health reports whether the event stream is up and when the last full list was read.
+// Health reports whether the event stream is up and when the engine last
+// answered a full list.
 type Health struct {
 	Connected  bool      `json:"connected"`
 	LastSync   time.Time `json:"last_sync"`
 	Reconnects int       `json:"reconnects"`
+	Error      string    `json:"error,omitempty"` // why edgecert is not following the engine; "" when it is
 }
 
 // Health returns the watcher's connection state.
 func (w *Watcher) Health() Health {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return Health{Connected: w.connected, LastSync: w.lastSync, Reconnects: w.reconnects}
+	h := Health{Connected: w.connected, LastSync: w.lastSync, Reconnects: w.reconnects}
+	switch {
+	case !w.connected && w.lastErr != "":
+		h.Error = "not connected to the Docker Engine: " + w.lastErr
+	case !w.connected:
+		h.Error = "not connected to the Docker Engine yet"
+	case time.Since(w.lastSync) > w.cfg.HealthBound():
+		h.Error = fmt.Sprintf("the Docker Engine has not answered a container list for %s", time.Since(w.lastSync).Round(time.Second))
+	}
+	return h
 }
 
 // Run follows the engine until ctx ends. It returns nil on cancellation;
@@ -117,7 +160,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for {
 		started := time.Now()
 		err := w.session(ctx)
-		w.setConnected(false)
+		w.mu.Lock()
+		w.connected, w.lastErr = false, fmt.Sprint(err)
+		w.mu.Unlock()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -137,22 +182,34 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-func (w *Watcher) session(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Subscribe before listing, so nothing that happens in between is missed.
+// streamFilter is what the watcher follows: containers coming and going.
+func streamFilter() filters.Args {
 	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)))
 	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionStop,
 		events.ActionDestroy, events.ActionRename, events.ActionRestart, events.ActionUnPause, events.ActionPause} {
 		f.Add("event", string(a))
 	}
-	msgs, errs := w.api.Events(ctx, events.ListOptions{Filters: f})
+	return f
+}
+
+func (w *Watcher) session(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Subscribe before listing, so nothing that happens in between is missed.
+	msgs, errs, err := w.subscribe(ctx)
+	if err != nil {
+		return err
+	}
 	if err := w.sync(ctx); err != nil {
 		return err
 	}
+	checked := time.Now()
+	delivered := map[eventKey]time.Time{} // what the stream gave, for the stream check
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	resync := time.NewTicker(w.cfg.Resync)
+	defer resync.Stop()
 	pending := false
 	for {
 		select {
@@ -165,6 +222,7 @@ func (w *Watcher) session(ctx context.Context) error {
 			return fmt.Errorf("event stream: %w", err)
 		case m := <-msgs:
 			w.log.Debug("docker event", "container", m.Actor.Attributes["name"], "action", string(m.Action))
+			delivered[keyOf(m)] = time.Now()
 			if m.Action == events.ActionStart {
 				w.mu.Lock()
 				if w.starts == nil {
@@ -182,13 +240,105 @@ func (w *Watcher) session(ctx context.Context) error {
 			if err := w.sync(ctx); err != nil {
 				return err
 			}
+		case <-resync.C:
+			// The list is the truth; the check tells a stalled stream from
+			// a quiet host.
+			if err := w.sync(ctx); err != nil {
+				return err
+			}
+			until := time.Now().Add(-streamLag)
+			if err := w.checkStream(ctx, checked, until, delivered); err != nil {
+				return err
+			}
+			checked = until
+			for k, at := range delivered {
+				if at.Before(until.Add(-streamLag)) {
+					delete(delivered, k)
+				}
+			}
 		}
 	}
 }
 
+// subscribe opens the event stream. The Docker client returns only once
+// the engine has answered, so an engine (or proxy) that holds the request
+// would hold the session for good: it is given Config.Timeout.
+func (w *Watcher) subscribe(ctx context.Context) (<-chan events.Message, <-chan error, error) {
+	type opened struct {
+		msgs <-chan events.Message
+		errs <-chan error
+	}
+	octx, cancel := context.WithCancel(ctx)
+	ch := make(chan opened, 1)
+	go func() {
+		m, e := w.api.Events(octx, events.ListOptions{Filters: streamFilter()})
+		ch <- opened{m, e}
+	}()
+	select {
+	case o := <-ch:
+		context.AfterFunc(ctx, cancel) // the stream lives as long as the session
+		return o.msgs, o.errs, nil
+	case <-time.After(w.cfg.Timeout):
+		cancel()
+		<-ch
+		return nil, nil, fmt.Errorf("the engine did not open the event stream within %s", w.cfg.Timeout)
+	}
+}
+
+// streamLag is how long an event may take to come down the stream.
+const streamLag = 2 * time.Second
+
+type eventKey struct {
+	id, action string
+	nano       int64
+}
+
+func keyOf(m events.Message) eventKey {
+	return eventKey{m.Actor.ID, string(m.Action), m.TimeNano}
+}
+
+// checkStream asks the engine for the events between since and until and
+// fails if the stream did not deliver one of them (a stream that stalled
+// with its connection open) or if the engine does not answer in time.
+func (w *Watcher) checkStream(ctx context.Context, since, until time.Time, delivered map[eventKey]time.Time) error {
+	if !until.After(since) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
+	msgs, errs := w.api.Events(ctx, events.ListOptions{Filters: streamFilter(), Since: unixNano(since), Until: unixNano(until)})
+	missed := 0
+	for {
+		select {
+		case m := <-msgs:
+			if _, ok := delivered[keyOf(m)]; !ok {
+				missed++
+			}
+		case err := <-errs:
+			switch {
+			case errors.Is(err, io.EOF) || err == nil:
+				if missed > 0 {
+					return fmt.Errorf("the event stream stalled: it missed %d events the engine reports", missed)
+				}
+				return nil
+			case ctx.Err() != nil:
+				return fmt.Errorf("the engine did not answer an events query within %s", w.cfg.Timeout)
+			default:
+				return fmt.Errorf("events query: %w", err)
+			}
+		}
+	}
+}
+
+func unixNano(t time.Time) string {
+	return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond())
+}
+
 // sync lists every container and publishes the resulting snapshot.
 func (w *Watcher) sync(ctx context.Context) error {
-	list, err := w.api.ContainerList(ctx, container.ListOptions{All: true})
+	lctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	list, err := w.api.ContainerList(lctx, container.ListOptions{All: true})
+	cancel()
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
@@ -255,12 +405,6 @@ func (w *Watcher) logProblems(ps []Problem) {
 		}
 	}
 	w.problems = now
-}
-
-func (w *Watcher) setConnected(v bool) {
-	w.mu.Lock()
-	w.connected = v
-	w.mu.Unlock()
 }
 
 func hasPrefix(labels map[string]string, p string) bool {

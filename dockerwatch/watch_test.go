@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,10 +17,14 @@ import (
 // fakeEngine serves a container list that the test changes, and event
 // streams that the test feeds or breaks.
 type fakeEngine struct {
-	mu      sync.Mutex
-	list    []container.Summary
-	lists   int
-	streams chan stream
+	mu       sync.Mutex
+	list     []container.Summary
+	lists    int
+	streams  chan stream
+	hangList bool             // lists never answer (until their context ends)
+	hold     bool             // /events requests get no answer, as the real client sees it: Events blocks
+	record   []events.Message // what the engine reports to an events query with until
+	queries  int
 }
 
 type stream struct {
@@ -29,12 +34,45 @@ type stream struct {
 
 func (f *fakeEngine) ContainerList(ctx context.Context, _ container.ListOptions) ([]container.Summary, error) {
 	f.mu.Lock()
+	hang := f.hangList
+	f.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++
 	return append([]container.Summary(nil), f.list...), nil
 }
 
-func (f *fakeEngine) Events(ctx context.Context, _ events.ListOptions) (<-chan events.Message, <-chan error) {
+func (f *fakeEngine) Events(ctx context.Context, o events.ListOptions) (<-chan events.Message, <-chan error) {
+	f.mu.Lock()
+	hold := f.hold
+	f.mu.Unlock()
+	if hold {
+		<-ctx.Done()
+		errs := make(chan error, 1)
+		errs <- ctx.Err()
+		return nil, errs
+	}
+	if o.Until != "" { // a query of the past: the record, then the end
+		f.mu.Lock()
+		f.queries++
+		rec := append([]events.Message(nil), f.record...)
+		f.mu.Unlock()
+		msgs, errs := make(chan events.Message, len(rec)), make(chan error, 1)
+		for _, m := range rec {
+			msgs <- m
+		}
+		go func() {
+			for len(msgs) > 0 {
+				time.Sleep(time.Millisecond)
+			}
+			errs <- io.EOF
+		}()
+		return msgs, errs
+	}
 	s := stream{make(chan events.Message), make(chan error, 1)}
 	f.streams <- s
 	return s.msgs, s.errs
@@ -124,3 +162,86 @@ func TestWatcherListsOnConnectAndRelistsOnEvents(t *testing.T) {
 		t.Fatalf("Run = %v, want nil on cancel", err)
 	}
 }
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// run starts w until the test ends.
+func run(t *testing.T, w *Watcher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestWatcherAHungListEndsTheSessionAndHealthSaysSo(t *testing.T) {
+	f := &fakeEngine{streams: make(chan stream, 8)}
+	f.set(summary("a", "a.example.com"))
+	w := New(f, Config{Rules: testRules, Debounce: 10 * time.Millisecond, Resync: 100 * time.Millisecond, Timeout: 200 * time.Millisecond}, quiet())
+	run(t, w)
+	next(t, w)
+	if h := w.Health(); !h.Connected || h.Error != "" {
+		t.Fatalf("health after the first list = %+v", h)
+	}
+	f.mu.Lock()
+	f.hangList = true
+	f.mu.Unlock()
+	eventually(t, "health to turn red", func() bool { return w.Health().Error != "" })
+	if h := w.Health(); h.Connected || !strings.Contains(h.Error, "list containers") {
+		t.Fatalf("health with a hung list = %+v, want not connected, naming the list", h)
+	}
+	f.mu.Lock()
+	f.hangList = false
+	f.mu.Unlock()
+	eventually(t, "health to turn green again", func() bool { h := w.Health(); return h.Connected && h.Error == "" })
+}
+
+func TestWatcherAHeldEventStreamIsNotConnected(t *testing.T) {
+	f := &fakeEngine{streams: make(chan stream, 8), hold: true}
+	w := New(f, Config{Rules: testRules, Debounce: 10 * time.Millisecond, Timeout: 200 * time.Millisecond}, quiet())
+	run(t, w)
+	eventually(t, "the open timeout to be reported", func() bool {
+		return strings.Contains(w.Health().Error, "did not open the event stream within 200ms")
+	})
+	f.mu.Lock()
+	f.hold = false
+	f.mu.Unlock()
+	next(t, w)
+	eventually(t, "connected", func() bool { return w.Health().Connected })
+}
+
+func TestWatcherNoticesAStalledStream(t *testing.T) {
+	f := &fakeEngine{streams: make(chan stream, 8)}
+	f.set(summary("a", "a.example.com"))
+	w := New(f, Config{Rules: testRules, Debounce: 10 * time.Millisecond, Resync: 100 * time.Millisecond, Timeout: time.Second}, quiet())
+	run(t, w)
+	<-f.streams
+	next(t, w)
+	// A quiet host: the checks find nothing missed, the session lives on.
+	eventually(t, "two stream checks", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.queries >= 2 })
+	if h := w.Health(); !h.Connected || h.Reconnects != 0 {
+		t.Fatalf("health on a quiet host = %+v", h)
+	}
+	// The engine records an event the stream never delivered: a stall.
+	f.set(summary("a", "a.example.com"), summary("b", "b.example.com"))
+	f.mu.Lock()
+	f.record = []events.Message{{Action: events.ActionStart, Actor: events.Actor{ID: "b"}, TimeNano: time.Now().UnixNano()}}
+	f.mu.Unlock()
+	eventually(t, "a reconnect", func() bool { return w.Health().Reconnects >= 1 })
+	if h := w.Health(); !strings.Contains(w.lastErrForTest(), "stalled") {
+		t.Fatalf("health after the stall = %+v, last error %q", h, w.lastErrForTest())
+	}
+}
+
+func (w *Watcher) lastErrForTest() string { w.mu.Lock(); defer w.mu.Unlock(); return w.lastErr }

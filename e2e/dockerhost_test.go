@@ -42,6 +42,7 @@ type filterProxy struct {
 	allowed  map[string]int
 	rejected []string
 	down     bool                  // cut: every request fails, as with an engine restarting
+	stalled  bool                  // /events: new requests get no answer, open streams deliver nothing
 	conns    map[net.Conn]struct{} // open client connections, closed by cut
 }
 
@@ -55,6 +56,47 @@ func (f *filterProxy) cut() {
 		c.Close()
 	}
 }
+
+// stall makes the engine's /events hang without a word (on) or flow again
+// (off): the connection stays open, nothing comes.
+func (f *filterProxy) stall(on bool) {
+	f.mu.Lock()
+	f.stalled = on
+	f.mu.Unlock()
+}
+
+// waitUnstalled blocks while /events is stalled, or until ctx ends.
+func (f *filterProxy) waitUnstalled(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		stalled := f.stalled
+		f.mu.Unlock()
+		if !stalled {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stallWriter holds back an event stream's writes while it is stalled.
+type stallWriter struct {
+	http.ResponseWriter
+	f   *filterProxy
+	ctx context.Context
+}
+
+func (w stallWriter) Write(p []byte) (int, error) {
+	if err := w.f.waitUnstalled(w.ctx); err != nil {
+		return 0, err
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (f *filterProxy) restore() {
 	f.mu.Lock()
@@ -85,6 +127,12 @@ func newFilterProxy(t *testing.T) *filterProxy {
 			return
 		}
 		path := apiVersion.ReplaceAllString(r.URL.Path, "")
+		if path == "/events" {
+			if f.waitUnstalled(r.Context()) != nil {
+				return
+			}
+			w = stallWriter{ResponseWriter: w, f: f, ctx: r.Context()}
+		}
 		for _, a := range allowedDocker {
 			if r.Method == a.method && a.path.MatchString(path) {
 				f.mu.Lock()

@@ -154,6 +154,27 @@ func TestLoop(t *testing.T) {
 		return
 	}
 
+	ok = t.Run("a_second_daemon_or_a_bare_command_leaves_the_daemon_reachable", func(t *testing.T) {
+		orders := strings.Count(s.logs(), "ordering certificate")
+		out, err := docker("exec", s.edgecert, "edgecert")
+		if code := exitCode(err); code != 2 || !strings.Contains(out, "usage: edgecert") {
+			t.Fatalf("bare edgecert: exit %d:\n%s", code, out)
+		}
+		out, err = docker("exec", s.edgecert, "edgecert", "run")
+		if code := exitCode(err); code != 1 || !strings.Contains(out, "another edgecert daemon runs on this state directory") || !strings.Contains(out, "pid 1") {
+			t.Fatalf("a second edgecert run: exit %d:\n%s", code, out)
+		}
+		if out, code := s.cli("status"); code != 0 {
+			t.Fatalf("status after both: exit %d:\n%s", code, out)
+		}
+		if got := strings.Count(s.logs(), "ordering certificate"); got != orders {
+			t.Fatalf("orders: %d before, %d after; want none new", orders, got)
+		}
+	})
+	if !ok {
+		return
+	}
+
 	ok = t.Run("dry_run_orders_but_touches_nothing", func(t *testing.T) {
 		before := snapshot(t, filepath.Join(s.dir, "certs"))
 		pids := s.workerPIDs()

@@ -30,7 +30,10 @@ func (r *Reloader) addresses(ctx context.Context, info container.InspectResponse
 	shared := map[string]bool{}
 	self := r.opts.Self
 	if self != "" {
-		if me, err := r.api.ContainerInspect(ctx, self); err == nil && me.NetworkSettings != nil {
+		cctx, cancel := call(ctx)
+		me, err := r.api.ContainerInspect(cctx, self)
+		cancel()
+		if err == nil && me.NetworkSettings != nil {
 			for n := range me.NetworkSettings.Networks {
 				shared[n] = true
 			}
@@ -52,25 +55,9 @@ func (r *Reloader) addresses(ctx context.Context, info container.InspectResponse
 	return out
 }
 
-// servesAll returns nil once every domain of every certificate in cs is
-// served with that certificate's leaf on one of addrs, trying until wait
-// has passed (once if wait is 0). The handshake does not verify the chain:
-// it compares the exact leaf, which is a stronger check.
-func (r *Reloader) servesAll(ctx context.Context, addrs []string, cs []Cert, wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	for {
-		err := servesOnce(ctx, addrs, cs)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
+// servesOnce returns nil if every domain of every certificate in cs is
+// served with that certificate's leaf on one of addrs. The handshake does not
+// verify the chain: it compares the exact leaf, which is a stronger check.
 func servesOnce(ctx context.Context, addrs []string, cs []Cert) error {
 	var lastErr error
 	for _, addr := range addrs {
@@ -135,7 +122,9 @@ const maxRedirects = 10
 // request goes to p's own addresses; a redirect to another host name
 // returns ErrRedirectedAway.
 func (r *Reloader) ServesFile(ctx context.Context, p Proxy, port int, host, path string, want []byte) error {
-	info, err := r.api.ContainerInspect(ctx, p.ID)
+	cctx, cancel := call(ctx)
+	info, err := r.api.ContainerInspect(cctx, p.ID)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("inspect %s: %w", p.Name, err)
 	}

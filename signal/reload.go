@@ -8,19 +8,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 )
 
 // execAPI runs a command in a container.
 type execAPI interface {
 	ContainerExecCreate(ctx context.Context, id string, options container.ExecOptions) (container.ExecCreateResponse, error)
-	ContainerExecAttach(ctx context.Context, execID string, config container.ExecAttachOptions) (types.HijackedResponse, error)
+	// ExecOutput starts the exec and streams its multiplexed output until
+	// the command ends; see Docker.
+	ExecOutput(ctx context.Context, execID string) (io.ReadCloser, error)
 	ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error)
 }
 
@@ -123,27 +126,32 @@ type Reloader struct {
 	log  *slog.Logger
 
 	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks map[string]chan struct{} // per container: holds a token while a reload runs
 }
 
 // New returns a Reloader.
 func New(api Engine, opts Options, log *slog.Logger) *Reloader {
-	return &Reloader{api: api, opts: opts, log: log, locks: map[string]*sync.Mutex{}}
+	return &Reloader{api: api, opts: opts, log: log, locks: map[string]chan struct{}{}}
 }
 
 // ErrNotServed means the reload was signalled but the proof failed.
 var ErrNotServed = errors.New("proxy does not serve the new certificate")
 
-func (r *Reloader) lock(id string) func() {
+// lock waits, until ctx ends, for the container's other reload to finish.
+func (r *Reloader) lock(ctx context.Context, id string) (unlock func(), err error) {
 	r.mu.Lock()
 	l, ok := r.locks[id]
 	if !ok {
-		l = &sync.Mutex{}
+		l = make(chan struct{}, 1)
 		r.locks[id] = l
 	}
 	r.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	select {
+	case l <- struct{}{}:
+		return func() { <-l }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("another reload of this container is still running: %w", ctx.Err())
+	}
 }
 
 // optsFor merges p's overrides into the Reloader's options.
@@ -167,9 +175,12 @@ func (r *Reloader) optsFor(p Proxy) Options {
 // Ensure makes p serve every certificate of cs, with at most one reload,
 // and returns what it did step by step. Report.OK is false when any step
 // failed; CertErrors names certificates the proxy still does not serve.
+// The whole of it, waiting for another reload of p included, takes at most
+// Options.Timeout: a step still running then fails as "timed out".
 func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
-	defer r.lock(p.ID)()
 	opts := r.optsFor(p)
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
 	rep := Report{Container: p.Name, At: time.Now()}
 	for _, c := range cs {
 		rep.Certs = append(rep.Certs, c.Name)
@@ -181,11 +192,34 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		r.log.Error("reload failed", "container", p.Name, "cert", names, "step", rep.FailedStep, "err", err)
 		return rep
 	}
+	// step records one step; one cut short by the deadline says so.
+	step := func(name string, f func() (string, error)) error {
+		return rep.step(name, func() (string, error) {
+			detail, err := f()
+			if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				err = fmt.Errorf("timed out after %s: %w", opts.Timeout, err)
+			}
+			return detail, err
+		})
+	}
+
+	var unlock func()
+	if err := step("wait", func() (string, error) {
+		var err error
+		unlock, err = r.lock(ctx, p.ID)
+		return "", err
+	}); err != nil {
+		return fail(fmt.Errorf("%s: %w", p.Name, err))
+	}
+	defer unlock()
+	rep.Steps = rep.Steps[:len(rep.Steps)-1] // waiting for nobody is not worth a line
 
 	var addrs []string
 	mainPID := 0
-	if err := rep.step("inspect", func() (string, error) {
-		info, err := r.api.ContainerInspect(ctx, p.ID)
+	if err := step("inspect", func() (string, error) {
+		cctx, cancel := call(ctx)
+		defer cancel()
+		info, err := r.api.ContainerInspect(cctx, p.ID)
 		if err != nil {
 			return "", err
 		}
@@ -208,20 +242,20 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		return fail(fmt.Errorf("inspect %s: %w", p.Name, err))
 	}
 
-	if len(addrs) > 0 && r.servesAll(ctx, addrs, cs, 0) == nil {
+	if len(addrs) > 0 && servesOnce(ctx, addrs, cs) == nil {
 		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: "already serving " + names})
 		rep.OK = true
 		return rep
 	}
 
 	if len(opts.ConfigTest) > 0 {
-		if err := rep.step("config_test", func() (string, error) { return r.exec(ctx, p.ID, opts.ConfigTest) }); err != nil {
+		if err := step("config_test", func() (string, error) { return r.exec(ctx, p.ID, opts.ConfigTest) }); err != nil {
 			return fail(fmt.Errorf("config test %q in %s failed, no signal sent: %w", strings.Join(opts.ConfigTest, " "), p.Name, err))
 		}
 	}
 
 	var before []int
-	if err := rep.step("workers_before", func() (string, error) {
+	if err := step("workers_before", func() (string, error) {
 		var err error
 		before, err = r.workers(ctx, p.ID, opts, mainPID)
 		if err == nil && len(before) == 0 {
@@ -235,20 +269,22 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 	if len(opts.ReloadCommand) > 0 {
 		// For images whose main process is not the server (nginx-proxy runs
 		// forego): ask the server itself, then prove it the same way.
-		if err := rep.step("signal", func() (string, error) {
+		if err := step("signal", func() (string, error) {
 			out, err := r.exec(ctx, p.ID, opts.ReloadCommand)
 			return strings.Join(opts.ReloadCommand, " ") + " " + out, err
 		}); err != nil {
 			return fail(fmt.Errorf("reload command %q in %s: %w", strings.Join(opts.ReloadCommand, " "), p.Name, err))
 		}
-	} else if err := rep.step("signal", func() (string, error) {
-		return opts.Signal, r.api.ContainerKill(ctx, p.ID, opts.Signal)
+	} else if err := step("signal", func() (string, error) {
+		cctx, cancel := call(ctx)
+		defer cancel()
+		return opts.Signal, r.api.ContainerKill(cctx, p.ID, opts.Signal)
 	}); err != nil {
 		return fail(fmt.Errorf("send %s to %s: %w", opts.Signal, p.Name, err))
 	}
 	rep.Reloaded = true
 
-	if err := rep.step("workers_new", func() (string, error) { return r.waitNewWorkers(ctx, p.ID, opts, mainPID, before) }); err != nil {
+	if err := step("workers_new", func() (string, error) { return r.waitNewWorkers(ctx, p.ID, opts, mainPID, before) }); err != nil {
 		return fail(fmt.Errorf("%s did not reload (it keeps its old configuration; see its error log): %w", p.Name, err))
 	}
 
@@ -256,24 +292,43 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, Detail: "skipped: edgecert shares no network with this container"})
 		r.log.Warn("reload not verified by handshake: edgecert shares no network with the proxy", "container", p.Name, "cert", names)
 	} else {
-		// The first certificate may wait out the timeout; the others then only
-		// need one look, as the reload has happened for all of them.
-		wait := r.opts.Timeout
-		var details []string
-		for _, c := range cs {
-			if err := rep.step("handshake", func() (string, error) {
-				if err := r.servesAll(ctx, addrs, []Cert{c}, wait); err != nil {
-					return "", err
+		// Every certificate is looked at in each round, until all are
+		// served or the deadline: one that is not served does not use up
+		// the time of the others.
+		start := time.Now()
+		pending := slices.Clone(cs)
+		lastErr := map[string]error{}
+		for {
+			pending = slices.DeleteFunc(pending, func(c Cert) bool {
+				err := servesOnce(ctx, addrs, []Cert{c})
+				if err == nil {
+					rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, TookMS: time.Since(start).Milliseconds(), Detail: c.Name + ": serial " + c.Serial})
 				}
-				return c.Name + ": serial " + c.Serial, nil
-			}); err != nil {
-				if rep.CertErrors == nil {
-					rep.CertErrors = map[string]string{}
+				if err != nil && (ctx.Err() == nil || lastErr[c.Name] == nil) {
+					lastErr[c.Name] = err // a look cut short by the deadline says less than the one before
 				}
-				rep.CertErrors[c.Name] = fmt.Sprintf("%s: %s: %s", ErrNotServed, p.Name, err)
-				details = append(details, c.Name+": "+err.Error())
-				wait = 0
+				return err == nil
+			})
+			if len(pending) == 0 || ctx.Err() != nil {
+				break
 			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		var details []string
+		for _, c := range pending {
+			err := lastErr[c.Name]
+			if ctx.Err() != nil {
+				err = fmt.Errorf("timed out after %s: %w", opts.Timeout, err)
+			}
+			rep.Steps = append(rep.Steps, Step{Step: "handshake", TookMS: time.Since(start).Milliseconds(), Detail: c.Name + ": " + err.Error()})
+			if rep.CertErrors == nil {
+				rep.CertErrors = map[string]string{}
+			}
+			rep.CertErrors[c.Name] = fmt.Sprintf("%s: %s: %s", ErrNotServed, p.Name, err)
+			details = append(details, c.Name+": "+err.Error())
 		}
 		if len(rep.CertErrors) > 0 {
 			return fail(fmt.Errorf("%w for %d of %d certificates: %s", ErrNotServed, len(rep.CertErrors), len(cs), strings.Join(details, "; ")))

@@ -1,7 +1,6 @@
 package signal
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -25,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -42,7 +40,9 @@ type fakeNginx struct {
 	workers  []string
 	nextPID  int
 	testExit int
-	broken   bool // HUP leaves workers as they are, as nginx does with a bad config
+	hang     bool  // the config test never ends
+	flood    int64 // the config test writes this many bytes
+	broken   bool  // HUP leaves workers as they are, as nginx does with a bad config
 	kills    []string
 	serving  *tls.Certificate
 	pending  *tls.Certificate // served after the next good HUP
@@ -85,16 +85,33 @@ func (f *fakeNginx) ContainerExecCreate(ctx context.Context, id string, o contai
 	return container.ExecCreateResponse{ID: "exec1"}, nil
 }
 
-func (f *fakeNginx) ContainerExecAttach(ctx context.Context, execID string, _ container.ExecAttachOptions) (types.HijackedResponse, error) {
+func (f *fakeNginx) ExecOutput(ctx context.Context, execID string) (io.ReadCloser, error) {
+	if f.hang {
+		pr, pw := io.Pipe() // nobody ever writes: an exec that never ends
+		context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
+		return pr, nil
+	}
+	if f.flood > 0 {
+		pr, pw := io.Pipe()
+		go func() {
+			w := stdcopy.NewStdWriter(pw, stdcopy.Stdout)
+			chunk := bytes.Repeat([]byte("x"), 64<<10)
+			for n := int64(0); n < f.flood; n += int64(len(chunk)) {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+			pw.Close()
+		}()
+		return pr, nil
+	}
 	var buf bytes.Buffer
 	msg := "nginx: configuration file /etc/nginx/nginx.conf test is successful"
 	if f.testExit != 0 {
 		msg = `nginx: [emerg] unknown directive "sever" in /etc/nginx/nginx.conf:3`
 	}
 	stdcopy.NewStdWriter(&buf, stdcopy.Stderr).Write([]byte(msg + "\n"))
-	c1, c2 := net.Pipe()
-	c2.Close()
-	return types.HijackedResponse{Conn: c1, Reader: bufio.NewReader(&buf)}, nil
+	return io.NopCloser(&buf), nil
 }
 
 func (f *fakeNginx) ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error) {
@@ -267,8 +284,8 @@ func (e engines) ContainerKill(ctx context.Context, id, sig string) error {
 func (e engines) ContainerExecCreate(ctx context.Context, id string, o container.ExecOptions) (container.ExecCreateResponse, error) {
 	return container.ExecCreateResponse{ID: id}, nil
 }
-func (e engines) ContainerExecAttach(ctx context.Context, execID string, o container.ExecAttachOptions) (types.HijackedResponse, error) {
-	return e[execID].ContainerExecAttach(ctx, execID, o)
+func (e engines) ExecOutput(ctx context.Context, execID string) (io.ReadCloser, error) {
+	return e[execID].ExecOutput(ctx, execID)
 }
 func (e engines) ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error) {
 	return e[execID].ContainerExecInspect(ctx, execID)

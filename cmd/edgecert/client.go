@@ -57,6 +57,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	default:
 		printStatus(stdout, doc, now)
 	}
+	if doc.Docker.Error != "" {
+		fmt.Fprintf(stderr, "edgecert: %s: changes to containers are not seen\n", doc.Docker.Error)
+		return 2
+	}
 	if bad := unhealthy(doc, now, time.Duration(*warnDays)*24*time.Hour); len(bad) > 0 {
 		fmt.Fprintf(stderr, "edgecert: needs attention: %s\n", strings.Join(bad, "; "))
 		return 1

@@ -42,6 +42,7 @@ type Config struct {
 	MaxOrders     int           `env:"EDGECERT_MAX_ORDERS" envDefault:"3"`
 	ReloadTimeout time.Duration `env:"EDGECERT_RELOAD_TIMEOUT" envDefault:"30s"`
 	Debounce      time.Duration `env:"EDGECERT_DEBOUNCE" envDefault:"500ms"`
+	DockerResync  time.Duration `env:"EDGECERT_DOCKER_RESYNC" envDefault:"1m"`
 	Webhooks      []string      `env:"EDGECERT_WEBHOOK_URLS" envSeparator:","`
 	SlackHooks    []string      `env:"EDGECERT_SLACK_WEBHOOK_URLS" envSeparator:","`
 	SMTPAddr      string        `env:"EDGECERT_SMTP_ADDR"`
@@ -121,6 +122,9 @@ func loadConfig() (Config, error) {
 	}
 	if c.Debounce < 0 || c.Debounce > time.Minute {
 		return bad("EDGECERT_DEBOUNCE", "%s: want 0 to 1m", c.Debounce)
+	}
+	if c.DockerResync < 5*time.Second || c.DockerResync > time.Hour {
+		return bad("EDGECERT_DOCKER_RESYNC", "%s: want 5s to 1h", c.DockerResync)
 	}
 	for _, u := range append(slices.Clone(c.Webhooks), c.SlackHooks...) {
 		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -171,5 +172,47 @@ func TestControlRejectsABadRenewRequest(t *testing.T) {
 	code, err := newControlClient(os.Getenv("EDGECERT_SOCKET")).do(context.Background(), "POST", "/v1/renew", map[string]any{"names": []string{}}, &out)
 	if err != nil || code != 400 || out["error"] == "" {
 		t.Errorf("empty renew request: %d %v %v", code, out, err)
+	}
+}
+
+func TestSecondDaemonLeavesTheFirstOneReachable(t *testing.T) {
+	dir := t.TempDir()
+	first, err := lockState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if _, err := lockState(dir); !errors.Is(err, errLocked) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+		t.Fatalf("second lock = %v, want errLocked naming the running pid", err)
+	}
+
+	d := &fakeDaemon{doc: sampleDoc()}
+	serve(t, d)
+	sock := os.Getenv("EDGECERT_SOCKET")
+	if err := serveControl(context.Background(), sock, d); err == nil || !strings.Contains(err.Error(), "answers") {
+		t.Fatalf("a second control server on a live socket: %v", err)
+	}
+	if _, _, code := cli("status"); code != 0 {
+		t.Fatalf("status after a second daemon tried: exit %d, want the first still reachable", code)
+	}
+	// And a bare `edgecert` prints help instead of starting a daemon.
+	if _, errs, code := cli(); code != 2 || !strings.Contains(errs, "usage: edgecert") {
+		t.Errorf("edgecert with no command: exit %d %q", code, errs)
+	}
+	first.Close()
+	again, err := lockState(dir)
+	if err != nil {
+		t.Fatalf("the lock after the first daemon ended: %v", err)
+	}
+	again.Close()
+}
+
+func TestStatusExitsTwoWhenDockerIsNotFollowed(t *testing.T) {
+	doc := sampleDoc()
+	doc.Docker = dockerwatch.Health{Error: "not connected to the Docker Engine: event stream: EOF"}
+	serve(t, &fakeDaemon{doc: doc})
+	out, errs, code := cli("status")
+	if code != 2 || !strings.Contains(errs, "not seen") || !strings.Contains(out, "Docker: not connected") {
+		t.Errorf("status while not connected: exit %d\n%s%s", code, out, errs)
 	}
 }

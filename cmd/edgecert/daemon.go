@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/docker/docker/client"
 	"golang.org/x/sync/errgroup"
@@ -34,6 +35,12 @@ func cmdRun(stderr io.Writer) int {
 		h = slog.NewJSONHandler(stderr, opts)
 	}
 	log := slog.New(h)
+	lock, err := lockState(cfg.StateDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgecert: %v\n", err)
+		return 1
+	}
+	defer lock.Close()
 	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	legoissuer.RouteLog(log)
@@ -78,6 +85,11 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	if err != nil {
 		return nil, err
 	}
+	if n, err := store.Clean(); err != nil {
+		return nil, err
+	} else if n > 0 {
+		log.Info("leftovers of an interrupted write removed from the certificate volume", "count", n)
+	}
 	n, err := store.FixKeyOwners()
 	if err != nil {
 		return nil, fmt.Errorf("EDGECERT_KEY_OWNER: %w", err)
@@ -113,12 +125,15 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	ropts := signal.NginxDefaults()
 	ropts.Timeout = cfg.ReloadTimeout
 	ropts.Self = signal.SelfID()
-	reloader := signal.New(docker, ropts, log)
+	reloader := signal.New(signal.Docker(docker), ropts, log)
 	batcher := signal.NewBatcher(reloader, cfg.ReloadWindow, onReport)
 	manager := acme.NewManager(acme.ManagerConfig{
 		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
-		Store: store, Issuer: iss, DryRun: dry,
+		// A batch gathers for at most ten windows, then each proxy has
+		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
+		DeployTimeout: 10*cfg.ReloadWindow + cfg.ReloadTimeout + 30*time.Second,
+		Store:         store, Issuer: iss, DryRun: dry,
 		Deployer:  proxyDeployer{batcher: batcher, has: store.Has, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir},
 		Preflight: &challengePreflight{webroot: cfg.Webroot, proxies: batcher, probe: reloader, log: log},
 		Events:    events,
@@ -127,7 +142,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	d.stages = stages{manager: manager, batcher: batcher}
 	d.watcher = dockerwatch.New(docker, dockerwatch.Config{
 		Rules:    dockerwatch.Rules{Prefix: cfg.LabelPrefix, KeyTypes: acme.KeyTypes, CertName: acme.ValidateName},
-		Debounce: cfg.Debounce, Companion: cfg.Companion}, log)
+		Debounce: cfg.Debounce, Companion: cfg.Companion, Resync: cfg.DockerResync}, log)
 	return d, nil
 }
 
@@ -186,8 +201,8 @@ func (d *daemon) status() StatusDoc {
 }
 
 func (d *daemon) healthy() error {
-	if h := d.watcher.Health(); !h.Connected {
-		return errors.New("not connected to the Docker Engine")
+	if h := d.watcher.Health(); h.Error != "" {
+		return errors.New(h.Error)
 	}
 	return nil
 }

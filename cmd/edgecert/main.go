@@ -8,13 +8,16 @@
 //	main.go        command dispatch
 //	config.go      the environment, checked, into Config
 //	daemon.go      `run`: builds the pipeline from Config and runs it
+//	lock.go        one daemon per state directory
 //	pipeline.go    where the stages meet: a dockerwatch snapshot into signal and acme
 //	deployer.go    acme's Deployer on signal's Batcher, with hints for missing files
 //	preflight.go   acme's HTTP-01 preflight through signal's probe
 //	control.go     the control socket (server side) and the status document
 //	client.go      status, renew and health: the CLI side of the socket
 //	statusview.go  the status table and detail as a terminal shows them
-//	notify.go      notices (webhook, Slack, email) and the deploy hook
+//	notify.go      notices: when to send (one per change) and webhooks
+//	mail.go        notices by email
+//	hook.go        the deploy hook
 //	metrics.go     the Prometheus endpoint
 package main
 
@@ -30,13 +33,13 @@ var version = "dev"
 const usage = `usage: edgecert <command> [flags]
 
 commands:
-  run                      run the daemon (the image's default)
+  run                      run the daemon (the image's command; one per state directory)
   status [--json] [--warn-days N] [NAME]
                            show every certificate (or one, in detail); exit 1 if any is
                            failing or expires within N days (default 14)
   renew [--force] [--dry-run] (--all | NAME|DOMAIN...)
                            renew certificates, print progress, wait for the outcome
-  health                   exit 0 if the daemon is up and connected to Docker
+  health                   exit 0 if the daemon is up and following the Docker Engine
   version                  print the version
 `
 
@@ -45,10 +48,13 @@ func main() {
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
-	cmd := "run"
-	if len(args) > 0 {
-		cmd, args = args[0], args[1:]
+	if len(args) == 0 {
+		// The image runs `edgecert run`; a bare `docker exec ... edgecert`
+		// asks what it can do, and must not start a second daemon.
+		fmt.Fprint(stderr, usage)
+		return 2
 	}
+	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "run":
 		return cmdRun(stderr)

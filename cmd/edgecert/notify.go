@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/smtp"
+	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -58,9 +58,15 @@ type notifier struct {
 	path  string // where conditions persist across restarts
 	clock func() time.Time
 
+	// Bounds on what may hang: an SMTP server's dial and whole dialogue, a
+	// deploy hook's run, and how long after it the hook's children may hold
+	// its output.
+	smtpDial, smtpTimeout, hookTimeout, hookWaitDelay time.Duration
+
 	mu      sync.Mutex
 	conds   map[string]*condition
 	dirty   bool
+	changed chan struct{} // conds changed: save them
 	notices chan Notice
 	hooks   chan acme.CertStatus
 }
@@ -95,7 +101,8 @@ func newNotifier(cfg notifyConfig, stateDir string, log *slog.Logger) *notifier 
 	host, _ := os.Hostname()
 	n := &notifier{cfg: cfg, log: log, host: host, http: &http.Client{Timeout: 10 * time.Second},
 		path: filepath.Join(stateDir, "notify.json"), clock: time.Now, conds: map[string]*condition{},
-		notices: make(chan Notice, 256), hooks: make(chan acme.CertStatus, 64)}
+		smtpDial: 10 * time.Second, smtpTimeout: 30 * time.Second, hookTimeout: time.Minute, hookWaitDelay: 5 * time.Second,
+		changed: make(chan struct{}, 1), notices: make(chan Notice, 256), hooks: make(chan acme.CertStatus, 64)}
 	if data, err := os.ReadFile(n.path); err == nil {
 		if err := json.Unmarshal(data, &n.conds); err != nil {
 			log.Warn("cannot read notification state; starting afresh", "err", err)
@@ -157,13 +164,13 @@ func (n *notifier) transition(s acme.CertStatus, to cond, detail string) {
 	}
 	if c.Cond != to {
 		c.Cond = to
-		n.dirty = true
+		n.markDirty()
 	}
 	if event == "" {
 		return
 	}
 	c.Sent = now
-	n.dirty = true
+	n.markDirty()
 	nt := Notice{Event: event, Cert: s.Name, Domains: s.Domains, State: s.State, Serial: s.Serial, NotAfter: s.NotAfter,
 		Error: detail, At: now, Host: n.host}
 	nt.Text = noticeText(nt)
@@ -192,11 +199,13 @@ func noticeText(nt Notice) string {
 }
 
 // Run sends notices, runs hooks and checks for approaching expiry until ctx
-// ends. status lists the certificates for the expiry check.
+// ends. status lists the certificates for the expiry check. Sending and
+// hooks have goroutines of their own: a mail server or hook that hangs
+// delays its own queue, never the expiry checks or the saving of state.
 func (n *notifier) Run(ctx context.Context, status func() []acme.CertStatus) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		for {
@@ -208,6 +217,17 @@ func (n *notifier) Run(ctx context.Context, status func() []acme.CertStatus) err
 			}
 		}
 	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case nt := <-n.notices:
+				n.send(ctx, nt)
+			}
+		}
+	}()
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	n.checkExpiry(status())
@@ -216,11 +236,19 @@ func (n *notifier) Run(ctx context.Context, status func() []acme.CertStatus) err
 		select {
 		case <-ctx.Done():
 			return nil
-		case nt := <-n.notices:
-			n.send(ctx, nt)
+		case <-n.changed:
 		case <-tick.C:
 			n.checkExpiry(status())
 		}
+	}
+}
+
+// markDirty notes that conds must be saved. n.mu is held.
+func (n *notifier) markDirty() {
+	n.dirty = true
+	select {
+	case n.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -266,7 +294,7 @@ func (n *notifier) send(ctx context.Context, nt Notice) {
 		n.deliver(ctx, "slack", u, nt, func() error { return n.post(ctx, u, text) })
 	}
 	if n.cfg.SMTPAddr != "" {
-		n.deliver(ctx, "email", n.cfg.SMTPAddr, nt, func() error { return n.mail(nt) })
+		n.deliver(ctx, "email", n.cfg.SMTPAddr, nt, func() error { return n.mail(ctx, nt) })
 	}
 }
 
@@ -288,70 +316,37 @@ func (n *notifier) deliver(ctx context.Context, kind, dest string, nt Notice, f 
 	n.log.Error("notice dropped after 3 attempts", "cert", nt.Cert, "event", nt.Event, "via", kind, "dest", redact(dest), "err", err)
 }
 
-func (n *notifier) post(ctx context.Context, url string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+func (n *notifier) post(ctx context.Context, dest string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: bad URL", redact(dest))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := n.http.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) { // its text carries the whole URL, secrets and all
+			return fmt.Errorf("%s %s: %w", ue.Op, redact(ue.URL), ue.Err)
+		}
 		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s answered %s", redact(url), resp.Status)
+		return fmt.Errorf("%s answered %s", redact(dest), resp.Status)
 	}
 	return nil
 }
 
-func (n *notifier) mail(nt Notice) error {
-	var auth smtp.Auth
-	if n.cfg.SMTPUser != "" {
-		host := n.cfg.SMTPAddr
-		if i := strings.LastIndex(host, ":"); i >= 0 {
-			host = host[:i]
-		}
-		auth = smtp.PlainAuth("", n.cfg.SMTPUser, n.cfg.SMTPPass, host)
-	}
-	msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: [edgecert] %s: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
-		n.cfg.SMTPFrom, strings.Join(n.cfg.SMTPTo, ", "), nt.Event, nt.Cert, nt.Text)
-	return smtp.SendMail(n.cfg.SMTPAddr, auth, n.cfg.SMTPFrom, n.cfg.SMTPTo, []byte(msg))
-}
-
-// runHook runs the deploy hook for a certificate that is now served, with its
-// names and paths in the environment, as certbot's deploy hooks get them.
-func (n *notifier) runHook(ctx context.Context, s acme.CertStatus) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	dir := filepath.Join(n.cfg.CertsDir, s.Name)
-	cmd := exec.CommandContext(ctx, n.cfg.Hook[0], n.cfg.Hook[1:]...)
-	cmd.Env = append(os.Environ(),
-		"EDGECERT_CERT_NAME="+s.Name,
-		"EDGECERT_DOMAINS="+strings.Join(s.Domains, ","),
-		"EDGECERT_SERIAL="+s.Serial,
-		"EDGECERT_NOT_AFTER="+s.NotAfter.UTC().Format(time.RFC3339),
-		"EDGECERT_CERT_DIR="+dir,
-		"EDGECERT_FULLCHAIN="+filepath.Join(dir, acme.FileFullchain),
-		"EDGECERT_PRIVKEY="+filepath.Join(dir, acme.FileKey),
-		"EDGECERT_CERT="+filepath.Join(dir, acme.FileCert),
-		"EDGECERT_CHAIN="+filepath.Join(dir, acme.FileChain),
-	)
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		n.log.Error("deploy hook failed", "cert", s.Name, "err", err, "output", oneLine(string(out)))
-		return
-	}
-	n.log.Info("deploy hook ran", "cert", s.Name, "took_ms", time.Since(start).Milliseconds())
-}
-
-// redact hides a webhook URL's secret path, keeping its host for the log.
+// redact shows where a URL points without what may be secret in it: the
+// scheme and host only (no user:password@, path, query or fragment).
 func redact(u string) string {
-	if i := strings.Index(u, "://"); i >= 0 {
-		if j := strings.Index(u[i+3:], "/"); j >= 0 {
-			return u[:i+3+j] + "/…"
-		}
+	pu, err := url.Parse(strings.TrimSpace(u))
+	if err != nil || pu.Host == "" {
+		return "(a URL that does not parse)"
 	}
-	return u
+	r := pu.Scheme + "://" + pu.Host
+	if pu.Path != "" || pu.RawQuery != "" || pu.Fragment != "" {
+		r += "/…"
+	}
+	return r
 }

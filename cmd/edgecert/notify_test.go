@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +66,124 @@ func TestNoticeTextAndRedaction(t *testing.T) {
 	}
 	if r := redact("https://hooks.slack.com/services/T000/B000/SECRET"); strings.Contains(r, "SECRET") {
 		t.Errorf("redact kept the secret: %s", r)
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestMailGivesUpOnAServerThatNeverGreets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold it, say nothing
+		}
+	}()
+	n := newNotifier(notifyConfig{SMTPAddr: ln.Addr().String(), SMTPFrom: "a@b.test", SMTPTo: []string{"c@d.test"}}, t.TempDir(), quietLog())
+	n.smtpTimeout = 300 * time.Millisecond
+	start := time.Now()
+	err = n.mail(context.Background(), Notice{Event: noticeFailure, Cert: "site"})
+	if took := time.Since(start); err == nil || took > 3*time.Second {
+		t.Fatalf("mail to a silent server: %v after %s; want an error within the deadline", err, took)
+	}
+}
+
+func TestHookWhoseChildHoldsItsOutputReturns(t *testing.T) {
+	var logs strings.Builder
+	n := newNotifier(notifyConfig{Hook: []string{"sh", "-c", "sleep 30 & echo started"}}, t.TempDir(),
+		slog.New(slog.NewTextHandler(&logs, nil)))
+	n.hookWaitDelay = 200 * time.Millisecond
+	start := time.Now()
+	n.runHook(context.Background(), acme.CertStatus{Name: "site"})
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("runHook took %s: a background child holding stdout blocked it", took)
+	}
+	n = newNotifier(notifyConfig{Hook: []string{"sh", "-c", "sleep 30; echo never"}}, t.TempDir(), slog.New(slog.NewTextHandler(&logs, nil)))
+	n.hookTimeout, n.hookWaitDelay = 300*time.Millisecond, 200*time.Millisecond
+	start = time.Now()
+	n.runHook(context.Background(), acme.CertStatus{Name: "site"})
+	if took := time.Since(start); took > 5*time.Second || !strings.Contains(logs.String(), "killed after 300ms") {
+		t.Fatalf("a hook past its time: took %s, log:\n%s", took, logs.String())
+	}
+}
+
+func TestHookEnvironmentHoldsNoSecret(t *testing.T) {
+	t.Setenv("EDGECERT_SMTP_PASSWORD", "hunter2")
+	t.Setenv("EDGECERT_ACME_EAB_HMAC", "c2VjcmV0")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "env")
+	n := newNotifier(notifyConfig{Hook: []string{"sh", "-c", "env > " + out}, CertsDir: "/certs"}, dir, quietLog())
+	n.runHook(context.Background(), acme.CertStatus{Name: "site", Domains: []string{"a.test"}, Serial: "01"})
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := string(data)
+	if strings.Contains(env, "hunter2") || strings.Contains(env, "c2VjcmV0") || !strings.Contains(env, "EDGECERT_FULLCHAIN=/certs/site/fullchain.pem") {
+		t.Fatalf("hook environment:\n%s", env)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(env), "\n") {
+		k, _, _ := strings.Cut(line, "=")
+		if k != "PATH" && k != "PWD" && k != "SHLVL" && k != "_" && !strings.HasPrefix(k, "EDGECERT_") {
+			t.Errorf("the hook got %s, which is not documented", k)
+		}
+	}
+}
+
+func TestFailedWebhookNamesNoSecret(t *testing.T) {
+	var logs strings.Builder
+	n := newNotifier(notifyConfig{}, t.TempDir(), slog.New(slog.NewTextHandler(&logs, nil)))
+	n.http.Timeout = time.Second
+	err := n.post(context.Background(), "http://user:pa55word@127.0.0.1:1/hooks/T0KEN?token=s3cret#frag", []byte("{}"))
+	if err == nil {
+		t.Fatal("post to a closed port succeeded")
+	}
+	for _, secret := range []string{"pa55word", "T0KEN", "s3cret", "user"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows %q: %v", secret, err)
+		}
+	}
+	if !strings.Contains(err.Error(), "http://127.0.0.1:1/…") {
+		t.Errorf("the error does not say where it went: %v", err)
+	}
+	for _, u := range []string{"https://u:p@hooks.slack.com/services/T000/B000/SECRET", "https://h.test/x?token=SECRET", "https://h.test/#SECRET"} {
+		if r := redact(u); strings.Contains(r, "SECRET") || strings.Contains(r, "u:p") {
+			t.Errorf("redact(%s) = %s", u, r)
+		}
+	}
+}
+
+func TestAStuckWebhookBlocksNeitherExpiryChecksNorSaving(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer srv.Close()
+	defer close(release)
+	dir := t.TempDir()
+	n := newNotifier(notifyConfig{Webhooks: []string{srv.URL + "/x"}}, dir, quietLog())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx, func() []acme.CertStatus { return nil }) }()
+	defer func() { cancel(); <-done }()
+	s := acme.CertStatus{Name: "a", State: acme.StateFailing}
+	n.CertEvent("a", acme.Event{Kind: acme.EventOrderFailed}, s) // its notice hangs at the webhook
+	s.Name = "b"
+	n.CertEvent("b", acme.Event{Kind: acme.EventOrderFailed}, s)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, _ := os.ReadFile(filepath.Join(dir, "notify.json"))
+		if strings.Contains(string(data), `"b"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("notification state not saved while a webhook hangs: %s", data)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

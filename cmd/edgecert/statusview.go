@@ -20,8 +20,8 @@ func printStatus(w io.Writer, doc StatusDoc, now time.Time) {
 			expiresText(c, now), renewsText(c), proxiesText(c), oneLine(orDash(cmp.Or(c.LastError, c.DeployError))))
 	}
 	tw.Flush()
-	if !doc.Docker.Connected {
-		fmt.Fprintln(w, "\nDocker: NOT CONNECTED (reconnecting)")
+	if doc.Docker.Error != "" {
+		fmt.Fprintf(w, "\nDocker: %s (reconnecting)\n", doc.Docker.Error)
 	}
 	if len(doc.Problems) > 0 {
 		fmt.Fprintln(w, "\nPROBLEMS (these containers are ignored until their labels are fixed)")

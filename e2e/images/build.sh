@@ -5,6 +5,8 @@
 #   edgecert-pebble:e2e   pebble and pebble-challtestsrv (static) with Pebble's test TLS files
 #   edgecert-testapp:e2e  a tiny HTTP app that carries edgecert labels
 #   edgecert-apache:e2e   Debian's apache2 binary, the modules it loads, and their libraries
+#   edgecert-haproxy:e2e  Debian's haproxy binary and its libraries, for the socket proxy
+#                         (its configuration, compose/socket-proxy/haproxy.cfg, is mounted)
 # edgecert:local itself is built by `make image`.
 set -euo pipefail
 export DOCKER_BUILDKIT=0 # the legacy builder: no buildx here, and FROM scratch needs nothing more
@@ -62,7 +64,7 @@ for m in $mods; do
   libs="$libs $(ldd "/usr/lib/apache2/modules/mod_$m.so" | grep -o '/[^ ]*')"
 done
 # glibc loads libgcc_s at thread exit (ldd does not list it); apache's MPM threads need it.
-libs="$libs $(ldconfig -p | awk '/libgcc_s.so.1 .*x86-64/ {print $NF; exit}')"
+libs="$libs $(ldconfig -p | awk '/libgcc_s.so.1 .*x86-64/ && !found {print $NF; found=1}')"
 for lib in $(printf '%s\n' $libs | sort -u); do
   cp -L --parents "$lib" "$root/"
 done
@@ -98,6 +100,24 @@ STOPSIGNAL SIGWINCH
 CMD ["apache2", "-DFOREGROUND"]
 DOCKERFILE
 docker build -q -t edgecert-apache:e2e "$out/apache" >/dev/null
+
+# --- haproxy (the Docker socket proxy) -----------------------------------------
+haproxy_bin=/usr/sbin/haproxy
+[ -x "$haproxy_bin" ] || { echo "build.sh: haproxy is not installed (apt-get install haproxy)" >&2; exit 1; }
+root=$out/haproxy/rootfs
+mkdir -p "$root"/{usr/sbin,usr/local/etc/haproxy,run,tmp}
+chmod 1777 "$root/tmp"
+cp "$haproxy_bin" "$root/usr/sbin/haproxy"
+for lib in $(ldd "$haproxy_bin" | grep -o '/[^ ]*'); do
+  cp -L --parents "$lib" "$root/"
+done
+cat > "$out/haproxy/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY rootfs/ /
+STOPSIGNAL SIGUSR1
+CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+DOCKERFILE
+docker build -q -t edgecert-haproxy:e2e "$out/haproxy" >/dev/null
 
 # --- pebble ----------------------------------------------------------------
 for b in pebble pebble-challtestsrv testapp; do

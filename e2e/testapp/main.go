@@ -1,6 +1,7 @@
 // Command testapp is a stand-in application for the e2e tests and the local
 // demo: an HTTP server that says who it is. Run as `testapp dump-env FILE`
 // it writes its EDGECERT_* environment to FILE and exits: a deploy hook.
+// Run as `testapp sleep SECONDS` it sleeps: a config test that hangs.
 package main
 
 import (
@@ -8,11 +9,17 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "sleep" {
+		n, _ := strconv.Atoi(os.Args[2])
+		time.Sleep(time.Duration(n) * time.Second)
+		return
+	}
 	if len(os.Args) == 3 && os.Args[1] == "dump-env" {
 		var lines []string
 		for _, kv := range os.Environ() {

@@ -10,7 +10,7 @@ BIN     := build/bin
 export DOCKER_BUILDKIT := 0
 UNIT    := $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build image tools test-images lint unit compose-check e2e test bench clean
+.PHONY: all build image tools test-images lint unit compose-check e2e test soak fuzz bench clean
 
 all: build
 
@@ -50,6 +50,18 @@ compose-check:
 	@haproxy -c -q -f compose/socket-proxy/haproxy.cfg && echo "haproxy config ok: compose/socket-proxy/haproxy.cfg"
 
 test: unit compose-check e2e
+
+# The crash campaign with 200 kills (make test runs 30): prints its counts.
+soak: test-images
+	EDGECERT_E2E=1 EDGECERT_E2E_CRASH_KILLS=200 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -run 'TestCrashCampaign' -timeout 90m ./e2e | grep -E 'MEASURE|^(---|ok|FAIL|PASS)'
+
+# Each fuzz target for FUZZTIME (their seed corpora run in make unit).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./dockerwatch
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateName$$' -fuzztime $(FUZZTIME) ./acme
+	$(GO) test -run '^$$' -fuzz '^FuzzStateDecoding$$' -fuzztime $(FUZZTIME) ./acme
+	$(GO) test -run '^$$' -fuzz '^FuzzReadVersion$$' -fuzztime $(FUZZTIME) ./acme
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(UNIT)

@@ -66,13 +66,23 @@ func needsOrder(e *entry, o Order, directory string, now time.Time) (bool, strin
 // orderNow says whether to order o for e (not ordering already) now, and
 // why; when not, wake is when to ask again (zero: nothing is due).
 func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, reason string, wake time.Time) {
+	if now.Before(e.st.LimitedUntil) {
+		return false, "", e.st.LimitedUntil // the CA's Retry-After holds every order, a changed wish's too
+	}
 	if e.force {
 		return true, string(SourceForced), time.Time{}
 	}
 	need, why := needsOrder(e, o, directory, now)
 	retry := e.st.RetryAt
 	if e.st.FailedSpec != specKey(o) {
-		retry = time.Time{} // a changed wish is tried at once
+		retry = time.Time{} // a changed wish is tried at once...
+	}
+	if need && wishChanged(e, o, why) {
+		// ...the first time: a wish that keeps changing (labels flipped
+		// back and forth) is ordered less and less often.
+		if recent := within(e.st.WishOrders, now, flapWindow); len(recent) > 0 {
+			retry = later(retry, recent[len(recent)-1].Add(orderBackoff[min(len(recent), len(orderBackoff))-1]))
+		}
 	}
 	switch {
 	case need && !now.Before(retry):
@@ -84,6 +94,42 @@ func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, r
 		return false, "", at
 	}
 	return false, "", time.Time{}
+}
+
+// flapWindow is how far back orders for a changed wish count, and
+// forcedWindow how far back forced ones do.
+const (
+	flapWindow   = 24 * time.Hour
+	forcedWindow = 7 * 24 * time.Hour
+)
+
+// wishChanged says whether an order for o, needed for reason, is there
+// because the wish changed: other names, key type, profile or CA, or a wish
+// other than the one that last failed.
+func wishChanged(e *entry, o Order, reason string) bool {
+	switch reason {
+	case "domains changed", "key type changed", "profile changed", "CA directory changed":
+		return true
+	}
+	return e.st.FailedSpec != "" && e.st.FailedSpec != specKey(o)
+}
+
+// within returns the times of ts no older than window before now, oldest first.
+func within(ts []time.Time, now time.Time, window time.Duration) []time.Time {
+	var out []time.Time
+	for _, t := range ts {
+		if now.Sub(t) < window {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // replaces returns the certificate an order for e replaces by ARI's rules

@@ -66,6 +66,15 @@ func TestOrderNow(t *testing.T) {
 		{desc: "failed: wait for the retry", e: entry{st: persisted{RetryAt: t0.Add(time.Hour), FailedSpec: specKey(o)}}, wakeAfter: time.Hour},
 		{desc: "failed, retry time passed", e: entry{st: persisted{RetryAt: t0.Add(time.Hour), FailedSpec: specKey(o)}}, at: 2 * time.Hour, order: true, reason: "new certificate"},
 		{desc: "failed, but the wish changed: at once", e: entry{st: persisted{RetryAt: t0.Add(time.Hour), FailedSpec: "other|ec256|"}}, order: true, reason: "new certificate"},
+		{desc: "rate limited: even a changed wish waits for the CA's Retry-After",
+			e: entry{st: persisted{RetryAt: t0.Add(time.Hour), LimitedUntil: t0.Add(time.Hour), FailedSpec: "other|ec256|"}}, wakeAfter: time.Hour},
+		{desc: "a changed wish after an order for an earlier change: a minute after it",
+			e: entry{disk: onDisk(90*day, "ec256", "a.test"), st: persisted{WishOrders: []time.Time{t0.Add(-30 * time.Second)}}}, wakeAfter: 30 * time.Second},
+		{desc: "a third change within a day: ten minutes after the last",
+			e: entry{disk: onDisk(90*day, "ec256", "a.test"), st: persisted{WishOrders: []time.Time{t0.Add(-2 * time.Hour), t0.Add(-time.Minute)}}}, wakeAfter: 9 * time.Minute},
+		{desc: "changes more than a day apart: at once",
+			e: entry{disk: onDisk(90*day, "ec256", "a.test"), st: persisted{WishOrders: []time.Time{t0.Add(-25 * time.Hour)}}}, order: true, reason: "domains changed"},
+		{desc: "rate limited, then the time has come", e: entry{st: persisted{LimitedUntil: t0.Add(time.Hour)}}, at: 2 * time.Hour, order: true, reason: "new certificate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

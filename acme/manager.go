@@ -3,6 +3,7 @@ package acme
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sort"
@@ -23,6 +24,13 @@ type ManagerConfig struct {
 	// (default 30s): long enough for a proxy that is still starting.
 	PreflightWait time.Duration
 	FlatLinks     bool // also write nginx-proxy's <domain>.crt/.key/.chain.pem links
+	// ForcedLimit bounds forced renewals per certificate in 7 days; 0: no bound.
+	ForcedLimit int
+	// Swaps, when set, is taken around each new pair's swap; the proxies'
+	// config tests and reloads hold it shared (signal.Options.Files), so
+	// that a proxy never reads a pair's two files across a swap. A swap
+	// waits for them at most swapWait.
+	Swaps swapLock
 	// DeployTimeout is how long a deployment may run before it counts as
 	// failed (default 2m): a Deployer that never returns must not leave a
 	// certificate "deploying", unreported, for good.
@@ -57,11 +65,11 @@ type Manager struct {
 	results chan result
 	wake    chan struct{}
 
-	mu       sync.Mutex // guards what follows: the loop writes, Status reads
-	certs    map[string]*entry
-	synced   bool
-	ordering int
-	hold     string // why orders wait, "" if they need not
+	mu     sync.Mutex // guards what follows: the loop writes, Status reads
+	certs  map[string]*entry
+	synced bool
+	slots  chan struct{} // one per order in flight, dry runs included: at most MaxOrders
+	hold   string        // why orders wait, "" if they need not
 }
 
 // entry is one certificate as the loop knows it.
@@ -76,8 +84,17 @@ type entry struct {
 	ordering    bool
 	orderReason string
 	phase       Phase
-	force       bool
+	force       bool // order now, past any wait (renew)
+	forced      bool // ... because an operator forced it (counted against ForcedLimit)
 	polling     bool // an ARI request is in flight
+
+	// An issued pair not (yet) on the volume: its write is retried, it is
+	// never ordered again.
+	pending       *pendingPair
+	writing       bool
+	writeErr      string
+	writeFailures int
+	writeRetryAt  time.Time
 
 	// The deployment.
 	deploying      bool
@@ -91,6 +108,16 @@ type entry struct {
 
 	wait waiters
 }
+
+// swapLock is what the Manager needs of the lock shared with reloads.
+type swapLock interface {
+	TryLock() bool
+	Unlock()
+}
+
+// swapWait bounds how long a swap waits for reloads that read the files: a
+// proxy stuck in its config test must not hold back every certificate.
+const swapWait = 5 * time.Second
 
 // inbox holds what Update, Hold and Reprove said since the loop last
 // looked; the loop takes it whole, so a newer want list replaces an older
@@ -124,6 +151,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		results: make(chan result),
 		wake:    make(chan struct{}, 1),
 		certs:   map[string]*entry{},
+		slots:   make(chan struct{}, cfg.MaxOrders),
 	}
 	if cfg.Now == nil {
 		m.now = time.Now
@@ -180,11 +208,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-			m.mu.Lock()
-			for _, e := range m.certs {
-				e.wait.all(RenewResult{Name: e.name, Err: "edgecert is shutting down"})
-			}
-			m.mu.Unlock()
+			m.finish(&wg)
 			return nil
 		case <-m.wake:
 			m.takeInbox()
@@ -195,6 +219,32 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-timer.C:
 		}
 	}
+}
+
+// finish takes the results of the work still running until all of it has
+// ended (an order past the CA is written and its state saved, not left to
+// the next start), then answers every waiting renew request.
+func (m *Manager) finish(wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for {
+		select {
+		case r := <-m.results:
+			// What reached the volume is recorded; what shutdown cut short
+			// (a preflight, a reload, an ARI request) leaves no trace.
+			if (r.kind == orderDone || r.kind == writeDone) && !errors.Is(r.err, context.Canceled) {
+				m.apply(r)
+			}
+			continue
+		case <-done:
+		}
+		break
+	}
+	m.mu.Lock()
+	for _, e := range m.certs {
+		e.wait.all(RenewResult{Name: e.name, Err: "edgecert is shutting down"})
+	}
+	m.mu.Unlock()
 }
 
 // takeInbox applies what Update, Hold and Reprove said, in that order of
@@ -251,7 +301,7 @@ func (m *Manager) reconcile(ws []Want) {
 		if err != nil {
 			m.log.Error("cannot list the certificate volume", "err", err)
 		}
-		for _, n := range names {
+		for _, n := range append(names, pendingNames(m.cfg.StateDir)...) {
 			m.entry(n)
 		}
 		m.synced = true
@@ -331,6 +381,18 @@ func (m *Manager) entry(name string) *entry {
 	if e.st, err = loadState(m.cfg.StateDir, name); err != nil {
 		m.log.Error("cannot read certificate state; starting afresh", "cert", name, "err", err)
 	}
+	m.adoptPending(e)
+	if e.disk != nil && !e.disk.Placeholder && e.st.Fingerprint != "" && e.st.Fingerprint != e.disk.Fingerprint {
+		// The state describes another certificate than the volume holds (a
+		// crash between the two writes, or files put back by hand): what it
+		// says of that one (its CA, profile, ARI window) must not make the
+		// one on the volume look due or wrong. The volume is the truth.
+		m.log.Warn("certificate state describes another certificate than the volume holds; it is reset to the volume's",
+			"cert", name, "serial", e.disk.Serial)
+		e.st.Fingerprint, e.st.Domains, e.st.Directory, e.st.Issued = e.disk.Fingerprint, e.disk.Domains, "", nil
+		e.st.ARI, e.st.ARINextPoll, e.st.ARIError = nil, time.Time{}, ""
+		m.save(e)
+	}
 	m.certs[name] = e
 	return e
 }
@@ -373,7 +435,16 @@ func (m *Manager) launchDue(ctx context.Context, wg *sync.WaitGroup) time.Durati
 			continue
 		}
 		real := e.disk != nil && !e.disk.Placeholder
-		if !e.ordering {
+		if e.pending != nil {
+			// Issued but not on the volume: write it, never order it again.
+			switch {
+			case e.writing || e.ordering:
+			case now.Before(e.writeRetryAt):
+				next = earliest(next, e.writeRetryAt)
+			default:
+				m.startWrite(ctx, wg, e)
+			}
+		} else if !e.ordering {
 			due, reason, wake := orderNow(e, o, m.cfg.Directory, now)
 			if due {
 				orders = append(orders, cand{e, o, !real, reason})
@@ -411,8 +482,13 @@ func (m *Manager) launchDue(ctx context.Context, wg *sync.WaitGroup) time.Durati
 		return orders[i].e.name < orders[j].e.name
 	})
 	for _, c := range orders {
-		if m.ordering >= m.cfg.MaxOrders || m.hold != "" {
+		if m.hold != "" {
 			break
+		}
+		select {
+		case m.slots <- struct{}{}: // released when the order's result is applied
+		default:
+			return max(next.Sub(now), 10*time.Millisecond) // every slot is taken; a finishing order wakes the loop
 		}
 		m.startOrder(ctx, wg, c.e, c.o, c.reason)
 	}

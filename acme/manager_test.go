@@ -414,8 +414,9 @@ func TestManagerFollowsARIAndReplaces(t *testing.T) {
 }
 
 func TestManagerChangedWishOrdersAtOnceEvenInBackoff(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour, fail: errors.New("connection refused")}
-	h := start(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{})
+	h := startAt(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{}, clk)
 	h.m.Update([]Want{{Name: "k", Domains: []string{"k.example.com"}}})
 	waitFor(t, "failing", func() bool { return state(h.m, "k").State == "failing" })
 	iss.mu.Lock()
@@ -427,15 +428,27 @@ func TestManagerChangedWishOrdersAtOnceEvenInBackoff(t *testing.T) {
 	if o := iss.lastOrder(); o.KeyType != "ec384" {
 		t.Fatalf("order key type = %q", o.KeyType)
 	}
-	// And back to the default: the volume holds ec384, so it orders again.
+	// And back to the default: a wish that changes again within a day waits
+	// a minute after the last such order (labels flapping are not ordered
+	// at each flip).
 	h.m.Update([]Want{{Name: "k", Domains: []string{"k.example.com"}}})
-	waitFor(t, "ec256 certificate", func() bool { return iss.count() == 3 && state(h.m, "k").State == "valid" })
-	// A new profile orders again too.
-	h.m.Update([]Want{{Name: "k", Domains: []string{"k.example.com"}, Profile: "tlsserver"}})
-	waitFor(t, "tlsserver certificate", func() bool { return iss.count() == 4 && state(h.m, "k").Profile == "tlsserver" })
-	if o := iss.lastOrder(); o.Profile != "tlsserver" {
-		t.Fatalf("order profile = %q", o.Profile)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.m.Renew(ctx, "nosuch", false) // a round trip: the loop has seen the new wish
+	if n := iss.count(); n != 2 {
+		t.Fatalf("orders right after the flip back = %d, want 2", n)
 	}
+	h.at(clk, clk.Now().Add(61*time.Second))
+	waitFor(t, "ec256 certificate", func() bool { return iss.count() == 3 && state(h.m, "k").State == "valid" })
+	// A third change within the day: ten minutes after the last.
+	h.m.Update([]Want{{Name: "k", Domains: []string{"k.example.com"}, Profile: "tlsserver"}})
+	h.at(clk, clk.Now().Add(5*time.Minute))
+	h.m.Renew(ctx, "nosuch", false)
+	if n := iss.count(); n != 3 {
+		t.Fatalf("orders 5 minutes after a third change = %d, want still 3", n)
+	}
+	h.at(clk, clk.Now().Add(6*time.Minute))
+	waitFor(t, "tlsserver certificate", func() bool { return iss.count() == 4 && state(h.m, "k").Profile == "tlsserver" })
 }
 
 func TestManagerRetryClassification(t *testing.T) {

@@ -53,6 +53,12 @@ func (m *Manager) renew(r renewReq) {
 		e.wait.joinOrder(r.reply)
 		return
 	}
+	if now.Before(e.st.LimitedUntil) {
+		r.reply <- RenewResult{Name: e.name,
+			Err: fmt.Sprintf("the CA asked for no new order before %s (rate limited; an order before then is refused and counts against the limit)",
+				e.st.LimitedUntil.Format(time.RFC3339))}
+		return
+	}
 	if !r.force {
 		need, _ := needsOrder(e, o, m.cfg.Directory, now)
 		if !need && e.want != nil && e.deployedFP != e.disk.Fingerprint {
@@ -70,7 +76,15 @@ func (m *Manager) renew(r renewReq) {
 			return
 		}
 	}
-	e.force = true
+	if r.force && m.cfg.ForcedLimit > 0 {
+		if recent := within(e.st.ForcedOrders, now, forcedWindow); len(recent) >= m.cfg.ForcedLimit {
+			r.reply <- RenewResult{Name: e.name, Err: fmt.Sprintf(
+				"%d forced renewals of %s in the last 7 days, the most allowed (EDGECERT_FORCED_RENEWALS): the next is possible from %s (Let's Encrypt issues at most 5 certificates for the same names a week)",
+				len(recent), e.name, recent[0].Add(forcedWindow).Format(time.RFC3339))}
+			return
+		}
+	}
+	e.force, e.forced = true, e.forced || r.force
 	e.wait.awaitOrder(r.reply)
 }
 
@@ -91,6 +105,14 @@ func (m *Manager) DryRun(ctx context.Context, name string) RenewResult {
 		return RenewResult{Name: name, DryRun: true, Err: fmt.Sprintf("no certificate named %q is wanted or renewed (see edgecert status)", name)}
 	}
 	res := RenewResult{Name: name, DryRun: true, Ordered: true}
+	// A dry run is an order too: it takes one of the EDGECERT_MAX_ORDERS slots.
+	select {
+	case m.slots <- struct{}{}:
+		defer func() { <-m.slots; m.poke() }()
+	case <-ctx.Done():
+		res.Message, res.Err = "dry run not started: every order slot stayed taken", ctx.Err().Error()
+		return res
+	}
 	if err := m.preflight(ctx, o.Domains); err != nil {
 		res.Message, res.Err = "dry run failed", err.Error()
 		return res

@@ -19,6 +19,8 @@ func (m *Manager) apply(r result) {
 		if e.ordering {
 			e.phase = r.phase
 		}
+	case writeDone:
+		m.applyWrite(e, r)
 	case deployDone:
 		if r.seq == e.deploySeq && e.deploying {
 			m.applyDeploy(e, r)
@@ -120,40 +122,125 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 
 func (m *Manager) applyOrder(e *entry, r result) {
 	now := m.now()
-	m.ordering--
+	<-m.slots
 	e.ordering, e.phase = false, ""
 	e.st.LastAttempt = now
-	if r.err != nil {
-		var oe *OrderError
-		var ra time.Duration
-		permanent := false
-		if errors.As(r.err, &oe) {
-			ra, permanent = oe.RetryAfter, oe.Permanent
-		}
-		e.st.Failures++
-		e.st.LastError, e.st.Permanent, e.st.FailedSpec = r.err.Error(), permanent, r.fp
-		e.st.RetryAt = retryAt(now, e.st.Failures, ra, permanent, rand.Float64)
-		m.record(e, Event{Kind: EventOrderFailed, Detail: r.err.Error(), TookMS: r.took.Milliseconds()})
+	switch {
+	case r.err != nil:
+		m.orderFailed(e, r)
+	case r.werr != nil:
+		e.pending = r.pair
+		m.writeFailed(e, r.werr)
+		e.wait.orderFailed(RenewResult{Name: e.name, Ordered: true, Message: "certificate issued, but not written to the volume; the write is retried (no new order)",
+			Err: r.werr.Error()})
+	default:
+		m.issued(e, r.info, r.pair)
+		m.log.Info("certificate obtained and written", "cert", e.name, "domains", strings.Join(r.info.Domains, ","),
+			"serial", r.info.Serial, "not_after", r.info.NotAfter.Format(time.RFC3339), "reason", r.pair.Reason,
+			"preflight_ms", r.pre.Milliseconds(), "lego_ms", r.took.Milliseconds())
+	}
+}
+
+func (m *Manager) orderFailed(e *entry, r result) {
+	now := m.now()
+	var oe *OrderError
+	var ra time.Duration
+	permanent := false
+	if errors.As(r.err, &oe) {
+		ra, permanent = oe.RetryAfter, oe.Permanent
+	}
+	e.st.Failures++
+	e.st.LastError, e.st.Permanent, e.st.FailedSpec = r.err.Error(), permanent, r.fp
+	e.st.RetryAt = retryAt(now, e.st.Failures, ra, permanent, rand.Float64)
+	e.st.LimitedUntil = time.Time{}
+	if ra > 0 {
+		e.st.LimitedUntil = e.st.RetryAt
+	}
+	m.record(e, Event{Kind: EventOrderFailed, Detail: r.err.Error(), TookMS: r.took.Milliseconds()})
+	m.save(e)
+	m.log.Error("order failed; will retry", "cert", e.name, "err", r.err, "permanent", permanent,
+		"failures", e.st.Failures, "retry_at", e.st.RetryAt.Format(time.RFC3339))
+	e.wait.orderFailed(RenewResult{Name: e.name, Ordered: true, Message: "order failed", Err: r.err.Error()})
+}
+
+// writeBackoff spaces the retries of a write that failed (a full or
+// read-only volume, a directory in the way): the issued pair waits in the
+// state volume meanwhile.
+var writeBackoff = []time.Duration{15 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute, time.Hour}
+
+func (m *Manager) writeFailed(e *entry, err error) {
+	first := e.writeErr == ""
+	e.writeErr = err.Error()
+	e.writeRetryAt = m.now().Add(writeBackoff[min(e.writeFailures, len(writeBackoff)-1)])
+	e.writeFailures++
+	m.log.Error("issued certificate not written to the volume; the write is retried, nothing is ordered again", "cert", e.name,
+		"err", err, "retry_at", e.writeRetryAt.Format(time.RFC3339))
+	if first {
+		m.record(e, Event{Kind: EventWriteFailed, Detail: err.Error()})
 		m.save(e)
-		m.log.Error("order failed; will retry", "cert", e.name, "err", r.err, "permanent", permanent,
-			"failures", e.st.Failures, "retry_at", e.st.RetryAt.Format(time.RFC3339))
-		e.wait.orderFailed(RenewResult{Name: e.name, Ordered: true, Message: "order failed", Err: r.err.Error()})
+	}
+}
+
+func (m *Manager) applyWrite(e *entry, r result) {
+	e.writing = false
+	if r.werr != nil {
+		m.writeFailed(e, r.werr)
 		return
 	}
-	o, _ := wish(e, m.def, now)
-	e.disk = r.info
-	e.st = persisted{Domains: r.info.Domains, Directory: m.cfg.Directory, Issued: &issuedSpec{KeyType: r.info.KeyType, Profile: o.Profile},
-		LastAttempt: now, LastSuccess: now, UnusedSince: e.st.UnusedSince, History: e.st.History}
-	m.record(e, Event{Kind: EventIssued, Serial: r.info.Serial, Detail: e.orderReason, TookMS: r.took.Milliseconds()})
+	m.log.Info("issued certificate written to the volume at last; no new order", "cert", e.name, "serial", r.info.Serial)
+	m.issued(e, r.info, e.pending)
+}
+
+// issued makes info, written from p, e's current certificate: its state is
+// saved, then its pending pair removed, and it is handed on for deployment.
+func (m *Manager) issued(e *entry, info *Info, p *pendingPair) {
+	now := m.now()
+	e.disk = info
+	e.st = persisted{Fingerprint: info.Fingerprint, Domains: info.Domains, Directory: p.Directory,
+		Issued:      &issuedSpec{KeyType: info.KeyType, Profile: p.Profile},
+		LastAttempt: now, LastSuccess: now, UnusedSince: e.st.UnusedSince, History: e.st.History,
+		WishOrders: e.st.WishOrders, ForcedOrders: e.st.ForcedOrders}
+	m.record(e, Event{Kind: EventIssued, Serial: info.Serial, Detail: p.Reason, TookMS: p.TookMS})
 	m.save(e)
-	m.log.Info("certificate obtained and written", "cert", e.name, "domains", strings.Join(r.info.Domains, ","),
-		"serial", r.info.Serial, "not_after", r.info.NotAfter.Format(time.RFC3339), "reason", e.orderReason,
-		"preflight_ms", r.pre.Milliseconds(), "lego_ms", r.took.Milliseconds())
+	if err := removePending(m.cfg.StateDir, e.name); err != nil {
+		m.log.Warn("cannot remove the written certificate's pending copy", "cert", e.name, "err", err)
+	}
+	e.pending, e.writeErr, e.writeFailures, e.writeRetryAt = nil, "", 0, time.Time{}
 	e.deployRetryAt, e.deployFailures = time.Time{}, 0
-	e.wait.orderWritten(r.info.Fingerprint)
+	e.wait.orderWritten(info.Fingerprint)
 	if e.want == nil {
 		// Renewed in its grace period: nobody waits for a reload.
-		e.wait.proven(RenewResult{Name: e.name, Ordered: true, Serial: r.info.Serial, NotAfter: r.info.NotAfter,
+		e.wait.proven(RenewResult{Name: e.name, Ordered: true, Serial: info.Serial, NotAfter: info.NotAfter,
 			Message: "certificate issued and written (unused: no reload)"})
+	}
+}
+
+// adoptPending looks, when e is loaded, for a pair issued before a crash or
+// a stop: already current on the volume (the state was not saved), it is
+// adopted; not yet written, it is written next; expired, it is dropped.
+// m.mu is held.
+func (m *Manager) adoptPending(e *entry) {
+	p, err := loadPending(m.cfg.StateDir, e.name)
+	if err != nil {
+		m.log.Error("cannot read the pending copy of an issued certificate", "cert", e.name, "err", err)
+		return
+	}
+	if p == nil {
+		return
+	}
+	leaf, _, err := parseChain([]byte(p.Chain))
+	switch {
+	case err != nil:
+		m.log.Error("the pending copy of an issued certificate is unreadable; dropped", "cert", e.name, "err", err)
+		_ = removePending(m.cfg.StateDir, e.name)
+	case e.disk != nil && e.disk.Fingerprint == infoOf(leaf).Fingerprint:
+		m.log.Info("certificate written before a restart, its state was not: state saved now; no new order", "cert", e.name, "serial", e.disk.Serial)
+		m.issued(e, e.disk, p)
+	case m.now().After(leaf.NotAfter):
+		m.log.Warn("the pending copy of an issued certificate has expired; dropped", "cert", e.name)
+		_ = removePending(m.cfg.StateDir, e.name)
+	default:
+		m.log.Info("certificate issued before a restart but not written; writing it now, no new order", "cert", e.name)
+		e.pending = p
 	}
 }

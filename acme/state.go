@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgecert/edgecert/acme/atomicfile"
@@ -25,6 +26,7 @@ type issuedSpec struct {
 
 // persisted is one certificate's state file.
 type persisted struct {
+	Fingerprint string      `json:"fingerprint,omitempty"` // the certificate this state describes
 	Domains     []string    `json:"domains"`
 	Directory   string      `json:"directory,omitempty"`
 	Issued      *issuedSpec `json:"issued,omitempty"`
@@ -34,12 +36,20 @@ type persisted struct {
 	Permanent   bool        `json:"permanent,omitempty"`
 	Failures    int         `json:"failures,omitempty"`
 	RetryAt     time.Time   `json:"retry_at,omitzero"`
-	FailedSpec  string      `json:"failed_spec,omitempty"` // the wish that failed; a new wish retries at once
-	ARI         *ARIWindow  `json:"ari,omitempty"`
-	ARINextPoll time.Time   `json:"ari_next_poll,omitzero"`
-	ARIError    string      `json:"ari_error,omitempty"`
-	UnusedSince time.Time   `json:"unused_since,omitzero"`
-	History     []Event     `json:"history,omitempty"` // newest last, at most historyLen
+	// LimitedUntil is the CA's Retry-After on a refused order: no order,
+	// forced or not, goes out before it.
+	LimitedUntil time.Time  `json:"limited_until,omitzero"`
+	FailedSpec   string     `json:"failed_spec,omitempty"` // the wish that failed; a new wish retries at once
+	ARI          *ARIWindow `json:"ari,omitempty"`
+	ARINextPoll  time.Time  `json:"ari_next_poll,omitzero"`
+	ARIError     string     `json:"ari_error,omitempty"`
+	UnusedSince  time.Time  `json:"unused_since,omitzero"`
+	// WishOrders are the recent orders placed because the wish changed,
+	// ForcedOrders those an operator forced: both bound how often a
+	// certificate is ordered (see orderNow and renew).
+	WishOrders   []time.Time `json:"wish_orders,omitempty"`
+	ForcedOrders []time.Time `json:"forced_orders,omitempty"`
+	History      []Event     `json:"history,omitempty"` // newest last, at most historyLen
 }
 
 // EventKind names what happened to a certificate.
@@ -51,8 +61,9 @@ const (
 	EventOrderFailed  EventKind = "order_failed"
 	EventReloadProven EventKind = "reload_proven"
 	EventReloadFailed EventKind = "reload_failed"
-	EventUnused       EventKind = "unused" // no running container wants it any more
-	EventWanted       EventKind = "wanted" // wanted again after being unused
+	EventWriteFailed  EventKind = "write_failed" // issued, not written to the volume: the write is retried
+	EventUnused       EventKind = "unused"       // no running container wants it any more
+	EventWanted       EventKind = "wanted"       // wanted again after being unused
 )
 
 // Event is one thing that happened to a certificate, kept in its history.
@@ -103,4 +114,66 @@ func (st *persisted) appendEvent(ev Event) {
 	if n := len(st.History); n > historyLen {
 		st.History = slices.Clone(st.History[n-historyLen:])
 	}
+}
+
+// A pending pair is an issued certificate and key that may not be on the
+// volume yet: <state>/pending/<name>.json (0600), written as soon as the CA
+// hands it over and removed once the state that describes it is saved. A
+// write that fails is retried from it, never ordered again; a crash between
+// the swap and the state being saved is mended from it at the next start.
+type pendingPair struct {
+	Chain     string    `json:"chain"` // PEM, leaf first
+	Key       string    `json:"key"`   // PEM
+	Directory string    `json:"directory"`
+	KeyType   string    `json:"key_type"`
+	Profile   string    `json:"profile"`
+	Reason    string    `json:"reason"`
+	TookMS    int64     `json:"took_ms"`
+	IssuedAt  time.Time `json:"issued_at"`
+}
+
+func pendingFile(stateDir, name string) string {
+	return filepath.Join(stateDir, "pending", name+".json")
+}
+
+func savePending(stateDir, name string, p *pendingPair) error {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(pendingFile(stateDir, name), data, 0o600)
+}
+
+// loadPending returns name's pending pair, or nil if there is none.
+func loadPending(stateDir, name string) (*pendingPair, error) {
+	data, err := os.ReadFile(pendingFile(stateDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p pendingPair
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func removePending(stateDir, name string) error {
+	err := os.Remove(pendingFile(stateDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// pendingNames lists the certificates that have a pending pair.
+func pendingNames(stateDir string) []string {
+	files, _ := filepath.Glob(filepath.Join(stateDir, "pending", "*.json"))
+	var names []string
+	for _, f := range files {
+		names = append(names, strings.TrimSuffix(filepath.Base(f), ".json"))
+	}
+	return names
 }

@@ -86,6 +86,10 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 	if e.st.LastError != "" {
 		s.NextRetry, s.RenewAt, s.RenewSource = e.st.RetryAt, e.st.RetryAt, SourceRetry
 	}
+	if e.writeErr != "" {
+		s.LastError = "issued but not written to the volume; the write is retried, nothing is ordered again: " + e.writeErr
+		s.NextRetry, s.RenewAt, s.RenewSource = e.writeRetryAt, e.writeRetryAt, SourceRetry
+	}
 	if e.ordering {
 		s.RenewSource = Source(e.orderReason)
 	}
@@ -103,7 +107,7 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 	switch {
 	case e.want == nil:
 		s.State = StateUnused
-	case e.st.LastError != "" || e.deployErr != "":
+	case e.st.LastError != "" || e.deployErr != "" || e.writeErr != "":
 		s.State = StateFailing
 	case e.disk == nil:
 		s.State = StatePending

@@ -377,3 +377,35 @@ func readVersion(dir string) (*Info, error) {
 	}
 	return infoOf(leaf), nil
 }
+
+// CheckWritable says whether a new pair for name can be written now: the
+// name is free or an edgecert link, its version directory can be made, and
+// a file the size of a pair can be written and synced there. Run before an
+// order, so that an order is not placed only to find the volume full,
+// read-only, or with a directory in the way.
+func (s *Store) CheckWritable(name string) error {
+	link := filepath.Join(s.dir, name)
+	if fi, err := os.Lstat(link); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+		return fmt.Errorf("%s exists and is not a link made by edgecert (a directory or file left by another tool?): move it away", link)
+	}
+	parent := filepath.Join(s.dir, versionsDir, name)
+	if err := mkdirSynced(parent); err != nil {
+		return err
+	}
+	if fi, err := os.Lstat(parent); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%s is a link, not a directory of edgecert's: refusing to write through it", parent)
+	}
+	f, err := os.CreateTemp(parent, ".tmp-check-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(make([]byte, 16<<10)) // a chain, a key and their copies
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -17,6 +17,7 @@ type resultKind int
 
 const (
 	orderDone   resultKind = iota
+	writeDone              // a pending pair was written to the volume, or not
 	deployDone             // a deployment was proven, or failed
 	ariDone                // the CA answered (or not) about the renewal window
 	phaseChange            // an order in flight moved to another phase
@@ -25,10 +26,12 @@ const (
 type result struct {
 	kind  resultKind
 	name  string
-	fp    string // order: the wish ordered (specKey); deploy, ari: the fingerprint concerned
-	grp   string // deploy: the group it was proven for
-	seq   int    // deploy: which deployment of the certificate
-	info  *Info  // order: what was written
+	fp    string       // order: the wish ordered (specKey); deploy, ari: the fingerprint concerned
+	grp   string       // deploy: the group it was proven for
+	seq   int          // deploy: which deployment of the certificate
+	info  *Info        // order, write: what was written
+	pair  *pendingPair // order: what the CA issued; nil if it issued nothing
+	werr  error        // order, write: writing the issued pair to the volume failed
 	ari   *RenewalInfo
 	phase Phase
 	err   error
@@ -38,10 +41,18 @@ type result struct {
 
 // startOrder orders o for e. m.mu is held.
 func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, o Order, reason string) {
-	e.ordering, e.force = true, false
+	now := m.now()
+	switch {
+	case e.forced:
+		e.st.ForcedOrders = append(within(e.st.ForcedOrders, now, forcedWindow), now)
+		m.save(e)
+	case wishChanged(e, o, reason):
+		e.st.WishOrders = append(within(e.st.WishOrders, now, flapWindow), now)
+		m.save(e)
+	}
+	e.ordering, e.force, e.forced = true, false, false
 	e.orderReason = reason
 	e.wait.orderStarted()
-	m.ordering++
 	if old := replaces(e, o, m.cfg.Directory); old != nil {
 		o.Replaces = old.Leaf
 	}
@@ -55,7 +66,12 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		var took time.Duration
 		m.send(ctx, result{kind: phaseChange, name: name, phase: PhasePreflight})
 		pstart := time.Now()
-		err := m.preflight(ctx, o.Domains)
+		err := m.cfg.Store.CheckWritable(name)
+		if err != nil {
+			err = fmt.Errorf("the certificate volume cannot take it (no order placed): %w", err)
+		} else {
+			err = m.preflight(ctx, o.Domains)
+		}
 		pre := time.Since(pstart)
 		if err == nil {
 			m.send(ctx, result{kind: phaseChange, name: name, phase: PhaseOrdering})
@@ -63,16 +79,55 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 			chain, key, err = m.cfg.Issuer.Obtain(ctx, o)
 			took = time.Since(start)
 		}
-		var info *Info
+		r := result{kind: orderDone, name: name, err: err, took: took, pre: pre, fp: specKey(o)}
 		if err == nil {
+			// Kept before it is written: from here on, this certificate is
+			// never ordered again, whatever happens to the write or to us.
+			r.pair = &pendingPair{Chain: string(chain), Key: string(key), Directory: m.cfg.Directory, KeyType: o.KeyType,
+				Profile: o.Profile, Reason: reason, TookMS: took.Milliseconds(), IssuedAt: time.Now().UTC()}
+			if err := savePending(m.cfg.StateDir, name, r.pair); err != nil {
+				m.log.Error("cannot keep the issued certificate in the state volume; writing it to the volume", "cert", name, "err", err)
+			}
 			m.send(ctx, result{kind: phaseChange, name: name, phase: PhaseWriting})
-			info, err = m.cfg.Store.Write(name, chain, key)
+			r.info, r.werr = m.write(name, r.pair)
 		}
-		if info != nil {
-			info.KeyType = cmp.Or(info.KeyType, o.KeyType)
-		}
-		m.send(ctx, result{kind: orderDone, name: name, info: info, err: err, took: took, pre: pre, fp: specKey(o)})
+		m.send(ctx, r)
 	}()
+}
+
+// startWrite writes e's pending pair to the volume again. m.mu is held.
+func (m *Manager) startWrite(ctx context.Context, wg *sync.WaitGroup, e *entry) {
+	e.writing = true
+	name, p := e.name, e.pending
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		info, err := m.write(name, p)
+		m.send(ctx, result{kind: writeDone, name: name, info: info, werr: err})
+	}()
+}
+
+// write makes p current on the volume, between the proxies' reads.
+func (m *Manager) write(name string, p *pendingPair) (*Info, error) {
+	if l := m.cfg.Swaps; l != nil {
+		deadline := time.Now().Add(swapWait)
+		for !l.TryLock() {
+			if time.Now().After(deadline) {
+				m.log.Warn("a proxy's reload is still reading the certificate files; swapping anyway", "cert", name)
+				l = nil
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if l != nil {
+			defer l.Unlock()
+		}
+	}
+	info, err := m.cfg.Store.Write(name, []byte(p.Chain), []byte(p.Key))
+	if info != nil {
+		info.KeyType = cmp.Or(info.KeyType, p.KeyType)
+	}
+	return info, err
 }
 
 // preflight polls the check until it passes or PreflightWait is over. It
@@ -129,11 +184,8 @@ func (m *Manager) startARI(ctx context.Context, wg *sync.WaitGroup, e *entry) {
 	}()
 }
 
-// send hands a worker's result to the loop, or drops it at shutdown: what the
-// worker wrote is on the volume and is read back at the next start.
-func (m *Manager) send(ctx context.Context, r result) {
-	select {
-	case m.results <- r:
-	case <-ctx.Done():
-	}
+// send hands a worker's result to the loop, which takes results until its
+// last worker has ended, at shutdown too.
+func (m *Manager) send(_ context.Context, r result) {
+	m.results <- r
 }

@@ -217,3 +217,26 @@ func TestDockerExecReadsOutputWithoutAnUpgrade(t *testing.T) {
 		t.Fatalf("exec = %q, %v; want nginx's message and exit code 1", out, err)
 	}
 }
+
+func TestEnsureHoldsTheFilesAndRetriesAKeyMismatchOnce(t *testing.T) {
+	f, _, fp := newFake(t)
+	f.files, f.mismatch = &sync.RWMutex{}, 1
+	port, _ := strconv.Atoi(f.port)
+	r := reloader(f)
+	r.opts.Files = f.files
+	rep := r.Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: port},
+		[]Cert{{Name: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}})
+	if !rep.OK {
+		t.Fatalf("a key mismatch read across a swap failed the reload: %+v", rep)
+	}
+	f.mu.Lock()
+	held := f.heldOK
+	f.mu.Unlock()
+	if !held {
+		t.Errorf("the certificate files were not held during the config test: a swap could have run")
+	}
+	if !f.files.TryLock() {
+		t.Fatalf("the files are still held after the reload")
+	}
+	f.files.Unlock()
+}

@@ -49,6 +49,14 @@ type Options struct {
 	ShuttingDown  string        // ...unless it also contains this (an old worker draining)
 	Timeout       time.Duration // for all workers to be new, and for the handshake to show the certificate
 	Self          string        // this container's ID or name, to find a shared network; "" if not in a container
+	// Files, when set, is held shared from the config test until the new
+	// workers run, while the proxy reads the certificate files; swaps take
+	// it exclusively, so the proxy never reads one pair's two files across
+	// a swap.
+	Files interface {
+		RLock()
+		RUnlock()
+	}
 }
 
 // NginxDefaults are the options for nginx.
@@ -248,8 +256,25 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		return rep
 	}
 
+	// The files stay put from the config test until the new workers have
+	// loaded them.
+	unlockFiles := func() {}
+	if f := r.opts.Files; f != nil {
+		f.RLock()
+		var once sync.Once
+		unlockFiles = func() { once.Do(f.RUnlock) }
+	}
+	defer unlockFiles()
 	if len(opts.ConfigTest) > 0 {
-		if err := step("config_test", func() (string, error) { return r.exec(ctx, p.ID, opts.ConfigTest) }); err != nil {
+		if err := step("config_test", func() (string, error) {
+			out, err := r.exec(ctx, p.ID, opts.ConfigTest)
+			if err != nil && strings.Contains(out, "key values mismatch") && ctx.Err() == nil {
+				// A certificate and a key read across a swap by another
+				// reader of the volume: the next read sees one pair.
+				out, err = r.exec(ctx, p.ID, opts.ConfigTest)
+			}
+			return out, err
+		}); err != nil {
 			return fail(fmt.Errorf("config test %q in %s failed, no signal sent: %w", strings.Join(opts.ConfigTest, " "), p.Name, err))
 		}
 	}
@@ -287,6 +312,7 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 	if err := step("workers_new", func() (string, error) { return r.waitNewWorkers(ctx, p.ID, opts, mainPID, before) }); err != nil {
 		return fail(fmt.Errorf("%s did not reload (it keeps its old configuration; see its error log): %w", p.Name, err))
 	}
+	unlockFiles()
 
 	if len(addrs) == 0 {
 		rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, Detail: "skipped: edgecert shares no network with this container"})

@@ -36,17 +36,21 @@ type fakeNginx struct {
 	masterCmd  string // default "nginx: master process ..."
 	restarting bool
 
-	mu       sync.Mutex
-	workers  []string
-	nextPID  int
-	testExit int
-	hang     bool  // the config test never ends
-	flood    int64 // the config test writes this many bytes
-	broken   bool  // HUP leaves workers as they are, as nginx does with a bad config
-	kills    []string
-	serving  *tls.Certificate
-	pending  *tls.Certificate // served after the next good HUP
-	ip, port string
+	mu           sync.Mutex
+	workers      []string
+	nextPID      int
+	testExit     int
+	hang         bool // the config test never ends
+	mismatch     int  // the config test reports a key mismatch this many times first
+	testExitOnce bool
+	files        *sync.RWMutex // if set: the config test records whether it is held
+	heldOK       bool          // the files were held (shared) during every config test
+	flood        int64         // the config test writes this many bytes
+	broken       bool          // HUP leaves workers as they are, as nginx does with a bad config
+	kills        []string
+	serving      *tls.Certificate
+	pending      *tls.Certificate // served after the next good HUP
+	ip, port     string
 }
 
 func (f *fakeNginx) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
@@ -105,8 +109,23 @@ func (f *fakeNginx) ExecOutput(ctx context.Context, execID string) (io.ReadClose
 		}()
 		return pr, nil
 	}
+	if f.files != nil {
+		f.mu.Lock()
+		f.heldOK = !f.files.TryLock() // a reload must hold it: no swap can take it now
+		if !f.heldOK {
+			f.files.Unlock()
+		}
+		f.mu.Unlock()
+	}
 	var buf bytes.Buffer
 	msg := "nginx: configuration file /etc/nginx/nginx.conf test is successful"
+	f.mu.Lock()
+	if f.mismatch > 0 {
+		f.mismatch--
+		f.testExitOnce = true
+		msg = `nginx: [emerg] SSL_CTX_use_PrivateKey("/etc/nginx/certs/a/privkey.pem") failed (SSL: error:05800074:x509 certificate routines::key values mismatch)`
+	}
+	f.mu.Unlock()
 	if f.testExit != 0 {
 		msg = `nginx: [emerg] unknown directive "sever" in /etc/nginx/nginx.conf:3`
 	}
@@ -115,6 +134,12 @@ func (f *fakeNginx) ExecOutput(ctx context.Context, execID string) (io.ReadClose
 }
 
 func (f *fakeNginx) ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.testExitOnce {
+		f.testExitOnce = false
+		return container.ExecInspect{ExitCode: 1}, nil
+	}
 	return container.ExecInspect{ExitCode: f.testExit}, nil
 }
 

@@ -40,6 +40,7 @@ type Config struct {
 	LabelPrefix   string        `env:"EDGECERT_LABEL_PREFIX" envDefault:"edgecert"`
 	Socket        string        `env:"EDGECERT_SOCKET"` // default: defaultSocket
 	MaxOrders     int           `env:"EDGECERT_MAX_ORDERS" envDefault:"3"`
+	ForcedLimit   int           `env:"EDGECERT_FORCED_RENEWALS" envDefault:"5"`
 	ReloadTimeout time.Duration `env:"EDGECERT_RELOAD_TIMEOUT" envDefault:"30s"`
 	Debounce      time.Duration `env:"EDGECERT_DEBOUNCE" envDefault:"500ms"`
 	DockerResync  time.Duration `env:"EDGECERT_DOCKER_RESYNC" envDefault:"1m"`
@@ -116,6 +117,9 @@ func loadConfig() (Config, error) {
 	}
 	if c.MaxOrders < 1 || c.MaxOrders > 50 {
 		return bad("EDGECERT_MAX_ORDERS", "%d: want 1 to 50", c.MaxOrders)
+	}
+	if c.ForcedLimit < 0 || c.ForcedLimit > 1000 {
+		return bad("EDGECERT_FORCED_RENEWALS", "%d: want 0 (no bound) to 1000", c.ForcedLimit)
 	}
 	if c.ReloadTimeout < time.Second {
 		return bad("EDGECERT_RELOAD_TIMEOUT", "%s: want at least 1s", c.ReloadTimeout)

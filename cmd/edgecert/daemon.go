@@ -125,15 +125,20 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	ropts := signal.NginxDefaults()
 	ropts.Timeout = cfg.ReloadTimeout
 	ropts.Self = signal.SelfID()
+	// Swaps of a pair and proxies reading the files (config test to new
+	// workers) take turns, so that no proxy reads one pair's two files
+	// across a swap.
+	files := &sync.RWMutex{}
+	ropts.Files = files
 	reloader := signal.New(signal.Docker(docker), ropts, log)
 	batcher := signal.NewBatcher(reloader, cfg.ReloadWindow, onReport)
 	manager := acme.NewManager(acme.ManagerConfig{
-		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders,
+		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders, ForcedLimit: cfg.ForcedLimit,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
 		// A batch gathers for at most ten windows, then each proxy has
 		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
 		DeployTimeout: 10*cfg.ReloadWindow + cfg.ReloadTimeout + 30*time.Second,
-		Store:         store, Issuer: iss, DryRun: dry,
+		Store:         store, Issuer: iss, DryRun: dry, Swaps: files,
 		Deployer:  proxyDeployer{batcher: batcher, has: store.Has, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir},
 		Preflight: &challengePreflight{webroot: cfg.Webroot, proxies: batcher, probe: reloader, log: log},
 		Events:    events,

@@ -119,7 +119,7 @@ func (n *notifier) enabled() bool {
 // CertEvent is acme's EventSink: called with the manager's lock held.
 func (n *notifier) CertEvent(name string, e acme.Event, s acme.CertStatus) {
 	switch e.Kind {
-	case acme.EventOrderFailed, acme.EventReloadFailed:
+	case acme.EventOrderFailed, acme.EventReloadFailed, acme.EventWriteFailed:
 		n.transition(s, condFailing, e.Detail)
 	case acme.EventReloadProven:
 		n.transition(s, condOK, "")

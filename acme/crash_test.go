@@ -308,3 +308,43 @@ func TestManagerSwapsBetweenReloads(t *testing.T) {
 		}
 	}
 }
+
+func TestManagerKeepsANameBoundToItsDomains(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	h := startAt(t, t.TempDir(), t.TempDir(), iss, &fakeDeployer{}, clk)
+	owner := Want{Name: "shop", Domains: []string{"shop.example.com"}, Containers: []string{"shop"}}
+	h.m.Update([]Want{owner})
+	waitFor(t, "the owner's certificate", func() bool { return state(h.m, "shop").State == StateValid })
+	// The owner is redeployed; meanwhile another container asks for the name
+	// with names of its own.
+	intruder := Want{Name: "shop", Domains: []string{"other.example.com"}, Containers: []string{"intruder"}}
+	h.m.Update([]Want{intruder})
+	waitFor(t, "a conflict", func() bool { return len(h.m.Conflicts()) == 1 })
+	if c := h.m.Conflicts()[0]; c.Containers[0] != "intruder" || !strings.Contains(c.Err, "edgecert forget shop") {
+		t.Fatalf("conflict = %+v", c)
+	}
+	if s := state(h.m, "shop"); iss.count() != 1 || s.State != StateUnused || s.Domains[0] != "shop.example.com" {
+		t.Fatalf("while the name is bound: orders %d, %+v; want no order, the owner's certificate kept", iss.count(), s)
+	}
+	// The owner comes back, with a name more: its own wish, accepted.
+	owner.Domains = append(owner.Domains, "www.shop.example.com")
+	h.m.Update([]Want{owner})
+	waitFor(t, "the owner's new names", func() bool { return iss.count() == 2 && len(state(h.m, "shop").Domains) == 2 })
+	if n := len(h.m.Conflicts()); n != 0 {
+		t.Fatalf("conflicts after the owner returned = %d", n)
+	}
+	// The operator releases the name: the other wish is taken at once.
+	h.m.Update([]Want{intruder})
+	waitFor(t, "a conflict again", func() bool { return len(h.m.Conflicts()) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if r := h.m.Forget(ctx, "shop"); r.Err != "" {
+		t.Fatalf("forget: %+v", r)
+	}
+	h.at(clk, clk.Now().Add(2*time.Minute)) // past the wait for a second changed wish in a day
+	waitFor(t, "the released name ordered for the other names", func() bool {
+		s := state(h.m, "shop")
+		return iss.count() == 3 && s.State == StateValid && s.Domains[0] == "other.example.com"
+	})
+}

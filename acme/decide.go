@@ -2,6 +2,7 @@ package acme
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -94,6 +95,25 @@ func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, r
 		return false, "", at
 	}
 	return false, "", time.Time{}
+}
+
+// boundElsewhere says why w may not take e's name, or "": a name stays
+// bound to the names of the certificate its files hold while they are used
+// or in their unused grace, so that a container that starts while the
+// owner is away (a redeploy) cannot take it over with other names and have
+// the owner's server block serve them. A wish that shares a name with the
+// certificate is its owner's (adding or dropping a name is fine); the
+// operator releases a name with `edgecert forget`.
+func boundElsewhere(e *entry, w Want, d defaults, now time.Time) string {
+	if e.disk == nil || e.disk.Placeholder || e.st.Released ||
+		slices.ContainsFunc(w.Domains, func(n string) bool { return slices.Contains(e.disk.Domains, n) }) {
+		return ""
+	}
+	if e.want == nil && !e.st.UnusedSince.IsZero() && !inGrace(e, d, now) {
+		return "" // unused past its grace: the name is free again
+	}
+	return fmt.Sprintf("certificate name %q holds a certificate for %s; this container asks for %s, which shares no name with it: give it another name, or release the name with `edgecert forget %s`",
+		e.name, strings.Join(e.disk.Domains, ","), strings.Join(w.Domains, ","), e.name)
 }
 
 // flapWindow is how far back orders for a changed wish count, and

@@ -176,3 +176,31 @@ func TestDescribeStates(t *testing.T) {
 		t.Errorf("a due certificate under a hold does not say why it waits")
 	}
 }
+
+func TestBoundElsewhere(t *testing.T) {
+	d := defaults{UnusedGrace: 7 * day}
+	cert := func() *Info { return onDisk(90*day, "ec256", "shop.test", "www.shop.test") }
+	tests := []struct {
+		desc  string
+		e     entry
+		w     []string
+		bound bool
+	}{
+		{desc: "nothing on the volume", e: entry{name: "shop"}, w: []string{"x.test"}},
+		{desc: "a placeholder", e: entry{name: "shop", disk: &Info{Placeholder: true, Domains: []string{"shop.test"}}}, w: []string{"x.test"}},
+		{desc: "the owner adds a name", e: entry{name: "shop", disk: cert()}, w: []string{"shop.test", "api.shop.test"}},
+		{desc: "the owner drops a name", e: entry{name: "shop", disk: cert()}, w: []string{"www.shop.test"}},
+		{desc: "other names while in use", e: entry{name: "shop", disk: cert(), want: &Want{}}, w: []string{"x.test"}, bound: true},
+		{desc: "other names in the unused grace", e: entry{name: "shop", disk: cert(), st: persisted{UnusedSince: t0}}, w: []string{"x.test"}, bound: true},
+		{desc: "other names past the grace", e: entry{name: "shop", disk: cert(), st: persisted{UnusedSince: t0.Add(-8 * day)}}, w: []string{"x.test"}},
+		{desc: "other names once released", e: entry{name: "shop", disk: cert(), want: &Want{}, st: persisted{Released: true}}, w: []string{"x.test"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			why := boundElsewhere(&tc.e, Want{Name: "shop", Domains: tc.w}, d, t0.Add(time.Hour))
+			if (why != "") != tc.bound {
+				t.Errorf("boundElsewhere = %q, want bound=%v", why, tc.bound)
+			}
+		})
+	}
+}

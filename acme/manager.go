@@ -65,11 +65,13 @@ type Manager struct {
 	results chan result
 	wake    chan struct{}
 
-	mu     sync.Mutex // guards what follows: the loop writes, Status reads
-	certs  map[string]*entry
-	synced bool
-	slots  chan struct{} // one per order in flight, dry runs included: at most MaxOrders
-	hold   string        // why orders wait, "" if they need not
+	mu        sync.Mutex // guards what follows: the loop writes, Status reads
+	certs     map[string]*entry
+	synced    bool
+	slots     chan struct{} // one per order in flight, dry runs included: at most MaxOrders
+	hold      string        // why orders wait, "" if they need not
+	conflicts []Conflict    // wishes refused by the last reconcile
+	lastWants []Want        // what the last reconcile was given
 }
 
 // entry is one certificate as the loop knows it.
@@ -285,6 +287,21 @@ func (m *Manager) Status() []CertStatus {
 	return out
 }
 
+// Conflict is a wish refused because its certificate name is bound to
+// other names (see boundElsewhere).
+type Conflict struct {
+	Name       string
+	Containers []string
+	Err        string
+}
+
+// Conflicts returns the wishes the last update refused.
+func (m *Manager) Conflicts() []Conflict {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.conflicts)
+}
+
 // Has says whether the Manager knows a certificate called name.
 func (m *Manager) Has(name string) bool {
 	m.mu.Lock()
@@ -306,11 +323,20 @@ func (m *Manager) reconcile(ws []Want) {
 		}
 		m.synced = true
 	}
+	m.lastWants = ws
 	wanted := map[string]bool{}
+	m.conflicts = nil
 	for i := range ws {
 		w := ws[i]
-		wanted[w.Name] = true
 		e := m.entry(w.Name)
+		if why := boundElsewhere(e, w, m.def, m.now()); why != "" {
+			if e.want == nil || !slices.Equal(e.want.Containers, w.Containers) {
+				m.log.Error("certificate name taken; this wish is ignored", "cert", w.Name, "container", strings.Join(w.Containers, ","), "err", why)
+			}
+			m.conflicts = append(m.conflicts, Conflict{Name: w.Name, Containers: w.Containers, Err: why})
+			continue
+		}
+		wanted[w.Name] = true
 		if e.want == nil || !slices.Equal(e.want.Domains, w.Domains) {
 			m.log.Debug("certificate wanted", "cert", w.Name, "domains", strings.Join(w.Domains, ","), "container", strings.Join(w.Containers, ","))
 		}

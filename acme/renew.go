@@ -11,9 +11,10 @@ import (
 // loop: they touch no state.
 
 type renewReq struct {
-	name  string
-	force bool
-	reply chan RenewResult
+	name   string
+	force  bool
+	forget bool // Forget, not Renew
+	reply  chan RenewResult
 }
 
 // Renew asks for name to be renewed (force: even if not due, and past any
@@ -37,6 +38,10 @@ func (m *Manager) Renew(ctx context.Context, name string, force bool) RenewResul
 func (m *Manager) renew(r renewReq) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if r.forget {
+		m.forget(r)
+		return
+	}
 	now := m.now()
 	e, ok := m.certs[r.name]
 	var o Order
@@ -86,6 +91,38 @@ func (m *Manager) renew(r renewReq) {
 	}
 	e.force, e.forced = true, e.forced || r.force
 	e.wait.awaitOrder(r.reply)
+}
+
+// Forget releases name: the next wish under it may ask for other names
+// (its certificate is then ordered); the files stay until that one is
+// written.
+func (m *Manager) Forget(ctx context.Context, name string) RenewResult {
+	req := renewReq{name: name, forget: true, reply: make(chan RenewResult, 1)}
+	select {
+	case m.renews <- req:
+	case <-ctx.Done():
+		return RenewResult{Name: name, Err: ctx.Err().Error()}
+	}
+	select {
+	case r := <-req.reply:
+		return r
+	case <-ctx.Done():
+		return RenewResult{Name: name, Err: ctx.Err().Error()}
+	}
+}
+
+// forget takes a Forget request. m.mu is held.
+func (m *Manager) forget(r renewReq) {
+	e, ok := m.certs[r.name]
+	if !ok {
+		r.reply <- RenewResult{Name: r.name, Err: fmt.Sprintf("no certificate named %q (see edgecert status)", r.name)}
+		return
+	}
+	e.st.Released = true
+	m.save(e)
+	m.log.Info("certificate name released by the operator", "cert", r.name)
+	m.reconcile(m.lastWants) // a wish refused for it is taken now
+	r.reply <- RenewResult{Name: r.name, Message: "released: the next container that asks for this name gets it, with its own names (ordered then); the files stay until that certificate is written"}
 }
 
 // DryRun performs a whole order for name against the dry-run CA and throws

@@ -47,7 +47,10 @@ type persisted struct {
 	// WishOrders are the recent orders placed because the wish changed,
 	// ForcedOrders those an operator forced: both bound how often a
 	// certificate is ordered (see orderNow and renew).
-	WishOrders   []time.Time `json:"wish_orders,omitempty"`
+	WishOrders []time.Time `json:"wish_orders,omitempty"`
+	// Released: the operator released the name (edgecert forget); it is
+	// bound again by the next certificate issued for it.
+	Released     bool        `json:"released,omitempty"`
 	ForcedOrders []time.Time `json:"forced_orders,omitempty"`
 	History      []Event     `json:"history,omitempty"` // newest last, at most historyLen
 }

@@ -134,6 +134,7 @@ func Parse(r Rules, containers []Container) Desired {
 
 	var d Desired
 	byName := map[string]*CertSpec{}
+	explicit := map[string]bool{} // the certificate's name was given by edgecert.name
 	var order []string
 	for _, c := range sorted {
 		if _, ok := c.Labels[p+labelNginx]; !ok && c.NginxProxy {
@@ -191,8 +192,24 @@ func Parse(r Rules, containers []Container) Desired {
 			}
 			spec.Email = c.CompanionEmail
 		}
+		_, named := c.Labels[p+labelName]
 		if prev, ok := byName[name]; ok {
-			if !slices.Equal(slices.Sorted(slices.Values(prev.Domains)), slices.Sorted(slices.Values(domains))) { // both deduplicated
+			sameNames := slices.Equal(slices.Sorted(slices.Values(prev.Domains)), slices.Sorted(slices.Values(domains))) // both deduplicated
+			if !sameNames && named && !explicit[name] && slices.Contains(domains, name) {
+				// A container that names its certificate after one of its own
+				// domains wins over one whose first domain merely happens to
+				// be that name, however old: a recreated owner must not lose
+				// its name to it.
+				for _, pc := range prev.Containers {
+					d.Problems = append(d.Problems, Problem{pc, p + labelDomains, fmt.Sprintf(
+						"its first domain makes certificate name %q, which container %s names explicitly for %s: give this container %s%s",
+						name, c.Name, strings.Join(domains, ","), p, labelName)})
+				}
+				explicit[name] = true
+				*prev = spec
+				continue
+			}
+			if !sameNames {
 				d.Problems = append(d.Problems, Problem{c.Name, p + labelDomains, fmt.Sprintf(
 					"certificate %q is already requested by container %s for %s; this container asks for %s: give it another %s%s",
 					name, prev.Containers[0], strings.Join(prev.Domains, ","), strings.Join(domains, ","), p, labelName)})
@@ -208,6 +225,7 @@ func Parse(r Rules, containers []Container) Desired {
 			continue
 		}
 		byName[name] = &spec
+		explicit[name] = named
 		order = append(order, name)
 	}
 	sort.Strings(order)

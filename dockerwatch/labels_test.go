@@ -3,6 +3,7 @@ package dockerwatch
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -156,5 +157,21 @@ func TestRulesCheckName(t *testing.T) {
 	cs := []Container{{ID: "1", Name: "app", Running: true, Labels: map[string]string{"edgecert.domains": "a.example.com", "edgecert.name": "taken"}}}
 	if d := Parse(r, cs); len(d.Certs) != 0 || len(d.Problems) != 1 || d.Problems[0].Label != "edgecert.name" {
 		t.Errorf("Parse with a refusing CertName = %+v, want one problem on edgecert.name", d)
+	}
+}
+
+func TestParseARecreatedOwnerKeepsItsName(t *testing.T) {
+	cs := []Container{
+		// Older, default naming: its first domain happens to be the owner's name.
+		{ID: "1", Name: "old-api", Created: 1, Running: true, Labels: map[string]string{"edgecert.domains": "shop.example.com,api.example.com"}},
+		// The owner, recreated a moment ago, names its certificate.
+		{ID: "2", Name: "shop", Created: 2, Running: true, Labels: map[string]string{"edgecert.domains": "shop.example.com,www.shop.example.com", "edgecert.name": "shop.example.com"}},
+	}
+	d := Parse(testRules, cs)
+	if len(d.Certs) != 1 || d.Certs[0].Containers[0] != "shop" || !slices.Equal(d.Certs[0].Domains, []string{"shop.example.com", "www.shop.example.com"}) {
+		t.Fatalf("certs = %+v, want the owner's", d.Certs)
+	}
+	if len(d.Problems) != 1 || d.Problems[0].Container != "old-api" || !strings.Contains(d.Problems[0].Err, "names explicitly") {
+		t.Fatalf("problems = %v, want one for old-api saying why", d.Problems)
 	}
 }

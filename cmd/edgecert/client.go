@@ -247,6 +247,26 @@ func cmdHealth(stdout, stderr io.Writer) int {
 	return 0
 }
 
+func cmdForget(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: edgecert forget NAME")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var res acme.RenewResult
+	if _, err := newControlClient(socketPath()).do(ctx, "POST", "/v1/forget", map[string]string{"name": args[0]}, &res); err != nil {
+		fmt.Fprintf(stderr, "edgecert: %v\n", err)
+		return 2
+	}
+	if res.Err != "" {
+		fmt.Fprintf(stderr, "edgecert: %s\n", res.Err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: %s\n", res.Name, res.Message)
+	return 0
+}
+
 func socketPath() string {
 	return cmp.Or(os.Getenv("EDGECERT_SOCKET"), defaultSocket)
 }

@@ -49,6 +49,7 @@ type daemonState interface {
 	status() StatusDoc
 	healthy() error
 	renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult
+	forget(ctx context.Context, name string) acme.RenewResult
 }
 
 func serveControl(ctx context.Context, path string, d daemonState) error {
@@ -100,6 +101,16 @@ func serveControl(ctx context.Context, path string, d daemonState) error {
 			<-done
 		}
 		writeJSON(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST /v1/forget", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Name string `json:"name"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.Name == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"name\": ...}"})
+			return
+		}
+		writeJSON(w, http.StatusOK, d.forget(r.Context(), req.Name))
 	})
 	return serveUntil(ctx, ln, mux, "control socket")
 }

@@ -28,6 +28,13 @@ type fakeDaemon struct {
 
 func (f *fakeDaemon) status() StatusDoc { f.mu.Lock(); defer f.mu.Unlock(); return f.doc }
 func (f *fakeDaemon) healthy() error    { f.mu.Lock(); defer f.mu.Unlock(); return f.unwell }
+func (f *fakeDaemon) forget(ctx context.Context, name string) acme.RenewResult {
+	if name != "site" {
+		return acme.RenewResult{Name: name, Err: "no certificate named " + name}
+	}
+	return acme.RenewResult{Name: name, Message: "released"}
+}
+
 func (f *fakeDaemon) renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult {
 	f.mu.Lock()
 	f.renewed = append(f.renewed, name)
@@ -132,6 +139,12 @@ func TestCLIRenewAndHealthThroughTheSocket(t *testing.T) {
 	out, _, code = cli("renew", "broken")
 	if code != 1 || !strings.Contains(out, "broken: FAILED: order failed: urn:ietf:params:acme:error:connection") {
 		t.Errorf("renew of a failing order: exit %d\n%s", code, out)
+	}
+	if out, _, code := cli("forget", "site"); code != 0 || !strings.Contains(out, "site: released") {
+		t.Errorf("forget site: exit %d %q", code, out)
+	}
+	if _, errs, code := cli("forget", "nosuch"); code != 1 || !strings.Contains(errs, "no certificate named nosuch") {
+		t.Errorf("forget of an unknown name: exit %d %q", code, errs)
 	}
 	if _, _, code = cli("renew"); code != 2 {
 		t.Errorf("renew without names or --all: exit %d, want 2", code)

@@ -202,6 +202,11 @@ func (d *daemon) status() StatusDoc {
 	d.mu.Lock()
 	doc.Problems = append(doc.Problems, d.problems...)
 	d.mu.Unlock()
+	for _, c := range d.stages.manager.Conflicts() {
+		for _, ct := range c.Containers {
+			doc.Problems = append(doc.Problems, dockerwatch.Problem{Container: ct, Label: d.cfg.LabelPrefix + ".name", Err: c.Err})
+		}
+	}
 	return doc
 }
 
@@ -210,6 +215,10 @@ func (d *daemon) healthy() error {
 		return errors.New(h.Error)
 	}
 	return nil
+}
+
+func (d *daemon) forget(ctx context.Context, name string) acme.RenewResult {
+	return d.stages.manager.Forget(ctx, name)
 }
 
 func (d *daemon) renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult {

@@ -39,6 +39,8 @@ commands:
                            failing or expires within N days (default 14)
   renew [--force] [--dry-run] (--all | NAME|DOMAIN...)
                            renew certificates, print progress, wait for the outcome
+  forget NAME              release a certificate name, so that a container may use it for
+                           other domains (its files stay until the new certificate is written)
   health                   exit 0 if the daemon is up and following the Docker Engine
   version                  print the version
 `
@@ -64,6 +66,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return cmdRenew(args, stdout, stderr)
 	case "health":
 		return cmdHealth(stdout, stderr)
+	case "forget":
+		return cmdForget(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return 0

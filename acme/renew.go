@@ -20,17 +20,22 @@ type renewReq struct {
 // Renew asks for name to be renewed (force: even if not due, and past any
 // retry wait) and waits for the outcome, deployment included.
 func (m *Manager) Renew(ctx context.Context, name string, force bool) RenewResult {
-	req := renewReq{name: name, force: force, reply: make(chan RenewResult, 1)}
+	return m.ask(ctx, renewReq{name: name, force: force, reply: make(chan RenewResult, 1)}, " (the renewal goes on; see status)")
+}
+
+// ask hands req to the loop and waits for its answer; after a timeout, the
+// answer says so, followed by afterTimeout.
+func (m *Manager) ask(ctx context.Context, req renewReq, afterTimeout string) RenewResult {
 	select {
 	case m.renews <- req:
 	case <-ctx.Done():
-		return RenewResult{Name: name, Err: ctx.Err().Error()}
+		return RenewResult{Name: req.name, Err: ctx.Err().Error()}
 	}
 	select {
 	case r := <-req.reply:
 		return r
 	case <-ctx.Done():
-		return RenewResult{Name: name, Err: "gave up waiting: " + ctx.Err().Error() + " (the renewal goes on; see status)"}
+		return RenewResult{Name: req.name, Err: "gave up waiting: " + ctx.Err().Error() + afterTimeout}
 	}
 }
 
@@ -97,18 +102,7 @@ func (m *Manager) renew(r renewReq) {
 // (its certificate is then ordered); the files stay until that one is
 // written.
 func (m *Manager) Forget(ctx context.Context, name string) RenewResult {
-	req := renewReq{name: name, forget: true, reply: make(chan RenewResult, 1)}
-	select {
-	case m.renews <- req:
-	case <-ctx.Done():
-		return RenewResult{Name: name, Err: ctx.Err().Error()}
-	}
-	select {
-	case r := <-req.reply:
-		return r
-	case <-ctx.Done():
-		return RenewResult{Name: name, Err: ctx.Err().Error()}
-	}
+	return m.ask(ctx, renewReq{name: name, forget: true, reply: make(chan RenewResult, 1)}, "")
 }
 
 // forget takes a Forget request. m.mu is held.

@@ -206,28 +206,8 @@ func (n *notifier) Run(ctx context.Context, status func() []acme.CertStatus) err
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case s := <-n.hooks:
-				n.runHook(ctx, s)
-			}
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case nt := <-n.notices:
-				n.send(ctx, nt)
-			}
-		}
-	}()
+	go func() { defer wg.Done(); consume(ctx, n.hooks, func(s acme.CertStatus) { n.runHook(ctx, s) }) }()
+	go func() { defer wg.Done(); consume(ctx, n.notices, func(nt Notice) { n.send(ctx, nt) }) }()
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	n.checkExpiry(status())
@@ -239,6 +219,18 @@ func (n *notifier) Run(ctx context.Context, status func() []acme.CertStatus) err
 		case <-n.changed:
 		case <-tick.C:
 			n.checkExpiry(status())
+		}
+	}
+}
+
+// consume runs f on each value from ch, one after another, until ctx ends.
+func consume[T any](ctx context.Context, ch <-chan T, f func(T)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case v := <-ch:
+			f(v)
 		}
 	}
 }

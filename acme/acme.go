@@ -9,6 +9,7 @@
 //
 //	acme.go      this file: what goes in and out (Want, Order, Deployment, the interfaces)
 //	manager.go   the Manager and its loop: the only code that changes certificate state
+//	wants.go     the wanted set against the certificates known; loading an entry; refused wishes
 //	workers.go   the goroutines the loop starts: order, deploy, ARI poll
 //	results.go   what the loop does with a finished order, deployment or ARI answer
 //	decide.go    pure decisions: what to order for a certificate, and whether now

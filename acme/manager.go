@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 )
@@ -287,140 +285,12 @@ func (m *Manager) Status() []CertStatus {
 	return out
 }
 
-// Conflict is a wish refused because its certificate name is bound to
-// other names (see boundElsewhere).
-type Conflict struct {
-	Name       string
-	Containers []string
-	Err        string
-}
-
-// Conflicts returns the wishes the last update refused.
-func (m *Manager) Conflicts() []Conflict {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.conflicts)
-}
-
 // Has says whether the Manager knows a certificate called name.
 func (m *Manager) Has(name string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, ok := m.certs[name]
 	return ok
-}
-
-// reconcile makes the entries match the wanted set. m.mu is held.
-func (m *Manager) reconcile(ws []Want) {
-	if !m.synced {
-		// Certificates left on the volume by an earlier run are known too.
-		names, err := m.cfg.Store.Names()
-		if err != nil {
-			m.log.Error("cannot list the certificate volume", "err", err)
-		}
-		for _, n := range append(names, pendingNames(m.cfg.StateDir)...) {
-			m.entry(n)
-		}
-		m.synced = true
-	}
-	m.lastWants = ws
-	wanted := map[string]bool{}
-	m.conflicts = nil
-	for i := range ws {
-		w := ws[i]
-		e := m.entry(w.Name)
-		if why := boundElsewhere(e, w, m.def, m.now()); why != "" {
-			if e.want == nil || !slices.Equal(e.want.Containers, w.Containers) {
-				m.log.Error("certificate name taken; this wish is ignored", "cert", w.Name, "container", strings.Join(w.Containers, ","), "err", why)
-			}
-			m.conflicts = append(m.conflicts, Conflict{Name: w.Name, Containers: w.Containers, Err: why})
-			continue
-		}
-		wanted[w.Name] = true
-		if e.want == nil || !slices.Equal(e.want.Domains, w.Domains) {
-			m.log.Debug("certificate wanted", "cert", w.Name, "domains", strings.Join(w.Domains, ","), "container", strings.Join(w.Containers, ","))
-		}
-		if e.group != w.Group {
-			// Other proxies serve it now (even if no container wanted it
-			// for a moment, as when one is recreated): prove it on them.
-			e.deployedFP, e.deployRetryAt = "", time.Time{}
-			e.group = w.Group
-		}
-		e.want = &w
-		if !e.st.UnusedSince.IsZero() {
-			e.st.UnusedSince = time.Time{}
-			m.record(e, Event{Kind: EventWanted, Detail: strings.Join(w.Containers, ",")})
-			m.save(e)
-		}
-		if e.disk == nil {
-			info, err := m.cfg.Store.WritePlaceholder(w.Name, w.Domains)
-			if err != nil {
-				m.log.Error("cannot write placeholder certificate", "cert", w.Name, "err", err)
-				continue
-			}
-			e.disk = info
-			m.log.Info("placeholder certificate written", "cert", w.Name, "domains", strings.Join(w.Domains, ","))
-		}
-		if m.cfg.FlatLinks {
-			if err := m.cfg.Store.WriteFlatLinks(w.Name, w.Domains); err != nil {
-				m.log.Error("cannot write nginx-proxy links", "cert", w.Name, "err", err)
-			}
-		}
-	}
-	for _, e := range m.certs {
-		if wanted[e.name] {
-			continue
-		}
-		if e.want != nil || e.st.UnusedSince.IsZero() {
-			e.st.UnusedSince = m.now()
-			m.record(e, Event{Kind: EventUnused})
-			m.save(e)
-			m.log.Info("certificate no longer wanted by any container; files kept", "cert", e.name,
-				"renewed_until", e.st.UnusedSince.Add(m.cfg.UnusedGrace).Format(time.RFC3339))
-		}
-		e.want = nil
-	}
-}
-
-// entry returns the entry for name, loading it from the volume and the state
-// directory the first time. m.mu is held.
-func (m *Manager) entry(name string) *entry {
-	if e, ok := m.certs[name]; ok {
-		return e
-	}
-	e := &entry{name: name}
-	info, err := m.cfg.Store.Read(name)
-	if err != nil && m.cfg.Store.Has(name) {
-		// The current version is damaged or gone: an older one that is
-		// still valid beats a placeholder and a new order.
-		bad := err
-		if info, err = m.cfg.Store.Recover(name); err == nil {
-			m.log.Warn("the current certificate cannot be read; the newest usable version is current again",
-				"cert", name, "serial", info.Serial, "version", info.Version, "err", bad)
-		} else {
-			m.log.Error("no usable certificate on the volume; a new one will be ordered", "cert", name, "err", bad)
-		}
-	}
-	if err == nil {
-		e.disk = info
-	}
-	if e.st, err = loadState(m.cfg.StateDir, name); err != nil {
-		m.log.Error("cannot read certificate state; starting afresh", "cert", name, "err", err)
-	}
-	m.adoptPending(e)
-	if e.disk != nil && !e.disk.Placeholder && e.st.Fingerprint != "" && e.st.Fingerprint != e.disk.Fingerprint {
-		// The state describes another certificate than the volume holds (a
-		// crash between the two writes, or files put back by hand): what it
-		// says of that one (its CA, profile, ARI window) must not make the
-		// one on the volume look due or wrong. The volume is the truth.
-		m.log.Warn("certificate state describes another certificate than the volume holds; it is reset to the volume's",
-			"cert", name, "serial", e.disk.Serial)
-		e.st.Fingerprint, e.st.Domains, e.st.Directory, e.st.Issued = e.disk.Fingerprint, e.disk.Domains, "", nil
-		e.st.ARI, e.st.ARINextPoll, e.st.ARIError = nil, time.Time{}, ""
-		m.save(e)
-	}
-	m.certs[name] = e
-	return e
 }
 
 // record appends an event to e's history (the caller saves the state) and

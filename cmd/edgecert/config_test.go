@@ -36,6 +36,8 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{desc: "bad log level", name: "EDGECERT_LOG_LEVEL", value: "loud"},
 		{desc: "key owner by name", name: "EDGECERT_KEY_OWNER", value: "nginx"},
 		{desc: "negative key owner", name: "EDGECERT_KEY_OWNER", value: "101:-1"},
+		{desc: "resync too often", name: "EDGECERT_DOCKER_RESYNC", value: "1s"},
+		{desc: "negative forced renewals", name: "EDGECERT_FORCED_RENEWALS", value: "-1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -296,11 +296,8 @@ func TestManagerPreflightFailurePlacesNoOrder(t *testing.T) {
 	store, _ := NewStore(t.TempDir(), DefaultOwner)
 	pre := &failingPreflight{}
 	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir(), PreflightWait: 300 * time.Millisecond,
-		Store: store, Issuer: iss, Deployer: &fakeDeployer{}, Preflight: pre, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+		Store: store, Issuer: iss, Deployer: &fakeDeployer{}, Preflight: pre, Log: quietLog()})
+	runManager(t, m)
 	m.Update([]Want{{Name: "p", Domains: []string{"p.example.com"}}})
 	waitFor(t, "failing after preflight", func() bool { return state(m, "p").State == "failing" })
 	if s := state(m, "p"); !strings.Contains(s.LastError, "preflight") || !strings.Contains(s.LastError, "404") {
@@ -327,11 +324,8 @@ func TestManagerPreflightReportsTheTellingFailure(t *testing.T) {
 	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
 	store, _ := NewStore(t.TempDir(), DefaultOwner)
 	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: t.TempDir(), PreflightWait: 300 * time.Millisecond,
-		Store: store, Issuer: iss, Deployer: &fakeDeployer{}, Preflight: &slowPreflight{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+		Store: store, Issuer: iss, Deployer: &fakeDeployer{}, Preflight: &slowPreflight{}, Log: quietLog()})
+	runManager(t, m)
 	m.Update([]Want{{Name: "p", Domains: []string{"p.example.com"}}})
 	waitFor(t, "failing after preflight", func() bool { return state(m, "p").State == "failing" })
 	if s := state(m, "p"); !strings.Contains(s.LastError, "404") || strings.Contains(s.LastError, "deadline") {

@@ -8,6 +8,7 @@ require (
 	github.com/go-acme/lego/v4 v4.34.0
 	github.com/prometheus/client_golang v1.23.2
 	golang.org/x/sync v0.23.0
+	golang.org/x/time v0.15.0
 )
 
 require (

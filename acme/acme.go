@@ -53,6 +53,7 @@ type Order struct {
 	Profile  string
 	Email    string
 	Replaces *x509.Certificate // the certificate this order replaces (RFC 9773), or nil
+	Key      []byte            // PEM private key to reuse when it is of KeyType; a new key otherwise
 }
 
 // OrderError is a failed order, classified for the retry schedule.
@@ -95,7 +96,12 @@ type Deployment struct {
 	Group       string
 	Domains     []string
 	Serial      string
-	Fingerprint string // SHA-256 of the leaf, hex
+	Fingerprint string    // SHA-256 of the leaf, hex
+	Written     time.Time // when it became current on the volume
+	// More says other certificates are about to be handed over (orders in
+	// flight, or deployments started together): a deployer may wait for
+	// them, briefly, to reload each proxy once.
+	More bool
 }
 
 // Deployer makes the proxies serve a certificate and proves that they do.

@@ -22,6 +22,11 @@ type ManagerConfig struct {
 	// (default 30s): long enough for a proxy that is still starting.
 	PreflightWait time.Duration
 	FlatLinks     bool // also write nginx-proxy's <domain>.crt/.key/.chain.pem links
+	// ReuseKey orders each certificate for the key it has on the volume
+	// (placeholder included) when that key is of the wanted type: a proxy
+	// that opens the certificate and the key per handshake then never pairs
+	// a new certificate with an old key at a swap.
+	ReuseKey bool
 	// ForcedLimit bounds forced renewals per certificate in 7 days; 0: no bound.
 	ForcedLimit int
 	// Swaps, when set, is taken around each new pair's swap; the proxies'
@@ -325,6 +330,7 @@ func (m *Manager) launchDue(ctx context.Context, wg *sync.WaitGroup) time.Durati
 		reason string
 	}
 	var orders []cand
+	var deploys []*entry
 	for _, e := range m.certs {
 		o, active := wish(e, m.def, now)
 		if !active {
@@ -366,7 +372,7 @@ func (m *Manager) launchDue(ctx context.Context, wg *sync.WaitGroup) time.Durati
 			if now.Before(e.deployRetryAt) {
 				next = earliest(next, e.deployRetryAt)
 			} else {
-				m.startDeploy(ctx, wg, e)
+				deploys = append(deploys, e)
 			}
 		}
 	}
@@ -384,10 +390,13 @@ func (m *Manager) launchDue(ctx context.Context, wg *sync.WaitGroup) time.Durati
 		select {
 		case m.slots <- struct{}{}: // released when the order's result is applied
 		default:
-			return max(next.Sub(now), 10*time.Millisecond) // every slot is taken; a finishing order wakes the loop
+			// Every slot is taken; a finishing order wakes the loop.
+			m.startDeploys(ctx, wg, deploys)
+			return max(next.Sub(now), 10*time.Millisecond)
 		}
 		m.startOrder(ctx, wg, c.e, c.o, c.reason)
 	}
+	m.startDeploys(ctx, wg, deploys)
 	return max(next.Sub(now), 10*time.Millisecond)
 }
 

@@ -137,7 +137,7 @@ func (m *Manager) applyOrder(e *entry, r result) {
 		m.issued(e, r.info, r.pair)
 		m.log.Info("certificate obtained and written", "cert", e.name, "domains", strings.Join(r.info.Domains, ","),
 			"serial", r.info.Serial, "not_after", r.info.NotAfter.Format(time.RFC3339), "reason", r.pair.Reason,
-			"preflight_ms", r.pre.Milliseconds(), "lego_ms", r.took.Milliseconds())
+			"preflight_ms", r.pre.Milliseconds(), "acme_ms", r.took.Milliseconds())
 	}
 }
 

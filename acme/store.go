@@ -111,6 +111,7 @@ type Info struct {
 	Fingerprint string // SHA-256 of the leaf, hex
 	KeyType     string // ec256, ec384, rsa2048, ... ("" if other)
 	Version     string
+	Written     time.Time // when this version was made current (the link's time)
 	Leaf        *x509.Certificate
 }
 
@@ -127,7 +128,15 @@ func (s *Store) Read(name string) (*Info, error) {
 		return nil, fmt.Errorf("certificate %s: %w", name, err)
 	}
 	info.Version = filepath.Base(target)
+	if fi, err := os.Lstat(link); err == nil {
+		info.Written = fi.ModTime()
+	}
 	return info, nil
+}
+
+// Key returns the current private key (PEM) of name.
+func (s *Store) Key(name string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(s.dir, name, FileKey))
 }
 
 // Has says whether the volume holds a certificate called name (its link
@@ -247,7 +256,7 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 	if err := s.swap(name, version); err != nil {
 		return nil, err
 	}
-	info.Version = version
+	info.Version, info.Written = version, time.Now()
 	s.prune(parent, version)
 	return info, nil
 }

@@ -75,6 +75,9 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		pre := time.Since(pstart)
 		if err == nil {
 			m.send(ctx, result{kind: phaseChange, name: name, phase: PhaseOrdering})
+			if m.cfg.ReuseKey {
+				o.Key, _ = m.cfg.Store.Key(name) // none or unreadable: a new key
+			}
 			start := time.Now()
 			chain, key, err = m.cfg.Issuer.Obtain(ctx, o)
 			took = time.Since(start)
@@ -157,12 +160,28 @@ func (m *Manager) preflight(ctx context.Context, domains []string) error {
 	}
 }
 
+// startDeploys hands each entry's current certificate to the Deployer,
+// saying whether more are about to follow: the others started here, and
+// the orders in flight. m.mu is held.
+func (m *Manager) startDeploys(ctx context.Context, wg *sync.WaitGroup, es []*entry) {
+	ordering := 0
+	for _, e := range m.certs {
+		if e.ordering {
+			ordering++
+		}
+	}
+	for i, e := range es {
+		m.startDeploy(ctx, wg, e, ordering > 0 || i < len(es)-1)
+	}
+}
+
 // startDeploy hands e's current certificate to the Deployer. m.mu is held.
-func (m *Manager) startDeploy(ctx context.Context, wg *sync.WaitGroup, e *entry) {
+func (m *Manager) startDeploy(ctx context.Context, wg *sync.WaitGroup, e *entry, more bool) {
 	e.deploying, e.deployStarted = true, m.now()
 	e.deploySeq++
 	seq := e.deploySeq
-	d := Deployment{Name: e.name, Group: e.want.Group, Domains: slices.Clone(e.disk.Domains), Serial: e.disk.Serial, Fingerprint: e.disk.Fingerprint}
+	d := Deployment{Name: e.name, Group: e.want.Group, Domains: slices.Clone(e.disk.Domains), Serial: e.disk.Serial,
+		Fingerprint: e.disk.Fingerprint, Written: e.disk.Written, More: more}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

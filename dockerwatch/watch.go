@@ -2,7 +2,7 @@
 // edgecert labels into whole desired-state snapshots.
 //
 // One session = subscribe to events, list every running container, publish,
-// then relist (debounced) whenever an event hints that something changed.
+// then relist at once whenever an event hints that something changed.
 // Any stream error ends the session and a backoff runs a new one, which lists
 // again: events are hints, the full list is the truth.
 package dockerwatch
@@ -33,7 +33,10 @@ type dockerAPI interface {
 // Config says what the watcher looks for.
 type Config struct {
 	Rules
-	// Debounce gathers the events of a burst into one new list.
+	// Debounce, when set, waits that long after an event before listing,
+	// to gather a burst into one list. At 0 (the default) an event is
+	// listed at once, and only the events that come while a list runs are
+	// gathered into the next one.
 	Debounce time.Duration
 	// Companion also reads acme-companion's LETSENCRYPT_HOST / ACME_HOST
 	// and LETSENCRYPT_EMAIL / ACME_EMAIL from containers' environment, and
@@ -221,19 +224,27 @@ func (w *Watcher) session(ctx context.Context) error {
 			}
 			return fmt.Errorf("event stream: %w", err)
 		case m := <-msgs:
-			w.log.Debug("docker event", "container", m.Actor.Attributes["name"], "action", string(m.Action))
-			delivered[keyOf(m)] = time.Now()
-			if m.Action == events.ActionStart {
-				w.mu.Lock()
-				if w.starts == nil {
-					w.starts = map[string]int{}
+			w.note(m, delivered)
+			if w.cfg.Debounce > 0 {
+				if !pending {
+					pending = true
+					timer.Reset(w.cfg.Debounce)
 				}
-				w.starts[m.Actor.ID]++
-				w.mu.Unlock()
+				continue
 			}
-			if !pending {
-				pending = true
-				timer.Reset(w.cfg.Debounce)
+			// No wait: list at once. What is already queued goes into this
+			// one list; what comes while it runs, into the next.
+		queued:
+			for {
+				select {
+				case m := <-msgs:
+					w.note(m, delivered)
+				default:
+					break queued
+				}
+			}
+			if err := w.sync(ctx); err != nil {
+				return err
 			}
 		case <-timer.C:
 			pending = false
@@ -257,6 +268,21 @@ func (w *Watcher) session(ctx context.Context) error {
 				}
 			}
 		}
+	}
+}
+
+// note records one event: for the stream check, and a start for the
+// restart count.
+func (w *Watcher) note(m events.Message, delivered map[eventKey]time.Time) {
+	w.log.Debug("docker event", "container", m.Actor.Attributes["name"], "action", string(m.Action))
+	delivered[keyOf(m)] = time.Now()
+	if m.Action == events.ActionStart {
+		w.mu.Lock()
+		if w.starts == nil {
+			w.starts = map[string]int{}
+		}
+		w.starts[m.Actor.ID]++
+		w.mu.Unlock()
 	}
 }
 

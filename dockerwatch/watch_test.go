@@ -25,6 +25,9 @@ type fakeEngine struct {
 	hold     bool             // /events requests get no answer, as the real client sees it: Events blocks
 	record   []events.Message // what the engine reports to an events query with until
 	queries  int
+	gate     chan struct{} // when set, each list waits for a token
+	waiting  int           // lists that came to the gate
+	buffer   int           // the event stream's buffer
 }
 
 type stream struct {
@@ -39,6 +42,16 @@ func (f *fakeEngine) ContainerList(ctx context.Context, _ container.ListOptions)
 	if hang {
 		<-ctx.Done()
 		return nil, ctx.Err()
+	}
+	if f.gate != nil {
+		f.mu.Lock()
+		f.waiting++
+		f.mu.Unlock()
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -73,7 +86,7 @@ func (f *fakeEngine) Events(ctx context.Context, o events.ListOptions) (<-chan e
 		}()
 		return msgs, errs
 	}
-	s := stream{make(chan events.Message), make(chan error, 1)}
+	s := stream{make(chan events.Message, f.buffer), make(chan error, 1)}
 	f.streams <- s
 	return s.msgs, s.errs
 }
@@ -245,3 +258,39 @@ func TestWatcherNoticesAStalledStream(t *testing.T) {
 }
 
 func (w *Watcher) lastErrForTest() string { w.mu.Lock(); defer w.mu.Unlock(); return w.lastErr }
+
+func TestWatcherListsAtOnceAndGathersWhatComesDuringAList(t *testing.T) {
+	f := &fakeEngine{streams: make(chan stream, 4), gate: make(chan struct{}), buffer: 16}
+	f.set(summary("a", "a.example.com"))
+	w := New(f, Config{Rules: testRules}, quiet()) // no debounce: the default
+	run(t, w)
+	s := <-f.streams
+	f.gate <- struct{}{}
+	next(t, w)
+
+	// One event: listed at once (the list comes to the gate).
+	f.set(summary("a", "a.example.com"), summary("b", "b.example.com"))
+	s.msgs <- events.Message{Action: events.ActionStart, Actor: events.Actor{ID: "b"}}
+	eventually(t, "a list after one event", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.waiting == 2 })
+	// Four more while that list runs...
+	for _, id := range []string{"c", "d", "e", "f"} {
+		s.msgs <- events.Message{Action: events.ActionStart, Actor: events.Actor{ID: id}}
+	}
+	f.gate <- struct{}{}
+	if d := next(t, w); len(d.Certs) != 2 {
+		t.Fatalf("after the first event: %+v, want 2 certificates", d)
+	}
+	// ...are gathered into one more list.
+	f.gate <- struct{}{}
+	next(t, w)
+	select {
+	case f.gate <- struct{}{}:
+		t.Fatal("a third list after five events: the events that came during a list were not gathered")
+	case <-time.After(200 * time.Millisecond):
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lists != 3 {
+		t.Errorf("lists = %d, want 3 (connect, the first event, the four that came during it)", f.lists)
+	}
+}

@@ -56,9 +56,9 @@ func TestLoop(t *testing.T) {
 			t.Fatal(err)
 		}
 		logs := s.logs()
-		t.Logf("MEASURE event_to_served_ms=%d preflight_ms=%s lego_ms=%s reload_steps=%q", eventToServed.Milliseconds(),
+		t.Logf("MEASURE event_to_served_ms=%d preflight_ms=%s acme_ms=%s reload_steps=%q", eventToServed.Milliseconds(),
 			logValue(logs, "certificate obtained and written", "preflight_ms"),
-			logValue(logs, "certificate obtained and written", "lego_ms"), logValue(logs, "reload proven", "steps"))
+			logValue(logs, "certificate obtained and written", "acme_ms"), logValue(logs, "reload proven", "steps"))
 
 		if len(c.Reloads) != 1 || !c.Reloads[0].OK || !c.Reloads[0].Reloaded {
 			t.Fatalf("reloads = %+v, want one proven reload", c.Reloads)

@@ -10,33 +10,40 @@ import (
 )
 
 // Batcher coalesces certificates that change together (start-up, a burst
-// of containers, many renewals at once) into one reload per proxy: each
-// Deploy joins the batch that is gathering, and the batch is reloaded and
-// proven on every proxy once no certificate has joined for the window, or at
-// the latest ten windows after the first one joined.
+// of containers, many renewals at once) into one reload per proxy, without
+// a fixed wait: a certificate handed over when no other order is about to
+// complete is reloaded at once (after quietGap, for the deployments handed
+// over in the same instant); one handed over while others are in flight
+// waits for them, but never longer than the bound after the batch opened.
 type Batcher struct {
-	r      *Reloader
-	window time.Duration
+	r     *Reloader
+	bound time.Duration
 
 	mu      sync.Mutex
 	proxies []Proxy
 	pending []pending
 	opened  time.Time           // when the gathering batch got its first certificate
+	settled bool                // a certificate came with nothing more in flight: flush when quiet
 	timer   *time.Timer         // flushes the gathering batch
+	batch   int                 // which batch is gathering: a timer of an earlier one flushes nothing
 	reports map[string][]Report // by certificate name: the last report of each proxy
 	onRep   func(Report)        // hears every report (metrics); nil: nobody
 }
+
+// quietGap gathers deployments handed over together (each arrives on its
+// own goroutine) once nothing more is in flight.
+const quietGap = 20 * time.Millisecond
 
 type pending struct {
 	cert Cert
 	done chan error
 }
 
-// NewBatcher returns a Batcher that gathers certificates for window before
-// reloading. onReport (nil: none) hears every reload report, on the
+// NewBatcher returns a Batcher whose batches wait at most bound for
+// orders in flight. onReport (nil: none) hears every reload report, on the
 // reloading goroutine: it must not block.
-func NewBatcher(r *Reloader, window time.Duration, onReport func(Report)) *Batcher {
-	return &Batcher{r: r, window: window, reports: map[string][]Report{}, onRep: onReport}
+func NewBatcher(r *Reloader, bound time.Duration, onReport func(Report)) *Batcher {
+	return &Batcher{r: r, bound: bound, reports: map[string][]Report{}, onRep: onReport}
 }
 
 // SetProxies replaces the set of proxies and says whether it changed.
@@ -64,19 +71,28 @@ func (d *Batcher) Reports(name string) []Report {
 	return slices.Clone(d.reports[name])
 }
 
-// Deploy makes every proxy serve c and waits for the proof. It fails if any
-// proxy does not serve c; one failing proxy does not stop the others. The
-// batch runs under the context of the Deploy that opened it.
-func (d *Batcher) Deploy(ctx context.Context, c Cert) error {
+// Deploy makes every proxy serve c and waits for the proof. more says that
+// other certificates are about to be handed over (orders in flight): the
+// batch then waits for them, up to the bound. It fails if any proxy does
+// not serve c; one failing proxy does not stop the others. The batch runs
+// under the context of the Deploy that opened it.
+func (d *Batcher) Deploy(ctx context.Context, c Cert, more bool) error {
 	done := make(chan error, 1)
 	d.mu.Lock()
 	d.pending = append(d.pending, pending{cert: c, done: done})
-	switch {
-	case d.timer == nil:
-		d.opened = time.Now()
-		d.timer = time.AfterFunc(d.window, func() { d.flush(ctx) })
-	case time.Since(d.opened) < 10*d.window:
-		d.timer.Reset(d.window) // still arriving: wait for quiet
+	if d.timer == nil {
+		d.opened, d.settled = time.Now(), false
+		d.batch++
+		batch := d.batch
+		d.timer = time.AfterFunc(d.bound, func() { d.flush(ctx, batch) })
+	}
+	if !more {
+		d.settled = true
+	}
+	if d.settled {
+		// Nothing more is coming: flush once the deployments of this
+		// instant are in, never after the bound.
+		d.timer.Reset(min(quietGap, max(0, d.bound-time.Since(d.opened))))
 	}
 	d.mu.Unlock()
 	select {
@@ -87,9 +103,14 @@ func (d *Batcher) Deploy(ctx context.Context, c Cert) error {
 	}
 }
 
-// flush reloads every proxy once for the gathered batch.
-func (d *Batcher) flush(ctx context.Context) {
+// flush reloads every proxy once for the gathered batch, unless that
+// batch was flushed already.
+func (d *Batcher) flush(ctx context.Context, which int) {
 	d.mu.Lock()
+	if d.timer == nil || d.batch != which {
+		d.mu.Unlock()
+		return
+	}
 	batch := d.pending
 	d.pending, d.timer = nil, nil
 	proxies := slices.Clone(d.proxies)

@@ -137,7 +137,8 @@ func (r *Reloader) workers(ctx context.Context, id string, opts Options, mainPID
 // waitNewWorkers polls until there are live workers and none of them is
 // old, or ctx ends.
 func (r *Reloader) waitNewWorkers(ctx context.Context, id string, opts Options, mainPID int, before []int) (string, error) {
-	tick := time.NewTicker(50 * time.Millisecond)
+	// docker top itself takes tens of milliseconds: look again almost at once.
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var now []int
 	for {

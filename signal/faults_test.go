@@ -157,7 +157,7 @@ func TestBatcherAStuckProxyFailsAlone(t *testing.T) {
 	d.SetProxies([]Proxy{{ID: "good", Name: "nginx", TLSPort: pg}, {ID: "stuck", Name: "stuck", TLSPort: ps}})
 	for round := range 2 {
 		start := time.Now()
-		err := d.Deploy(context.Background(), Cert{Name: "c", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp})
+		err := d.Deploy(context.Background(), Cert{Name: "c", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, false)
 		if took := time.Since(start); took > 3*time.Second {
 			t.Fatalf("round %d: Deploy took %s with a 500ms reload timeout", round, took)
 		}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -82,6 +83,28 @@ func servesOnce(ctx context.Context, addrs []string, cs []Cert) error {
 		lastErr = bad
 	}
 	return lastErr
+}
+
+// handshakes is how many handshakes one proof makes at once.
+const handshakes = 8
+
+// checkEach looks, all at once (handshakes at a time), whether each
+// certificate of cs is served on addrs; errs[i] is cs[i]'s answer.
+func checkEach(ctx context.Context, addrs []string, cs []Cert) []error {
+	errs := make([]error, len(cs))
+	sem := make(chan struct{}, handshakes)
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = servesOnce(ctx, addrs, []Cert{c})
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 // Served returns the SHA-256 fingerprint (hex) and serial of the leaf that

@@ -92,7 +92,8 @@ type Cert struct {
 	Group       string // "" for every proxy
 	Domains     []string
 	Serial      string
-	Fingerprint string // SHA-256 of the leaf, hex
+	Fingerprint string    // SHA-256 of the leaf, hex
+	Written     time.Time // when its files became current; zero if unknown
 }
 
 // Step is one recorded step of a reload.
@@ -223,6 +224,7 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 	rep.Steps = rep.Steps[:len(rep.Steps)-1] // waiting for nobody is not worth a line
 
 	var addrs []string
+	var started time.Time
 	mainPID := 0
 	if err := step("inspect", func() (string, error) {
 		cctx, cancel := call(ctx)
@@ -238,6 +240,7 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 			return "not running", errNotRunning
 		}
 		mainPID = info.State.Pid
+		started, _ = time.Parse(time.RFC3339Nano, info.State.StartedAt)
 		addrs = r.addresses(ctx, info, p.TLSPort)
 		return strings.Join(addrs, " "), nil
 	}); err != nil {
@@ -250,8 +253,16 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		return fail(fmt.Errorf("inspect %s: %w", p.Name, err))
 	}
 
-	if len(addrs) > 0 && servesOnce(ctx, addrs, cs) == nil {
+	if len(addrs) > 0 && errors.Join(checkEach(ctx, addrs, cs)...) == nil {
 		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: "already serving " + names})
+		rep.OK = true
+		return rep
+	}
+	if len(addrs) == 0 && startedAfter(started, cs) {
+		// Unreachable, but it read every file when it started: a signal
+		// would only make it read them again.
+		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true,
+			Detail: "started at " + started.UTC().Format(time.RFC3339Nano) + ", after " + names + " were written: it read them then"})
 		rep.OK = true
 		return rep
 	}
@@ -265,6 +276,18 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		unlockFiles = func() { once.Do(f.RUnlock) }
 	}
 	defer unlockFiles()
+	// The config test and the first look at the workers run together.
+	type found struct {
+		pids []int
+		err  error
+		took time.Duration
+	}
+	first := make(chan found, 1)
+	go func() {
+		start := time.Now()
+		ps, err := r.workers(ctx, p.ID, opts, mainPID)
+		first <- found{ps, err, time.Since(start)}
+	}()
 	if len(opts.ConfigTest) > 0 {
 		if err := step("config_test", func() (string, error) {
 			out, err := r.exec(ctx, p.ID, opts.ConfigTest)
@@ -275,14 +298,16 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 			}
 			return out, err
 		}); err != nil {
+			<-first
 			return fail(fmt.Errorf("config test %q in %s failed, no signal sent: %w", strings.Join(opts.ConfigTest, " "), p.Name, err))
 		}
 	}
 
 	var before []int
 	if err := step("workers_before", func() (string, error) {
-		var err error
-		before, err = r.workers(ctx, p.ID, opts, mainPID)
+		f := <-first
+		before = f.pids
+		err := f.err
 		if err == nil && len(before) == 0 {
 			err = fmt.Errorf("no process matches %q", opts.WorkerPattern)
 		}
@@ -318,30 +343,37 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, Detail: "skipped: edgecert shares no network with this container"})
 		r.log.Warn("reload not verified by handshake: edgecert shares no network with the proxy", "container", p.Name, "cert", names)
 	} else {
-		// Every certificate is looked at in each round, until all are
-		// served or the deadline: one that is not served does not use up
-		// the time of the others.
+		// Every certificate is looked at in each round, all at once, until
+		// all are served or the deadline: one that is not served does not
+		// use up the time of the others. Rounds start a few milliseconds
+		// apart and space out to 100 ms.
 		start := time.Now()
 		pending := slices.Clone(cs)
 		lastErr := map[string]error{}
+		wait := 2 * time.Millisecond
 		for {
-			pending = slices.DeleteFunc(pending, func(c Cert) bool {
-				err := servesOnce(ctx, addrs, []Cert{c})
+			errs := checkEach(ctx, addrs, pending)
+			var still []Cert
+			for i, c := range pending {
+				err := errs[i]
 				if err == nil {
 					rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, TookMS: time.Since(start).Milliseconds(), Detail: c.Name + ": serial " + c.Serial})
+					continue
 				}
-				if err != nil && (ctx.Err() == nil || lastErr[c.Name] == nil) {
+				if ctx.Err() == nil || lastErr[c.Name] == nil {
 					lastErr[c.Name] = err // a look cut short by the deadline says less than the one before
 				}
-				return err == nil
-			})
+				still = append(still, c)
+			}
+			pending = still
 			if len(pending) == 0 || ctx.Err() != nil {
 				break
 			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(wait):
 			}
+			wait = min(2*wait, 100*time.Millisecond)
 		}
 		var details []string
 		for _, c := range pending {
@@ -366,6 +398,20 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 }
 
 var errNotRunning = errors.New("not running")
+
+// startedAfter says whether a proxy that started at started read the
+// current files of every certificate of cs.
+func startedAfter(started time.Time, cs []Cert) bool {
+	if started.IsZero() {
+		return false
+	}
+	for _, c := range cs {
+		if c.Written.IsZero() || !started.After(c.Written) {
+			return false
+		}
+	}
+	return true
+}
 
 // step runs f, recording its outcome and duration.
 func (rep *Report) step(name string, f func() (string, error)) error {

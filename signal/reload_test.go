@@ -223,16 +223,29 @@ func TestEnsureReloadsAndProves(t *testing.T) {
 func TestBatcherCoalescesABurstIntoOneReload(t *testing.T) {
 	f, _, fp := newFake(t)
 	port, _ := strconv.Atoi(f.port)
-	d := NewBatcher(reloader(f), 100*time.Millisecond, nil)
+	// A bound no test waits for: the batch must flush because the last
+	// certificate says nothing more is in flight.
+	d := NewBatcher(reloader(f), time.Hour, nil)
 	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
-	// Ten certificates arrive together; the fake serves one leaf for every
-	// name, so all ten are proven by the same reload.
+	// Nine certificates arrive while orders are in flight, then the last
+	// one; the fake serves one leaf for every name, so all ten are proven
+	// by the same reload.
 	errs := make(chan error, 10)
-	for i := range 10 {
-		go func() {
-			errs <- d.Deploy(context.Background(), Cert{Name: "c" + strconv.Itoa(i), Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp})
-		}()
+	deploy := func(i int, more bool) {
+		errs <- d.Deploy(context.Background(), Cert{Name: "c" + strconv.Itoa(i), Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, more)
 	}
+	for i := range 9 {
+		go deploy(i, true)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.pending) == 9
+	})
+	if k := f.killed(); len(k) != 0 {
+		t.Fatalf("signals = %v before the last certificate: the batch did not wait for the orders in flight", k)
+	}
+	go deploy(9, false)
 	for range 10 {
 		if err := <-errs; err != nil {
 			t.Fatalf("Deploy: %v", err)
@@ -246,6 +259,33 @@ func TestBatcherCoalescesABurstIntoOneReload(t *testing.T) {
 	}
 }
 
+func TestBatcherWaitsAtMostTheBound(t *testing.T) {
+	f, _, fp := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	d := NewBatcher(reloader(f), 50*time.Millisecond, nil)
+	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
+	// An order in flight that never completes (it failed): the certificate
+	// is reloaded when the bound is over.
+	if err := d.Deploy(context.Background(), Cert{Name: "c", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, true); err != nil {
+		t.Fatalf("Deploy: %v", err)
+	}
+	if k := f.killed(); len(k) != 1 {
+		t.Fatalf("signals = %v, want one", k)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, deadline time.Duration, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("condition not met within %s", deadline)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestBatcherReportsOnlyTheCertificateNotServed(t *testing.T) {
 	f, _, fp := newFake(t)
 	port, _ := strconv.Atoi(f.port)
@@ -253,9 +293,9 @@ func TestBatcherReportsOnlyTheCertificateNotServed(t *testing.T) {
 	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
 	good := make(chan error, 1)
 	go func() {
-		good <- d.Deploy(context.Background(), Cert{Name: "good", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp})
+		good <- d.Deploy(context.Background(), Cert{Name: "good", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, true)
 	}()
-	err := d.Deploy(context.Background(), Cert{Name: "bad", Domains: []string{"a.example.com"}, Serial: "x", Fingerprint: "0000"})
+	err := d.Deploy(context.Background(), Cert{Name: "bad", Domains: []string{"a.example.com"}, Serial: "x", Fingerprint: "0000"}, true)
 	if err == nil || !strings.Contains(err.Error(), "presents serial") {
 		t.Fatalf("Deploy(bad) = %v, want a handshake error", err)
 	}
@@ -325,7 +365,7 @@ func TestBatcherReloadsOnlyTheCertificatesGroup(t *testing.T) {
 	o.Timeout = 500 * time.Millisecond
 	d := NewBatcher(New(engines{"a": a, "b": b}, o, slog.New(slog.NewTextHandler(io.Discard, nil))), 20*time.Millisecond, nil)
 	d.SetProxies([]Proxy{{ID: "a", Name: "nginx-a", TLSPort: pa, Group: "a"}, {ID: "b", Name: "nginx-b", TLSPort: pb, Group: "b"}})
-	if err := d.Deploy(context.Background(), Cert{Name: "c", Group: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}); err != nil {
+	if err := d.Deploy(context.Background(), Cert{Name: "c", Group: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, false); err != nil {
 		t.Fatal(err)
 	}
 	if len(a.killed()) != 1 || len(b.killed()) != 0 {

@@ -7,6 +7,9 @@ package legoissuer
 import (
 	"cmp"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -15,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +28,6 @@ import (
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/lego"
-	"github.com/go-acme/lego/v4/providers/http/webroot"
 	"github.com/go-acme/lego/v4/registration"
 
 	"github.com/edgecert/edgecert/acme"
@@ -95,13 +98,14 @@ func New(cfg Config, log *slog.Logger) (*Issuer, error) {
 	}
 	hc := &http.Client{
 		Timeout: 2 * time.Minute,
-		Transport: &http.Transport{
+		Transport: newBudget(&http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   30 * time.Second,
 			ResponseHeaderTimeout: 30 * time.Second,
+			MaxIdleConnsPerHost:   16,
 			TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		},
+		}),
 	}
 	return &Issuer{cfg: cfg, http: hc, log: log, clients: map[string]*lego.Client{}, accts: map[string]*account{}}, nil
 }
@@ -110,8 +114,8 @@ func New(cfg Config, log *slog.Logger) (*Issuer, error) {
 func (l *Issuer) Directory() string { return l.cfg.Directory }
 
 // Obtain orders a certificate and returns the PEM chain (leaf first) and key.
-// lego's calls take no context; ctx is checked before the order starts and
-// lego's HTTP timeouts bound the rest. Errors are *OrderError.
+// The order is driven on lego's ACME layer (order.go): all names at once,
+// no fixed waits, and cancelling ctx stops it at once. Errors are *OrderError.
 func (l *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
@@ -121,44 +125,90 @@ func (l *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 	if kt == "" {
 		return nil, nil, &acme.OrderError{Err: fmt.Errorf("key type %q is not supported", o.KeyType), Permanent: true}
 	}
-	pk, err := certcrypto.GeneratePrivateKey(kt)
+	pk, err := orderKey(kt, o.Key)
 	if err != nil {
-		return nil, nil, &acme.OrderError{Err: fmt.Errorf("generate key: %w", err)}
+		return nil, nil, &acme.OrderError{Err: err}
 	}
-	req := certificate.ObtainRequest{Domains: o.Domains, Bundle: true, Profile: cmp.Or(o.Profile, l.cfg.Profile), PrivateKey: pk}
+	domains := slices.Clone(o.Domains)
+	opts := &api.OrderOptions{Profile: cmp.Or(o.Profile, l.cfg.Profile)}
 	if o.Replaces != nil {
-		if req.ReplacesCertID, err = certificate.MakeARICertID(o.Replaces); err != nil {
-			req.ReplacesCertID = ""
+		if opts.ReplacesCertID, err = certificate.MakeARICertID(o.Replaces); err != nil {
+			opts.ReplacesCertID = ""
 		}
 	}
 	reregistered := false
 	for {
-		client, err := l.client(email)
+		acct, err := l.account(email)
 		if err != nil {
-			return nil, nil, classify(err)
+			return nil, nil, classify(ctx, err)
 		}
-		res, err := client.Certificate.Obtain(req)
+		core, err := l.newCore(ctx, acct.Registration.URI, acct.key)
+		if err != nil {
+			return nil, nil, classify(ctx, err)
+		}
+		run := &orderRun{core: core, webroot: l.cfg.Webroot, domains: domains, log: l.log.Warn}
+		chain, err := run.obtain(ctx, opts, pk)
 		if err == nil {
-			return res.Certificate, res.PrivateKey, nil
+			return chain, certcrypto.PEMEncode(pk), nil
 		}
 		var pd *legoacme.ProblemDetails
 		isProblem := errors.As(err, &pd)
 		switch {
+		case ctx.Err() != nil:
+			return nil, nil, classify(ctx, err)
 		case isProblem && pd.Type == "urn:ietf:params:acme:error:accountDoesNotExist" && !reregistered:
 			// The CA forgot the account (a test CA restarted, or it was deactivated): register anew.
 			l.log.Warn("ACME account unknown to the CA; registering a new one", "err", err)
 			l.forget(email)
 			reregistered = true
 			continue
-		case req.ReplacesCertID != "" && isProblem && replacesRefused(pd):
+		case opts.ReplacesCertID != "" && isProblem && replacesRefused(pd):
 			// RFC 9773: an order that cannot replace the old certificate is
 			// placed again as a plain order.
 			l.log.Warn("the CA refused the replacement order; ordering without replaces", "domains", strings.Join(o.Domains, ","), "err", err)
-			req.ReplacesCertID = ""
+			opts.ReplacesCertID = ""
 			continue
 		}
-		return nil, nil, classify(err)
+		return nil, nil, classify(ctx, err)
 	}
+}
+
+// orderKey is the key the certificate is ordered for: reuse (PEM) when it
+// holds a key of type kt, a new one otherwise.
+func orderKey(kt certcrypto.KeyType, reuse []byte) (crypto.PrivateKey, error) {
+	if len(reuse) > 0 {
+		if k, err := certcrypto.ParsePEMPrivateKey(reuse); err == nil && keyTypeOf(k) == kt {
+			return k, nil
+		}
+	}
+	pk, err := certcrypto.GeneratePrivateKey(kt)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	return pk, nil
+}
+
+// keyTypeOf is lego's name for k's type and size, "" if none fits.
+func keyTypeOf(k crypto.PrivateKey) certcrypto.KeyType {
+	switch k := k.(type) {
+	case *ecdsa.PrivateKey:
+		switch k.Curve.Params().BitSize {
+		case 256:
+			return certcrypto.EC256
+		case 384:
+			return certcrypto.EC384
+		}
+	case *rsa.PrivateKey:
+		switch k.N.BitLen() {
+		case 2048:
+			return certcrypto.RSA2048
+		case 3072:
+			return certcrypto.RSA3072
+		case 4096:
+			return certcrypto.RSA4096
+		}
+	}
+	return ""
 }
 
 // replacesRefused says whether an order failed because of its replaces field.
@@ -181,7 +231,10 @@ var permanentProblems = map[string]bool{
 	"urn:ietf:params:acme:error:unsupportedContact":      true,
 }
 
-func classify(err error) *acme.OrderError {
+func classify(ctx context.Context, err error) *acme.OrderError {
+	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
 	oe := &acme.OrderError{Err: err}
 	var rl *legoacme.RateLimitedError
 	if errors.As(err, &rl) {
@@ -224,8 +277,21 @@ func (l *Issuer) forget(email string) {
 	}
 }
 
-// client returns the lego client of the account for email, registering the
-// account with the CA the first time.
+// account returns the registered account for email.
+func (l *Issuer) account(email string) (*account, error) {
+	if _, err := l.client(email); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a := l.accts[email]; a != nil && a.Registration != nil {
+		return a, nil
+	}
+	return nil, fmt.Errorf("ACME account for %q is not registered", email)
+}
+
+// client returns the lego client of the account for email (registration
+// and ARI), registering the account with the CA the first time.
 func (l *Issuer) client(email string) (*lego.Client, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -249,13 +315,6 @@ func (l *Issuer) client(email string) (*lego.Client, error) {
 	client, err := lego.NewClient(conf)
 	if err != nil {
 		return nil, fmt.Errorf("ACME directory %s: %w", l.cfg.Directory, err)
-	}
-	provider, err := webroot.NewHTTPProvider(l.cfg.Webroot)
-	if err != nil {
-		return nil, fmt.Errorf("webroot %s: %w", l.cfg.Webroot, err)
-	}
-	if err := client.Challenge.SetHTTP01Provider(provider); err != nil {
-		return nil, fmt.Errorf("HTTP-01 provider: %w", err)
 	}
 	if acct.Registration == nil {
 		var reg *registration.Resource

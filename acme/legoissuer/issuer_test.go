@@ -2,6 +2,8 @@ package legoissuer
 
 import (
 	"bytes"
+	"context"
+	"crypto/ecdsa"
 	"errors"
 	"log/slog"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	legoacme "github.com/go-acme/lego/v4/acme"
+	"github.com/go-acme/lego/v4/certcrypto"
 
 	"github.com/edgecert/edgecert/acme"
 )
@@ -43,7 +46,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			oe := classify(tc.err)
+			oe := classify(context.Background(), tc.err)
 			if oe.Permanent != tc.permanent || oe.RetryAfter != tc.retryAfter || !errors.Is(oe, tc.err) {
 				t.Errorf("classify = %+v, want permanent=%v retry_after=%v wrapping the error", oe, tc.permanent, tc.retryAfter)
 			}
@@ -73,5 +76,49 @@ func TestLegoLogLevels(t *testing.T) {
 	out := b.String()
 	if strings.Contains(out, "Trying to solve") || !strings.Contains(out, "level=WARN") || !strings.Contains(out, "level=ERROR") {
 		t.Errorf("lego's lines routed wrongly:\n%s", out)
+	}
+}
+
+func TestOrderKeyReusesOnlyAKeyOfTheWantedType(t *testing.T) {
+	ec, err := certcrypto.GeneratePrivateKey(certcrypto.EC256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := certcrypto.PEMEncode(ec)
+	got, err := orderKey(certcrypto.EC256, pemKey)
+	if err != nil || !ec.(*ecdsa.PrivateKey).Equal(got) {
+		t.Errorf("orderKey(ec256, an ec256 key) = %v, %v: want the same key", got, err)
+	}
+	got, err = orderKey(certcrypto.EC384, pemKey)
+	if err != nil || keyTypeOf(got) != certcrypto.EC384 {
+		t.Errorf("orderKey(ec384, an ec256 key) = %v, %v: want a new ec384 key", keyTypeOf(got), err)
+	}
+	got, err = orderKey(certcrypto.EC256, []byte("not a key"))
+	if err != nil || keyTypeOf(got) != certcrypto.EC256 || ec.(*ecdsa.PrivateKey).Equal(got) {
+		t.Errorf("orderKey(ec256, garbage) = %v, %v: want a new ec256 key", got, err)
+	}
+}
+
+func TestPollWaits(t *testing.T) {
+	var waits []time.Duration
+	w := time.Duration(0)
+	for range 10 {
+		w = nextWait(w)
+		waits = append(waits, w)
+	}
+	if waits[0] != pollFirst || waits[len(waits)-1] != pollCap {
+		t.Errorf("waits = %v: want %v first, growing to %v", waits, pollFirst, pollCap)
+	}
+	// A Retry-After longer than the cap is kept.
+	if got := nextWait(5 * time.Second); got != 5*time.Second {
+		t.Errorf("after a 5s Retry-After: %v", got)
+	}
+	// Cancelling stops the polling at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	calls := 0
+	err := poll(ctx, time.Hour, func() (bool, error) { calls++; return false, nil })
+	if !errors.Is(err, context.Canceled) || calls != 0 {
+		t.Errorf("poll on a cancelled context = %v after %d checks", err, calls)
 	}
 }

@@ -32,17 +32,18 @@ type Config struct {
 	EABHMAC       string        `env:"EDGECERT_ACME_EAB_HMAC"`
 	DryRunDir     string        `env:"EDGECERT_DRY_RUN_DIRECTORY" envDefault:"staging"`
 	UnusedGrace   time.Duration `env:"EDGECERT_UNUSED_GRACE" envDefault:"168h"`
-	ReloadWindow  time.Duration `env:"EDGECERT_RELOAD_DEBOUNCE" envDefault:"2s"`
+	ReloadWindow  time.Duration `env:"EDGECERT_RELOAD_DEBOUNCE" envDefault:"1s"`
 	KeyType       string        `env:"EDGECERT_KEY_TYPE"` // default: acme.KeyTypes[0]
 	Webroot       string        `env:"EDGECERT_WEBROOT" envDefault:"/var/www/acme"`
 	CertsDir      string        `env:"EDGECERT_CERTS_DIR" envDefault:"/etc/edgecert/certs"`
 	StateDir      string        `env:"EDGECERT_STATE_DIR" envDefault:"/var/lib/edgecert"`
 	LabelPrefix   string        `env:"EDGECERT_LABEL_PREFIX" envDefault:"edgecert"`
 	Socket        string        `env:"EDGECERT_SOCKET"` // default: defaultSocket
-	MaxOrders     int           `env:"EDGECERT_MAX_ORDERS" envDefault:"3"`
+	MaxOrders     int           `env:"EDGECERT_MAX_ORDERS" envDefault:"10"`
+	ReuseKey      bool          `env:"EDGECERT_REUSE_KEY"`
 	ForcedLimit   int           `env:"EDGECERT_FORCED_RENEWALS" envDefault:"5"`
 	ReloadTimeout time.Duration `env:"EDGECERT_RELOAD_TIMEOUT" envDefault:"30s"`
-	Debounce      time.Duration `env:"EDGECERT_DEBOUNCE" envDefault:"500ms"`
+	Debounce      time.Duration `env:"EDGECERT_DEBOUNCE" envDefault:"0s"`
 	DockerResync  time.Duration `env:"EDGECERT_DOCKER_RESYNC" envDefault:"1m"`
 	Webhooks      []string      `env:"EDGECERT_WEBHOOK_URLS" envSeparator:","`
 	SlackHooks    []string      `env:"EDGECERT_SLACK_WEBHOOK_URLS" envSeparator:","`

@@ -15,7 +15,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	if c.ACMEDirectory != legoissuer.DirectoryProduction || c.KeyType != "ec256" || c.LabelPrefix != "edgecert" ||
 		c.CertsDir != "/etc/edgecert/certs" || c.Webroot != "/var/www/acme" || c.StateDir != "/var/lib/edgecert" ||
-		c.ReloadTimeout != 30*time.Second || c.MaxOrders != 3 {
+		c.ReloadTimeout != 30*time.Second || c.MaxOrders != 10 {
 		t.Fatalf("defaults = %+v", c)
 	}
 }

@@ -135,9 +135,10 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	manager := acme.NewManager(acme.ManagerConfig{
 		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders, ForcedLimit: cfg.ForcedLimit,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
-		// A batch gathers for at most ten windows, then each proxy has
+		ReuseKey: cfg.ReuseKey,
+		// A batch gathers for at most the window, then each proxy has
 		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
-		DeployTimeout: 10*cfg.ReloadWindow + cfg.ReloadTimeout + 30*time.Second,
+		DeployTimeout: cfg.ReloadWindow + cfg.ReloadTimeout + 30*time.Second,
 		Store:         store, Issuer: iss, DryRun: dry, Swaps: files,
 		Deployer:  proxyDeployer{batcher: batcher, has: store.Has, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir},
 		Preflight: &challengePreflight{webroot: cfg.Webroot, proxies: batcher, probe: reloader, log: log},

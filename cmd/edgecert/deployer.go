@@ -24,7 +24,7 @@ type proxyDeployer struct {
 }
 
 func (p proxyDeployer) Deploy(ctx context.Context, d acme.Deployment) error {
-	err := p.batcher.Deploy(ctx, toCert(d))
+	err := p.batcher.Deploy(ctx, toCert(d), d.More)
 	if err == nil {
 		return nil
 	}

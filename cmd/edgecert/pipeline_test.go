@@ -65,7 +65,7 @@ func TestConversionsCarryEveryField(t *testing.T) {
 	sameFields(t, c, toWant(c))
 	var d acme.Deployment
 	fill(&d)
-	sameFields(t, d, toCert(d))
+	sameFields(t, d, toCert(d), "More") // More is how to batch it: Batcher.Deploy's argument
 	// And the other way: nothing signal or acme takes is left unset.
 	sameFields(t, toProxy(p), p)
 	sameFields(t, toWant(c), c)

@@ -10,7 +10,7 @@ BIN     := build/bin
 export DOCKER_BUILDKIT := 0
 UNIT    := $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build image tools test-images lint unit compose-check e2e test soak fuzz bench clean
+.PHONY: all build image tools test-images lint unit compose-check e2e test soak fuzz bench bench-e2e clean
 
 all: build
 
@@ -54,6 +54,13 @@ test: unit compose-check e2e
 # The crash campaign with 200 kills (make test runs 30): prints its counts.
 soak: test-images
 	EDGECERT_E2E=1 EDGECERT_E2E_CRASH_KILLS=200 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -run 'TestCrashCampaign' -timeout 90m ./e2e | grep -E 'MEASURE|^(---|ok|FAIL|PASS)'
+
+# The end-to-end benchmark (issue 11's table): one certificate 5 times, 10 at once, idle memory,
+# a restart, and requests under load across 20 renewals. make test runs a small smoke of it.
+bench-e2e: test-images
+	@mkdir -p build
+	EDGECERT_E2E=1 EDGECERT_BENCH=full EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -run '^TestBench$$' -timeout 30m ./e2e >build/bench-e2e.log 2>&1; \
+	st=$$?; awk '/^BENCH$$/{p=1;print;next} p&&/^\|/{print;next} {p=0}' build/bench-e2e.log; grep -E '^(--- |ok|FAIL)|Error' build/bench-e2e.log; exit $$st
 
 # Each fuzz target for FUZZTIME (their seed corpora run in make unit).
 FUZZTIME ?= 30s

@@ -383,20 +383,23 @@ func (m *Manager) launchDue(ctx context.Context, wg *sync.WaitGroup) time.Durati
 		}
 		return orders[i].e.name < orders[j].e.name
 	})
+	queued := len(orders) // due but not started: they will complete soon too
 	for _, c := range orders {
 		if m.hold != "" {
+			queued = 0 // held: not about to complete
 			break
 		}
 		select {
 		case m.slots <- struct{}{}: // released when the order's result is applied
 		default:
 			// Every slot is taken; a finishing order wakes the loop.
-			m.startDeploys(ctx, wg, deploys)
+			m.startDeploys(ctx, wg, deploys, queued)
 			return max(next.Sub(now), 10*time.Millisecond)
 		}
 		m.startOrder(ctx, wg, c.e, c.o, c.reason)
+		queued--
 	}
-	m.startDeploys(ctx, wg, deploys)
+	m.startDeploys(ctx, wg, deploys, queued)
 	return max(next.Sub(now), 10*time.Millisecond)
 }
 

@@ -697,3 +697,25 @@ func TestManagerFallsBackToTheNewestValidVersion(t *testing.T) {
 		t.Fatalf("after a damaged current version: serial %s, orders %d; want the older %s and no order", s.Serial, iss.count(), first.Serial)
 	}
 }
+
+func TestManagerSaysWhenMoreDeploymentsAreComing(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour, gate: make(chan struct{})}
+	dep := &fakeDeployer{}
+	h := start(t, certs, st, iss, dep) // two orders at once
+	h.m.Update([]Want{{Name: "a", Domains: []string{"a.example.com"}}, {Name: "b", Domains: []string{"b.example.com"}},
+		{Name: "c", Domains: []string{"c.example.com"}}})
+	// The CA answers one order at a time; each certificate is deployed
+	// before the next answer.
+	for i := 1; i <= 3; i++ {
+		iss.gate <- struct{}{}
+		waitFor(t, fmt.Sprintf("deployment %d", i), func() bool { _, n := dep.last(); return n == i })
+	}
+	dep.mu.Lock()
+	defer dep.mu.Unlock()
+	// The first: one order in flight and one waiting for a slot; the
+	// second: the third in flight; the last: nothing more is coming.
+	if !dep.seen[0].More || !dep.seen[1].More || dep.seen[2].More {
+		t.Errorf("More = %v, %v, %v; want true, true, false", dep.seen[0].More, dep.seen[1].More, dep.seen[2].More)
+	}
+}

@@ -161,17 +161,18 @@ func (m *Manager) preflight(ctx context.Context, domains []string) error {
 }
 
 // startDeploys hands each entry's current certificate to the Deployer,
-// saying whether more are about to follow: the others started here, and
-// the orders in flight. m.mu is held.
-func (m *Manager) startDeploys(ctx context.Context, wg *sync.WaitGroup, es []*entry) {
-	ordering := 0
+// saying whether more are about to follow: the others started here, the
+// orders in flight, and queued, the orders due that wait for a slot. m.mu
+// is held.
+func (m *Manager) startDeploys(ctx context.Context, wg *sync.WaitGroup, es []*entry, queued int) {
+	coming := queued
 	for _, e := range m.certs {
 		if e.ordering {
-			ordering++
+			coming++
 		}
 	}
 	for i, e := range es {
-		m.startDeploy(ctx, wg, e, ordering > 0 || i < len(es)-1)
+		m.startDeploy(ctx, wg, e, coming > 0 || i < len(es)-1)
 	}
 }
 

@@ -32,7 +32,7 @@ type Batcher struct {
 
 // quietGap gathers deployments handed over together (each arrives on its
 // own goroutine) once nothing more is in flight.
-const quietGap = 20 * time.Millisecond
+const quietGap = 2 * time.Millisecond
 
 type pending struct {
 	cert Cert

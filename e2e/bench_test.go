@@ -287,11 +287,7 @@ func (s *stack) benchRestart() (orders, signals int, healthy time.Duration) {
 	if !slices.Equal(workers, s.workerPIDs()) {
 		signals = 1
 	}
-	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, "reload proven") && strings.Contains(line, " signal=") {
-			signals++
-		}
-	}
+	signals += signalsIn(logs)
 	return orders, signals, at.Sub(start)
 }
 
@@ -524,4 +520,164 @@ func (b *benchTable) print(t *testing.T) {
 	}
 	t.Log("BENCH\n" + sb.String())
 	fmt.Print("BENCH\n" + sb.String())
+}
+
+// TestBenchScale is the scale row of make bench-e2e (not run by make test):
+// EDGECERT_BENCH_SCALE (default 1,000) labelled containers, each with its
+// own certificate served by nginx from its own server block; then the time
+// edgecert takes after a restart until every certificate is proven again
+// (no order, no signal), its RSS, and the reloads a burst of 100 more
+// starts takes.
+func TestBenchScale(t *testing.T) {
+	if os.Getenv("EDGECERT_BENCH") != "full" {
+		t.Skip("make bench-e2e runs it (EDGECERT_BENCH=full)")
+	}
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("EDGECERT_BENCH_SCALE")); err == nil && v > 0 {
+		n = v
+	}
+	burst := min(100, n)
+	if _, err := startPebble("pebble-scale"); err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, "scale")
+	s.pebble = "pebble-scale"
+	s.startNginx()
+	s.startEdgecert("EDGECERT_DEBOUNCE=0")
+	var tab benchTable
+
+	// The n containers, started a few at a time; each server block is added
+	// once its placeholder exists.
+	confs := s.confWriter()
+	start := time.Now()
+	names := s.scaleApps("s", n)
+	s.waitAllProven(names, 30*time.Minute)
+	confs.stop()
+	tab.add(fmt.Sprintf("%d containers: started, ordered and proven", n), secs(time.Since(start)), "")
+
+	// A restart: every certificate proven again, without an order or a signal.
+	workers := s.workerPIDs()
+	if out, err := docker("restart", "-t", "10", s.edgecert); err != nil {
+		t.Fatalf("restart edgecert: %s", out)
+	}
+	restarted := startedAt(t, s.edgecert)
+	s.waitAllProven(names, 5*time.Minute)
+	resync := time.Since(restarted)
+	logs, _ := docker("logs", "--since", restarted.Format(time.RFC3339Nano), s.edgecert)
+	orders := strings.Count(logs, "ordering certificate")
+	tab.add(fmt.Sprintf("%d containers: restart until all proven again", n), secs(resync), "≤ 2 s")
+	tab.add(fmt.Sprintf("%d containers: orders / signals at the restart", n),
+		fmt.Sprintf("%d / %d", orders, signalsIn(logs)+boolInt(!slices.Equal(workers, s.workerPIDs()))), "0 / 0")
+	time.Sleep(3 * time.Second) // idle is what is measured
+	tab.add(fmt.Sprintf("%d containers: idle RSS", n), fmt.Sprintf("%.1f MB", float64(s.rss())/1e6), "≤ 60 MB")
+
+	// A burst of more starts at once.
+	confs = s.confWriter()
+	before := time.Now()
+	more := s.scaleApps("b", burst)
+	s.waitAllProven(more, 10*time.Minute)
+	confs.stop()
+	logs, _ = docker("logs", "--since", before.Format(time.RFC3339Nano), s.edgecert)
+	tab.add(fmt.Sprintf("then %d starts at once: reloads", burst), strconv.Itoa(signalsIn(logs)), "≤ 3")
+	tab.add(fmt.Sprintf("then %d starts at once: all proven", burst), secs(time.Since(before)), "")
+	tab.print(t)
+}
+
+// scaleApps starts n labelled containers (prefix0..), eight at a time, and
+// returns their certificate names. They sleep, on no network: edgecert
+// reads only their labels.
+func (s *stack) scaleApps(prefix string, n int) []string {
+	s.t.Helper()
+	names := make([]string, n)
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i := range n {
+		names[i] = prefix + strconv.Itoa(i)
+		d := s.domain(names[i])
+		s.point(d)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			args := append([]string{"run", "-d", "--name", "e2e-" + runID + "-" + s.name + "-" + names[i], "--network", "none",
+				"--label", s.prefix + ".domains=" + d, "--label", s.prefix + ".name=" + names[i]}, s.labels()...)
+			if out, err := docker(append(args, "edgecert-testapp:e2e", "/testapp", "sleep", "86400")...); err != nil {
+				s.t.Errorf("start %s: %s", names[i], out)
+			}
+		}()
+	}
+	wg.Wait()
+	return names
+}
+
+// waitAllProven waits until status shows every name valid and proven.
+func (s *stack) waitAllProven(names []string, timeout time.Duration) {
+	s.t.Helper()
+	if err := waitUntil(timeout, func() error {
+		proven := map[string]bool{}
+		for _, c := range s.status().Certificates {
+			proven[c.Name] = c.Deployed && c.State == "valid"
+		}
+		for _, n := range names {
+			if !proven[n] {
+				return fmt.Errorf("%s is not proven yet", n)
+			}
+		}
+		return nil
+	}); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// confWriter adds a server block for every certificate of the volume that
+// has none, every few milliseconds, until stopped.
+type confWriterT struct{ done, stopped chan struct{} }
+
+func (c confWriterT) stop() { close(c.done); <-c.stopped }
+
+func (s *stack) confWriter() confWriterT {
+	c := confWriterT{make(chan struct{}), make(chan struct{})}
+	written := map[string]bool{}
+	go func() {
+		defer close(c.stopped)
+		for {
+			ents, _ := os.ReadDir(filepath.Join(s.dir, "certs"))
+			for _, e := range ents {
+				name := e.Name()
+				if strings.HasPrefix(name, ".") || written[name] {
+					continue
+				}
+				if _, err := os.Stat(filepath.Join(s.dir, "certs", name, "fullchain.pem")); err != nil {
+					continue
+				}
+				written[name] = true
+				_ = os.WriteFile(filepath.Join(s.dir, "conf", "10-"+name+".conf"), []byte(tlsServer(name, s.domain(name))), 0o644)
+			}
+			select {
+			case <-c.done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return c
+}
+
+// signalsIn counts the proven reloads in logs that sent a signal.
+func signalsIn(logs string) int {
+	n := 0
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, "reload proven") && strings.Contains(line, " signal=") {
+			n++
+		}
+	}
+	return n
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -126,7 +126,7 @@ func setup() error {
 // pebbleAliases are the names Pebbles answer to: "pebble" is shared by the
 // scenarios; the others belong to scenarios that stop their CA, read its log,
 // or order in bulk (so the shared CA's latency stays that of a quiet CA).
-var pebbleAliases = []string{"pebble", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench"}
+var pebbleAliases = []string{"pebble", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn"}
 
 // writePebbleTLS makes a root and a server certificate for every Pebble
 // alias, so that edgecert verifies each CA's TLS as it would Let's Encrypt's.
@@ -210,6 +210,9 @@ func teardown() {
 	}
 	if ids, _ := docker("ps", "-aq", "--filter", "label=edgecert-e2e="+runID); ids != "" {
 		docker(append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
+	}
+	if ids, _ := docker("network", "ls", "-q", "--filter", "label=edgecert-e2e="+runID); ids != "" {
+		docker(append([]string{"network", "rm"}, strings.Fields(ids)...)...)
 	}
 	docker("network", "rm", netName)
 	os.RemoveAll(hostDir)
@@ -311,7 +314,8 @@ type stack struct {
 	edgecert string
 	// extraArgs go to `docker run` of edgecert (mounts, for example).
 	extraArgs []string
-	noSocket  bool // edgecert reaches Docker by DOCKER_HOST, not the mounted socket
+	noSocket  bool   // edgecert reaches Docker by DOCKER_HOST, not the mounted socket
+	network   string // edgecert's network when not the shared one
 }
 
 func newStack(t *testing.T, name string) *stack {
@@ -459,7 +463,7 @@ func (s *stack) netName() string { return netName }
 
 func (s *stack) startEdgecert(env ...string) {
 	s.t.Helper()
-	args := []string{"run", "-d", "--name", s.edgecert, "--network", s.netName()}
+	args := []string{"run", "-d", "--name", s.edgecert, "--network", cmp.Or(s.network, s.netName())}
 	if !s.noSocket {
 		args = append(args, "-v", "/var/run/docker.sock:/var/run/docker.sock")
 	}

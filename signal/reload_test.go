@@ -51,11 +51,13 @@ type fakeNginx struct {
 	serving      *tls.Certificate
 	pending      *tls.Certificate // served after the next good HUP
 	ip, port     string
+	startedAt    time.Time // the container's start, as inspect says
 }
 
 func (f *fakeNginx) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
 	return container.InspectResponse{
-		ContainerJSONBase: &container.ContainerJSONBase{State: &container.State{Running: !f.restarting, Restarting: f.restarting, Pid: 1}, RestartCount: 7},
+		ContainerJSONBase: &container.ContainerJSONBase{State: &container.State{Running: !f.restarting, Restarting: f.restarting, Pid: 1,
+			StartedAt: f.startedAt.Format(time.RFC3339Nano)}, RestartCount: 7},
 		NetworkSettings:   &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{"edge": {IPAddress: f.ip}}},
 	}, nil
 }
@@ -455,5 +457,29 @@ func TestServesFileFollowsRedirectsOnTheProxyOnly(t *testing.T) {
 	}
 	if err := check("loop"); err == nil || errors.Is(err, ErrRedirectedAway) || !strings.Contains(err.Error(), "redirects") {
 		t.Errorf("redirect loop: %v, want a plain failure after 10 redirects", err)
+	}
+}
+
+func TestEnsureSignalsNoUnreachableProxyThatStartedAfterTheFiles(t *testing.T) {
+	written := time.Now().Add(-time.Minute)
+	tests := []struct {
+		desc      string
+		started   time.Time
+		wantKills int
+	}{
+		{desc: "started after the files were written: it read them, no signal", started: written.Add(time.Second), wantKills: 0},
+		{desc: "started before: signalled (and the handshake skipped)", started: written.Add(-time.Second), wantKills: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			f, _, fp := newFake(t)
+			f.ip = "" // edgecert shares no network with it
+			f.startedAt = tc.started
+			rep := reloader(f).Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: 443},
+				[]Cert{{Name: "c", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp, Written: written}})
+			if !rep.OK || len(f.killed()) != tc.wantKills {
+				t.Fatalf("report %+v, signals %v; want OK with %d signals", rep, f.killed(), tc.wantKills)
+			}
+		})
 	}
 }

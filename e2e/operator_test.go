@@ -91,6 +91,11 @@ func TestOperator(t *testing.T) {
 		"EDGECERT_DEPLOY_HOOK=testapp dump-env /hook/env", "EDGECERT_METRICS_ADDR=:9090")
 	roots := caRoots(t, s.pebble)
 	s.writeConf("10-site.conf", tlsServer("site", d))
+	// An order takes tens of milliseconds: to see the state before it, nginx
+	// is stopped first (orders wait while no labelled proxy runs).
+	if out, err := docker("stop", s.nginx); err != nil {
+		t.Fatalf("stop nginx: %s", out)
+	}
 	s.startApp("app", map[string]string{"domains": d, "name": "site", "key_type": "ec384"})
 
 	// Before issuance: the placeholder, nothing proven, nothing planned.
@@ -107,6 +112,9 @@ func TestOperator(t *testing.T) {
 	if before.State != "placeholder" || before.Serial == "" || before.Deployed || len(before.Reloads) != 0 ||
 		!before.RenewAt.IsZero() || before.LastError != "" || before.KeyType != "ec384" || len(before.History) != 0 {
 		t.Errorf("status before issuance = %+v, want a placeholder with nothing proven or planned", before)
+	}
+	if out, err := docker("start", s.nginx); err != nil {
+		t.Fatalf("start nginx: %s", out)
 	}
 
 	leaf1 := s.waitServed(roots, d, 150*time.Second)

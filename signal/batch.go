@@ -15,35 +15,52 @@ import (
 // complete is reloaded at once (after quietGap, for the deployments handed
 // over in the same instant); one handed over while others are in flight
 // waits for them, but never longer than the bound after the batch opened.
+// Each proxy has one reload at a time: what is flushed while it reloads
+// waits in its queue and goes into its next reload, whole, so a long burst
+// gives back-to-back reloads, each covering all that came meanwhile, and no
+// deployment spends its deadline waiting behind another.
 type Batcher struct {
 	r     *Reloader
 	bound time.Duration
 
 	mu      sync.Mutex
 	proxies []Proxy
-	pending []pending
-	opened  time.Time           // when the gathering batch got its first certificate
-	settled bool                // a certificate came with nothing more in flight: flush when quiet
-	timer   *time.Timer         // flushes the gathering batch
-	batch   int                 // which batch is gathering: a timer of an earlier one flushes nothing
-	reports map[string][]Report // by certificate name: the last report of each proxy
-	onRep   func(Report)        // hears every report (metrics); nil: nobody
+	pending []*pending
+	opened  time.Time              // when the gathering batch got its first certificate
+	settled bool                   // a certificate came with nothing more in flight: flush when quiet
+	timer   *time.Timer            // flushes the gathering batch
+	batch   int                    // which batch is gathering: a timer of an earlier one flushes nothing
+	queues  map[string]*proxyQueue // by proxy ID: flushed certificates waiting for its next reload
+	reports map[string][]Report    // by certificate name: the last report of each proxy
+	onRep   func(Report)           // hears every report (metrics); nil: nobody
 }
 
 // quietGap gathers deployments handed over together (each arrives on its
 // own goroutine) once nothing more is in flight.
 const quietGap = 2 * time.Millisecond
 
+// pending is one Deploy: done gets the joined errors once every proxy that
+// serves the certificate has reported (left counts them down).
 type pending struct {
 	cert Cert
 	done chan error
+	left int
+	errs []error
+}
+
+// proxyQueue is one proxy's certificates waiting for its next reload;
+// running says a goroutine is reloading it and will take them.
+type proxyQueue struct {
+	proxy   Proxy
+	certs   []*pending
+	running bool
 }
 
 // NewBatcher returns a Batcher whose batches wait at most bound for
 // orders in flight. onReport (nil: none) hears every reload report, on the
 // reloading goroutine: it must not block.
 func NewBatcher(r *Reloader, bound time.Duration, onReport func(Report)) *Batcher {
-	return &Batcher{r: r, bound: bound, reports: map[string][]Report{}, onRep: onReport}
+	return &Batcher{r: r, bound: bound, queues: map[string]*proxyQueue{}, reports: map[string][]Report{}, onRep: onReport}
 }
 
 // SetProxies replaces the set of proxies and says whether it changed.
@@ -79,7 +96,7 @@ func (d *Batcher) Reports(name string) []Report {
 func (d *Batcher) Deploy(ctx context.Context, c Cert, more bool) error {
 	done := make(chan error, 1)
 	d.mu.Lock()
-	d.pending = append(d.pending, pending{cert: c, done: done})
+	d.pending = append(d.pending, &pending{cert: c, done: done})
 	if d.timer == nil {
 		d.opened, d.settled = time.Now(), false
 		d.batch++
@@ -103,67 +120,98 @@ func (d *Batcher) Deploy(ctx context.Context, c Cert, more bool) error {
 	}
 }
 
-// flush reloads every proxy once for the gathered batch, unless that
-// batch was flushed already.
+// flush hands the gathered batch to the queue of every proxy that serves
+// its certificates, unless that batch was flushed already.
 func (d *Batcher) flush(ctx context.Context, which int) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.timer == nil || d.batch != which {
-		d.mu.Unlock()
 		return
 	}
 	batch := d.pending
 	d.pending, d.timer = nil, nil
-	proxies := slices.Clone(d.proxies)
-	d.mu.Unlock()
-	if len(batch) == 0 {
-		return
-	}
-
-	certs := make([]Cert, len(batch))
-	for i, p := range batch {
-		certs[i] = p.cert
-	}
-	// Each proxy reloads once, for the certificates of its group.
-	reports := make([]*Report, len(proxies))
-	var wg sync.WaitGroup
-	for i, p := range proxies {
-		mine := slices.DeleteFunc(slices.Clone(certs), func(c Cert) bool { return !p.Serves(c.Group) })
-		if len(mine) == 0 {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rep := d.r.Ensure(ctx, p, mine)
-			reports[i] = &rep
-			if d.onRep != nil {
-				d.onRep(rep)
-			}
-		}()
-	}
-	wg.Wait()
-
-	byCert := map[string][]Report{}
-	for _, r := range reports {
-		if r == nil {
-			continue
-		}
-		for _, name := range r.Certs {
-			byCert[name] = append(byCert[name], *r)
-		}
-	}
-	d.mu.Lock()
-	for _, c := range certs {
-		d.reports[c.Name] = byCert[c.Name]
-	}
-	d.mu.Unlock()
 	for _, p := range batch {
-		var errs []error
-		for _, r := range byCert[p.cert.Name] {
-			if err := r.ErrFor(p.cert.Name); err != nil {
-				errs = append(errs, err)
+		var views []Report // what status shows stays for the proxies that still serve it
+		for _, px := range d.proxies {
+			if !px.Serves(p.cert.Group) {
+				continue
+			}
+			p.left++
+			q := d.queues[px.ID]
+			if q == nil {
+				q = &proxyQueue{}
+				d.queues[px.ID] = q
+			}
+			q.proxy = px
+			q.certs = append(q.certs, p)
+			for _, r := range d.reports[p.cert.Name] {
+				if r.Container == px.Name {
+					views = append(views, r)
+				}
 			}
 		}
-		p.done <- errors.Join(errs...)
+		d.reports[p.cert.Name] = views
+		if p.left == 0 {
+			p.done <- nil // no proxy serves it: nothing to prove
+		}
+	}
+	for id, q := range d.queues {
+		if len(q.certs) > 0 && !q.running {
+			q.running = true
+			go d.reloadQueue(ctx, id)
+		}
+	}
+}
+
+// reloadQueue reloads one proxy, again and again, for all its queue holds,
+// until the queue is empty. Each round is bounded by the Reloader's
+// timeout; the goroutine ends with the empty queue.
+func (d *Batcher) reloadQueue(ctx context.Context, id string) {
+	for {
+		d.mu.Lock()
+		q := d.queues[id]
+		items := q.certs
+		q.certs = nil
+		if len(items) == 0 {
+			q.running = false
+			if q.proxy.ID == "" || !slices.ContainsFunc(d.proxies, func(p Proxy) bool { return p.ID == id }) {
+				delete(d.queues, id) // a proxy that is gone
+			}
+			d.mu.Unlock()
+			return
+		}
+		px := q.proxy
+		d.mu.Unlock()
+
+		// The newest deployment of each certificate is what must be served.
+		latest := map[string]int{}
+		var certs []Cert
+		for _, p := range items {
+			if i, ok := latest[p.cert.Name]; ok {
+				certs[i] = p.cert
+				continue
+			}
+			latest[p.cert.Name] = len(certs)
+			certs = append(certs, p.cert)
+		}
+		rep := d.r.Ensure(ctx, px, certs)
+		if d.onRep != nil {
+			d.onRep(rep)
+		}
+
+		d.mu.Lock()
+		for _, c := range certs {
+			views := slices.DeleteFunc(d.reports[c.Name], func(r Report) bool { return r.Container == rep.Container })
+			d.reports[c.Name] = append(views, rep.ForCert(c.Name))
+		}
+		for _, p := range items {
+			if err := rep.ErrFor(p.cert.Name); err != nil {
+				p.errs = append(p.errs, err)
+			}
+			if p.left--; p.left == 0 {
+				p.done <- errors.Join(p.errs...)
+			}
+		}
+		d.mu.Unlock()
 	}
 }

@@ -72,7 +72,7 @@ func servesOnce(ctx context.Context, addrs []string, cs []Cert) error {
 					break certs
 				}
 				if fp != c.Fingerprint {
-					bad = fmt.Errorf("%s with SNI %s presents serial %s, want %s", addr, d, serial, c.Serial)
+					bad = wrongLeafError(fmt.Sprintf("%s with SNI %s presents serial %s, want %s", addr, d, serial, c.Serial))
 					break certs
 				}
 			}
@@ -84,6 +84,12 @@ func servesOnce(ctx context.Context, addrs []string, cs []Cert) error {
 	}
 	return lastErr
 }
+
+// wrongLeafError is a handshake that presented another certificate: what
+// status should name, rather than a connection that failed later.
+type wrongLeafError string
+
+func (e wrongLeafError) Error() string { return string(e) }
 
 // handshakes is how many handshakes one proof makes at once.
 const handshakes = 8

@@ -115,6 +115,35 @@ type Report struct {
 	FailedStep string            `json:"failed_step,omitempty"`
 	CertErrors map[string]string `json:"cert_errors,omitempty"` // certificates the proxy does not serve after the reload
 	Steps      []Step            `json:"steps"`
+	Batch      int               `json:"batch,omitempty"` // in a view for one certificate: how many the reload covered
+}
+
+// ForCert is r as certificate name's status shows it: the reload's steps
+// with name's own handshake only, OK and the error as they concern name,
+// and Batch the number of certificates the reload covered. A reload of a
+// thousand certificates then weighs one certificate in each status.
+func (r Report) ForCert(name string) Report {
+	out := r
+	out.Batch = len(r.Certs)
+	out.Certs = []string{name}
+	out.Steps = nil
+	for _, s := range r.Steps {
+		if s.Step == "handshake" && !strings.HasPrefix(s.Detail, name+": ") &&
+			slices.ContainsFunc(r.Certs, func(c string) bool { return strings.HasPrefix(s.Detail, c+": ") }) {
+			continue // another certificate's handshake
+		}
+		out.Steps = append(out.Steps, s)
+	}
+	out.CertErrors = nil
+	if e, ok := r.CertErrors[name]; ok {
+		out.CertErrors = map[string]string{name: e}
+	}
+	if err := r.ErrFor(name); err != nil {
+		out.OK, out.Error = false, err.Error()
+	} else {
+		out.OK, out.Error, out.FailedStep = true, "", ""
+	}
+	return out
 }
 
 // ErrFor returns the error of this report for certificate name, or nil.
@@ -258,13 +287,17 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		rep.OK = true
 		return rep
 	}
-	if len(addrs) == 0 && startedAfter(started, cs) {
-		// Unreachable, but it read every file when it started: a signal
-		// would only make it read them again.
-		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true,
-			Detail: "started at " + started.UTC().Format(time.RFC3339Nano) + ", after " + names + " were written: it read them then"})
-		rep.OK = true
-		return rep
+	if startedAfter(started, cs) {
+		// It read every file when it started: a signal would only make it
+		// read them again. Reachable, it must show them (it may still be
+		// starting to listen); if it does not, its configuration changed
+		// since it started, and it is reloaded as any other.
+		detail := "started at " + started.UTC().Format(time.RFC3339Nano) + ", after " + names + " were written: it read them then"
+		if len(addrs) == 0 || servedWithin(ctx, addrs, cs, startingWait) {
+			rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: detail})
+			rep.OK = true
+			return rep
+		}
 	}
 
 	// The files stay put from the config test until the new workers have
@@ -360,7 +393,14 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 					rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, TookMS: time.Since(start).Milliseconds(), Detail: c.Name + ": serial " + c.Serial})
 					continue
 				}
-				if ctx.Err() == nil || lastErr[c.Name] == nil {
+				var wrong, wasWrong wrongLeafError
+				switch {
+				case lastErr[c.Name] == nil:
+					lastErr[c.Name] = err
+				case errors.As(lastErr[c.Name], &wasWrong) && !errors.As(err, &wrong):
+					// Another certificate presented says more than a
+					// connection that failed afterwards.
+				case ctx.Err() == nil:
 					lastErr[c.Name] = err // a look cut short by the deadline says less than the one before
 				}
 				still = append(still, c)
@@ -398,6 +438,27 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 }
 
 var errNotRunning = errors.New("not running")
+
+// startingWait is how long a proxy that has just started may take to
+// serve what it read at its start.
+const startingWait = 5 * time.Second
+
+// servedWithin says whether every certificate of cs is served on addrs
+// within wait (and ctx).
+func servedWithin(ctx context.Context, addrs []string, cs []Cert, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		if errors.Join(checkEach(ctx, addrs, cs)...) == nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
 
 // startedAfter says whether a proxy that started at started read the
 // current files of every certificate of cs.

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,14 +52,15 @@ type fakeNginx struct {
 	serving      *tls.Certificate
 	pending      *tls.Certificate // served after the next good HUP
 	ip, port     string
-	startedAt    time.Time // the container's start, as inspect says
+	startedAt    time.Time     // the container's start, as inspect says
+	gate         chan struct{} // when set, each config test waits for it
 }
 
 func (f *fakeNginx) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
 	return container.InspectResponse{
 		ContainerJSONBase: &container.ContainerJSONBase{State: &container.State{Running: !f.restarting, Restarting: f.restarting, Pid: 1,
 			StartedAt: f.startedAt.Format(time.RFC3339Nano)}, RestartCount: 7},
-		NetworkSettings:   &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{"edge": {IPAddress: f.ip}}},
+		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{"edge": {IPAddress: f.ip}}},
 	}, nil
 }
 
@@ -92,6 +94,13 @@ func (f *fakeNginx) ContainerExecCreate(ctx context.Context, id string, o contai
 }
 
 func (f *fakeNginx) ExecOutput(ctx context.Context, execID string) (io.ReadCloser, error) {
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if f.hang {
 		pr, pw := io.Pipe() // nobody ever writes: an exec that never ends
 		context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
@@ -226,8 +235,11 @@ func TestBatcherCoalescesABurstIntoOneReload(t *testing.T) {
 	f, _, fp := newFake(t)
 	port, _ := strconv.Atoi(f.port)
 	// A bound no test waits for: the batch must flush because the last
-	// certificate says nothing more is in flight.
-	d := NewBatcher(reloader(f), time.Hour, nil)
+	// certificate says nothing more is in flight. Ten handshakes at once
+	// get more than the usual 500 ms on a loaded machine.
+	r := reloader(f)
+	r.opts.Timeout = 10 * time.Second
+	d := NewBatcher(r, time.Hour, nil)
 	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
 	// Nine certificates arrive while orders are in flight, then the last
 	// one; the fake serves one leaf for every name, so all ten are proven
@@ -256,8 +268,9 @@ func TestBatcherCoalescesABurstIntoOneReload(t *testing.T) {
 	if k := f.killed(); len(k) != 1 {
 		t.Fatalf("signals = %v, want one reload for the burst", k)
 	}
-	if r := d.Reports("c3"); len(r) != 1 || !r[0].OK || len(r[0].Certs) != 10 {
-		t.Fatalf("reports for c3 = %+v, want one proven reload covering 10 certificates", r)
+	if r := d.Reports("c3"); len(r) != 1 || !r[0].OK || r[0].Batch != 10 || !slices.Equal(r[0].Certs, []string{"c3"}) ||
+		slices.ContainsFunc(r[0].Steps, func(s Step) bool { return s.Step == "handshake" && !strings.HasPrefix(s.Detail, "c3: ") }) {
+		t.Fatalf("reports for c3 = %+v, want one proven reload covering 10 certificates, showing c3's handshake only", r)
 	}
 }
 
@@ -476,6 +489,77 @@ func TestEnsureSignalsNoUnreachableProxyThatStartedAfterTheFiles(t *testing.T) {
 			f.ip = "" // edgecert shares no network with it
 			f.startedAt = tc.started
 			rep := reloader(f).Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: 443},
+				[]Cert{{Name: "c", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp, Written: written}})
+			if !rep.OK || len(f.killed()) != tc.wantKills {
+				t.Fatalf("report %+v, signals %v; want OK with %d signals", rep, f.killed(), tc.wantKills)
+			}
+		})
+	}
+}
+
+func TestBatcherGathersWhileAProxyReloads(t *testing.T) {
+	f, _, fp := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	f.gate = make(chan struct{})
+	var mu sync.Mutex
+	var reports []Report
+	r := reloader(f)
+	r.opts.Timeout = 10 * time.Second
+	d := NewBatcher(r, time.Hour, func(rep Report) { mu.Lock(); reports = append(reports, rep); mu.Unlock() })
+	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
+	errs := make(chan error, 3)
+	deploy := func(name string) {
+		errs <- d.Deploy(context.Background(), Cert{Name: name, Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, false)
+	}
+	// a's reload waits in its config test...
+	go deploy("a")
+	waitFor(t, 10*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		q := d.queues["n1"]
+		return q != nil && q.running && len(q.certs) == 0
+	})
+	// ...while b and c are flushed, each on its own (nothing more in flight).
+	go deploy("b")
+	go deploy("c")
+	waitFor(t, 10*time.Second, func() bool { d.mu.Lock(); defer d.mu.Unlock(); return len(d.queues["n1"].certs) == 2 })
+	close(f.gate)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Deploy: %v", err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports) != 2 || len(reports[1].Certs) != 2 {
+		t.Fatalf("reports = %+v; want two: a, then b and c together", reports)
+	}
+	if r := d.Reports("b"); len(r) != 1 || r[0].Batch != 2 {
+		t.Errorf("b's report = %+v, want one covering 2 certificates", r)
+	}
+}
+
+func TestEnsureAProxyStartedAfterTheFilesIsReloadedOnlyIfItDoesNotServeThem(t *testing.T) {
+	written := time.Now().Add(-time.Minute)
+	tests := []struct {
+		desc      string
+		serving   bool // the fake serves the new leaf already (it read it at start)
+		wantKills int
+	}{
+		{desc: "serves what it read at start: no signal", serving: true, wantKills: 0},
+		{desc: "does not (its configuration changed since): reloaded", serving: false, wantKills: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			f, next, fp := newFake(t)
+			port, _ := strconv.Atoi(f.port)
+			f.startedAt = written.Add(time.Second)
+			if tc.serving {
+				f.serving = next
+			}
+			r := reloader(f)
+			r.opts.Timeout = 10 * time.Second
+			rep := r.Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: port},
 				[]Cert{{Name: "c", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp, Written: written}})
 			if !rep.OK || len(f.killed()) != tc.wantKills {
 				t.Fatalf("report %+v, signals %v; want OK with %d signals", rep, f.killed(), tc.wantKills)

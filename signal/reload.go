@@ -486,13 +486,25 @@ func (rep *Report) step(name string, f func() (string, error)) error {
 	return err
 }
 
+// summary is the steps for the log, one word each; the handshakes of a
+// batch are one word: the slowest, and how many.
 func (rep *Report) summary() string {
-	var b strings.Builder
-	for i, s := range rep.Steps {
-		if i > 0 {
-			b.WriteByte(' ')
+	var words []string
+	var shakes int
+	var slowest int64
+	for _, s := range rep.Steps {
+		if s.Step == "handshake" {
+			shakes++
+			slowest = max(slowest, s.TookMS)
+			continue
 		}
-		fmt.Fprintf(&b, "%s=%dms", s.Step, s.TookMS)
+		words = append(words, fmt.Sprintf("%s=%dms", s.Step, s.TookMS))
 	}
-	return b.String()
+	switch {
+	case shakes == 1:
+		words = append(words, fmt.Sprintf("handshake=%dms", slowest))
+	case shakes > 1:
+		words = append(words, fmt.Sprintf("handshakes=%dms(%d)", slowest, shakes))
+	}
+	return strings.Join(words, " ")
 }

@@ -567,3 +567,14 @@ func TestEnsureAProxyStartedAfterTheFilesIsReloadedOnlyIfItDoesNotServeThem(t *t
 		})
 	}
 }
+
+func TestReportSummaryIsOneWordPerStep(t *testing.T) {
+	rep := Report{Steps: []Step{{Step: "inspect", TookMS: 1}, {Step: "handshake", TookMS: 3}, {Step: "handshake", TookMS: 5}, {Step: "handshake", TookMS: 4}}}
+	if got, want := rep.summary(), "inspect=1ms handshakes=5ms(3)"; got != want {
+		t.Errorf("summary = %q, want %q: a thousand handshakes make one word", got, want)
+	}
+	rep.Steps = rep.Steps[:2]
+	if got, want := rep.summary(), "inspect=1ms handshake=3ms"; got != want {
+		t.Errorf("summary = %q, want %q", got, want)
+	}
+}

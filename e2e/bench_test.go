@@ -664,11 +664,15 @@ func (s *stack) confWriter() confWriterT {
 	return c
 }
 
-// signalsIn counts the proven reloads in logs that sent a signal.
+// signalsIn counts the reloads in logs that sent a signal: proven, or
+// failed after the signal (new workers, handshake).
 func signalsIn(logs string) int {
 	n := 0
 	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, "reload proven") && strings.Contains(line, " signal=") {
+		switch {
+		case strings.Contains(line, "reload proven") && strings.Contains(line, " signal="):
+			n++
+		case strings.Contains(line, "reload failed") && (strings.Contains(line, "step=workers_new") || strings.Contains(line, "step=handshake")):
 			n++
 		}
 	}

@@ -542,6 +542,26 @@ func TestBenchScale(t *testing.T) {
 	}
 	s := newStack(t, "scale")
 	s.pebble = "pebble-scale"
+	// A thousand containers take minutes to remove: in chunks, four at a
+	// time (one docker rm of all would outlast the harness's 2 minutes).
+	t.Cleanup(func() {
+		ids, _ := docker("ps", "-aq", "--filter", "label=edgecert-e2e-stack="+runID+"-scale")
+		all := strings.Fields(ids)
+		sem := make(chan struct{}, 4)
+		var wg sync.WaitGroup
+		for len(all) > 0 {
+			chunk := all[:min(25, len(all))]
+			all = all[len(chunk):]
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				docker(append([]string{"rm", "-f"}, chunk...)...)
+			}()
+		}
+		wg.Wait()
+	})
 	s.startNginx()
 	s.startEdgecert("EDGECERT_DEBOUNCE=0")
 	var tab benchTable

@@ -174,7 +174,7 @@ func (d *Batcher) reloadQueue(ctx context.Context, id string) {
 		q.certs = nil
 		if len(items) == 0 {
 			q.running = false
-			if q.proxy.ID == "" || !slices.ContainsFunc(d.proxies, func(p Proxy) bool { return p.ID == id }) {
+			if !slices.ContainsFunc(d.proxies, func(p Proxy) bool { return p.ID == id }) {
 				delete(d.queues, id) // a proxy that is gone
 			}
 			d.mu.Unlock()

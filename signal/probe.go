@@ -113,6 +113,11 @@ func checkEach(ctx context.Context, addrs []string, cs []Cert) []error {
 	return errs
 }
 
+// allServed says whether every certificate of cs is served on addrs now.
+func allServed(ctx context.Context, addrs []string, cs []Cert) bool {
+	return errors.Join(checkEach(ctx, addrs, cs)...) == nil
+}
+
 // Served returns the SHA-256 fingerprint (hex) and serial of the leaf that
 // addr presents for sni.
 func Served(ctx context.Context, addr, sni string) (fingerprint, serial string, err error) {

@@ -282,7 +282,7 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		return fail(fmt.Errorf("inspect %s: %w", p.Name, err))
 	}
 
-	if len(addrs) > 0 && errors.Join(checkEach(ctx, addrs, cs)...) == nil {
+	if len(addrs) > 0 && allServed(ctx, addrs, cs) {
 		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: "already serving " + names})
 		rep.OK = true
 		return rep
@@ -313,13 +313,11 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 	type found struct {
 		pids []int
 		err  error
-		took time.Duration
 	}
 	first := make(chan found, 1)
 	go func() {
-		start := time.Now()
 		ps, err := r.workers(ctx, p.ID, opts, mainPID)
-		first <- found{ps, err, time.Since(start)}
+		first <- found{ps, err}
 	}()
 	if len(opts.ConfigTest) > 0 {
 		if err := step("config_test", func() (string, error) {
@@ -449,7 +447,7 @@ func servedWithin(ctx context.Context, addrs []string, cs []Cert, wait time.Dura
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
-		if errors.Join(checkEach(ctx, addrs, cs)...) == nil {
+		if allServed(ctx, addrs, cs) {
 			return true
 		}
 		select {

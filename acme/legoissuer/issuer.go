@@ -311,7 +311,6 @@ func (l *Issuer) client(email string) (*lego.Client, error) {
 	conf.CADirURL = l.cfg.Directory
 	conf.HTTPClient = l.http
 	conf.UserAgent = "edgecert"
-	conf.Certificate.KeyType = keyTypes[l.cfg.KeyType]
 	client, err := lego.NewClient(conf)
 	if err != nil {
 		return nil, fmt.Errorf("ACME directory %s: %w", l.cfg.Directory, err)

@@ -136,9 +136,10 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders, ForcedLimit: cfg.ForcedLimit,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
 		ReuseKey: cfg.ReuseKey,
-		// A batch gathers for at most the window, then each proxy has
+		// A batch gathers for at most the window, may wait for the reload
+		// its proxy is running, then has its own: each at most
 		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
-		DeployTimeout: cfg.ReloadWindow + cfg.ReloadTimeout + 30*time.Second,
+		DeployTimeout: cfg.ReloadWindow + 2*cfg.ReloadTimeout + 30*time.Second,
 		Store:         store, Issuer: iss, DryRun: dry, Swaps: files,
 		Deployer:  proxyDeployer{batcher: batcher, has: store.Has, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir},
 		Preflight: &challengePreflight{webroot: cfg.Webroot, proxies: batcher, probe: reloader, log: log},

@@ -1,9 +1,42 @@
-# edgecert image: a static binary on an empty base. It builds with no registry:
-# `make image` compiles the binary on the host (CGO_ENABLED=0) and copies the
-# host's CA bundle (for Let's Encrypt) next to it.
+# edgecert image: a Go build stage, then a static binary and a CA bundle on an
+# empty (FROM scratch) base. Docker is all it needs:
+#   docker compose up -d --build      the build stage is golang:1.26 from Docker Hub
+#   make image                        no registry: a build stage made from this
+#                                     machine's Go (e2e/images/builder.sh)
+ARG GO_IMAGE=golang:1.26-bookworm
+
+FROM ${GO_IMAGE} AS build
+WORKDIR /src
+# The modules first, so that a change to edgecert's code does not fetch them again.
+COPY go.mod go.sum ./
+RUN go mod download
+# Warm the build cache with the libraries edgecert imports, so that a rebuild
+# after a change to edgecert compiles edgecert only. (A path missing here only
+# makes a build slower.)
+RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false github.com/docker/docker/client github.com/go-acme/lego/v4/lego \
+      github.com/go-acme/lego/v4/acme/api github.com/go-acme/lego/v4/challenge/http01 \
+      github.com/prometheus/client_golang/prometheus/promhttp github.com/spf13/cobra \
+      github.com/caarlos0/env/v10 golang.org/x/time/rate golang.org/x/sync/errgroup || true
+COPY cmd ./cmd
+COPY acme ./acme
+COPY dockerwatch ./dockerwatch
+COPY signal ./signal
+ARG VERSION=dev
+# Linux whatever machine builds it; static, so it runs on scratch.
+RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false \
+      -ldflags "-s -w -X main.version=${VERSION}" -o /out/edgecert ./cmd/edgecert \
+ && cp /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt \
+ && mkdir -p /out/dirs/var/lib/edgecert /out/dirs/etc/edgecert/certs /out/dirs/var/www/acme
+
 FROM scratch
-COPY build/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY build/edgecert /usr/local/bin/edgecert
+COPY --from=build /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /out/edgecert /usr/local/bin/edgecert
+# The state, certificate and webroot directories belong to uid 65532, so that a
+# named volume mounted there lets edgecert run unprivileged
+# (user: "65532:<the Docker socket's group>"; see README). The default is root:
+# it can read the socket whatever its group, and hand keys to a proxy's user
+# (EDGECERT_KEY_OWNER).
+COPY --from=build --chown=65532:65532 /out/dirs/ /
 ENV PATH=/usr/local/bin
 VOLUME ["/var/lib/edgecert"]
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 CMD ["edgecert", "health"]

@@ -10,18 +10,19 @@ BIN     := build/bin
 export DOCKER_BUILDKIT := 0
 UNIT    := $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build image tools test-images lint unit compose-check e2e test soak fuzz bench bench-e2e clean
+.PHONY: all setup build image tools test-images lint unit compose-check e2e test soak fuzz bench bench-e2e clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o build/edgecert ./cmd/edgecert
 
-# The image is FROM scratch: the host's CA bundle goes in for Let's Encrypt.
-image: build
-	cp /etc/ssl/certs/ca-certificates.crt build/ca-certificates.crt
-	docker build -q -t edgecert:local . >/dev/null
-	@echo "built edgecert:local ($(VERSION))"
+# The image, built by the Dockerfile with no registry: its build stage is made
+# from this machine's Go toolchain and module cache (e2e/images/builder.sh).
+image:
+	e2e/images/builder.sh
+	docker build -q --build-arg GO_IMAGE=edgecert-builder:local --build-arg VERSION=$(VERSION) -t edgecert:local . >/dev/null
+	@echo "built edgecert:local ($(VERSION)), $$(docker image inspect -f '{{.Size}}' edgecert:local) bytes"
 
 tools:
 	CGO_ENABLED=0 GOBIN=$(CURDIR)/$(BIN) $(GO) install \
@@ -29,7 +30,7 @@ tools:
 		github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$(PEBBLE)
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/testapp ./e2e/testapp
 
-test-images: image tools
+test-images: setup image tools
 	e2e/images/build.sh
 
 lint:
@@ -43,13 +44,22 @@ unit: lint
 e2e: test-images
 	EDGECERT_E2E=1 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -parallel 6 -timeout 30m ./e2e
 
-# Every compose file users copy must stay valid (docker-compose 1.29 and v2), and the
-# socket proxy's HAProxy configuration too.
+# Every compose file users copy must stay valid Compose Specification (checked by
+# `docker compose` when it is installed, docker-compose otherwise), and the socket
+# proxy's HAProxy configuration too.
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 compose-check:
-	@for f in compose/*.yml compose/*/docker-compose.yml; do docker-compose -f $$f config -q && echo "compose ok: $$f" || exit 1; done
+	@for f in compose/*.yml compose/*/docker-compose.yml; do \
+	  ! grep -q '^version:' $$f || { echo "$$f: the obsolete version: key"; exit 1; }; \
+	  $(COMPOSE) -f $$f config -q && echo "compose ok ($(COMPOSE)): $$f" || exit 1; done
 	@haproxy -c -q -f compose/socket-proxy/haproxy.cfg && echo "haproxy config ok: compose/socket-proxy/haproxy.cfg"
 
-test: unit compose-check e2e
+# Debian packages and a Docker Engine: installed when missing (as root), or the
+# command to run is printed.
+setup:
+	@e2e/setup.sh
+
+test: setup unit compose-check e2e
 
 # The crash campaign with 200 kills (make test runs 30): prints its counts.
 soak: test-images

@@ -44,6 +44,8 @@ type Want struct {
 	Profile    string
 	Email      string
 	Group      string // passed on to the Deployer: which proxies serve it
+	// CombinedPEM: a proxy that serves it wants combined.pem (HAProxy).
+	CombinedPEM bool
 }
 
 // Order is one certificate to obtain. Empty options take the issuer's defaults.

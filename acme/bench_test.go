@@ -19,7 +19,7 @@ func BenchmarkStoreWrite(b *testing.B) {
 	chain, key := newTestCA(b).issue(b, []string{"bench.example.com"}, 90*24*time.Hour)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := s.Write("bench", chain, key); err != nil {
+		if _, err := s.Write("bench", chain, key, false); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -42,7 +42,7 @@ func BenchmarkManagerRestartThousand(b *testing.B) {
 		name := "c" + strconv.Itoa(i)
 		d := name + ".example.com"
 		chain, key := ca.issue(b, []string{d}, 90*24*time.Hour)
-		if _, err := store.Write(name, chain, key); err != nil {
+		if _, err := store.Write(name, chain, key, false); err != nil {
 			b.Fatal(err)
 		}
 		wants[i] = Want{Name: name, Domains: []string{d}, Containers: []string{name}}

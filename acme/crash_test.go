@@ -101,7 +101,7 @@ func crashAfter(t *testing.T, written bool) (certs, st string, old, issued *Info
 	iss = &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
 	store, _ := NewStore(certs, DefaultOwner)
 	c1, k1 := iss.ca.issue(t, []string{"c.example.com"}, 90*24*time.Hour)
-	old, _ = store.Write("c", c1, k1)
+	old, _ = store.Write("c", c1, k1, false)
 	// The state of the old certificate: from another CA, ARI due long ago.
 	stale := persisted{Fingerprint: old.Fingerprint, Domains: old.Domains, Directory: "https://ca.test/dir",
 		Issued: &issuedSpec{KeyType: "ec256"}, ARI: &ARIWindow{Chosen: time.Now().Add(-time.Hour)}}
@@ -115,7 +115,7 @@ func crashAfter(t *testing.T, written bool) (certs, st string, old, issued *Info
 	}
 	issued = infoOf(mustLeaf(t, c2))
 	if written {
-		if _, err := store.Write("c", c2, k2); err != nil {
+		if _, err := store.Write("c", c2, k2, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,7 +157,7 @@ func TestManagerResetsStateThatDescribesAnotherCertificate(t *testing.T) {
 	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
 	store, _ := NewStore(certs, DefaultOwner)
 	c1, k1 := iss.ca.issue(t, []string{"s.example.com"}, 90*24*time.Hour)
-	cur, _ := store.Write("s", c1, k1)
+	cur, _ := store.Write("s", c1, k1, false)
 	// State left from an earlier certificate, of another CA and profile.
 	if err := saveState(st, "s", persisted{Fingerprint: "0123", Domains: cur.Domains, Directory: "https://old-ca.test/dir",
 		Issued: &issuedSpec{KeyType: "ec256", Profile: "old"}}); err != nil {

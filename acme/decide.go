@@ -73,6 +73,9 @@ func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, r
 	if e.force {
 		return true, string(SourceForced), time.Time{}
 	}
+	if e.st.Hold != nil {
+		return false, "", time.Time{} // rolled back: only `renew NAME` orders
+	}
 	need, why := needsOrder(e, o, directory, now)
 	retry := e.st.RetryAt
 	if e.st.FailedSpec != specKey(o) {

@@ -684,9 +684,9 @@ func TestManagerFallsBackToTheNewestValidVersion(t *testing.T) {
 	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
 	store, _ := NewStore(certs, DefaultOwner)
 	c1, k1 := iss.ca.issue(t, []string{"f.example.com"}, 90*24*time.Hour)
-	first, _ := store.Write("f", c1, k1)
+	first, _ := store.Write("f", c1, k1, false)
 	c2, k2 := iss.ca.issue(t, []string{"f.example.com"}, 90*24*time.Hour)
-	second, _ := store.Write("f", c2, k2)
+	second, _ := store.Write("f", c2, k2, false)
 	if err := os.Truncate(filepath.Join(certs, ".versions", "f", second.Version, FileFullchain), 10); err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,12 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 			res.Message = "certificate issued and written, but the reload was not proven"
 			res.Err = r.err.Error()
 		}
-		if e.wait.noOrder {
+		if e.wait.rollback {
+			res.Ordered, res.Message = false, fmt.Sprintf("rolled back to serial %s and proven served; automatic renewal is held until `edgecert renew %s`", e.disk.Serial, e.name)
+			if r.err != nil {
+				res.Message = "rolled back to serial " + e.disk.Serial + ", but the reload was not proven (it is retried)"
+			}
+		} else if e.wait.noOrder {
 			res.Ordered, res.Message = false, "not due (no order); its reload was retried and is proven served"
 			if r.err != nil {
 				res.Message = "not due (no order); its reload was retried and is still not proven"

@@ -50,7 +50,10 @@ type persisted struct {
 	WishOrders []time.Time `json:"wish_orders,omitempty"`
 	// Released: the operator released the name (edgecert forget); it is
 	// bound again by the next certificate issued for it.
-	Released     bool        `json:"released,omitempty"`
+	Released bool `json:"released,omitempty"`
+	// Hold: the operator rolled the certificate back; no automatic order
+	// until `edgecert renew NAME` releases it.
+	Hold         *Hold       `json:"hold,omitempty"`
 	ForcedOrders []time.Time `json:"forced_orders,omitempty"`
 	History      []Event     `json:"history,omitempty"` // newest last, at most historyLen
 }
@@ -67,6 +70,8 @@ const (
 	EventWriteFailed  EventKind = "write_failed" // issued, not written to the volume: the write is retried
 	EventUnused       EventKind = "unused"       // no running container wants it any more
 	EventWanted       EventKind = "wanted"       // wanted again after being unused
+	EventRolledBack   EventKind = "rolled_back"  // an earlier version put back by the operator
+	EventHoldReleased EventKind = "hold_released"
 )
 
 // Event is one thing that happened to a certificate, kept in its history.
@@ -76,6 +81,13 @@ type Event struct {
 	Serial string    `json:"serial,omitempty"`
 	Detail string    `json:"detail,omitempty"`
 	TookMS int64     `json:"took_ms,omitempty"` // orders: time inside the CA client
+}
+
+// Hold is a rollback's hold on automatic renewal.
+type Hold struct {
+	Serial string    `json:"serial"` // the version put back
+	From   string    `json:"from"`   // the serial it replaced
+	At     time.Time `json:"at"`
 }
 
 // historyLen is how many events a certificate keeps.

@@ -56,6 +56,7 @@ type CertStatus struct {
 	LastDeploy  time.Time  `json:"last_deploy,omitzero"`
 	DeployError string     `json:"deploy_error,omitempty"`
 	Waiting     string     `json:"waiting,omitempty"` // why a due order has not started
+	Held        *Hold      `json:"held,omitempty"`    // rolled back: no automatic renewal until `renew NAME`
 	Phase       Phase      `json:"phase,omitempty"`   // the order in flight
 	History     []Event    `json:"history"`           // newest last
 }
@@ -66,7 +67,7 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 	s := CertStatus{Name: e.name, LastAttempt: e.st.LastAttempt, LastSuccess: e.st.LastSuccess, LastError: e.st.LastError,
 		Permanent: e.st.Permanent, Failures: e.st.Failures, DeployError: e.deployErr, LastDeploy: e.lastDeploy,
 		Containers: []string{}, ARI: e.st.ARI, ARIError: e.st.ARIError, UnusedSince: e.st.UnusedSince, Phase: e.phase,
-		History: slices.Clone(e.st.History)}
+		History: slices.Clone(e.st.History), Held: e.st.Hold}
 	o, active := wish(e, d, now)
 	if e.want != nil {
 		s.Domains, s.Containers = e.want.Domains, e.want.Containers
@@ -99,7 +100,10 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 			s.RenewAt, s.RenewSource = time.Time{}, ""
 		}
 	}
-	if active && !e.ordering && hold != "" {
+	if e.st.Hold != nil {
+		s.RenewAt, s.RenewSource = time.Time{}, ""
+	}
+	if active && !e.ordering && hold != "" && e.st.Hold == nil {
 		if need, _ := needsOrder(e, o, d.Directory, now); need {
 			s.Waiting = hold
 		}

@@ -42,6 +42,9 @@ const (
 	FileCert      = "cert.pem"
 	FileChain     = "chain.pem"
 	FileKey       = "privkey.pem"
+	// FileCombined is certificate, chain and key in one file (HAProxy's
+	// crt), written when a proxy asks for it by label; 0600 like the key.
+	FileCombined = "combined.pem"
 )
 
 // Store is the certificate volume. Its methods are not safe for concurrent
@@ -188,9 +191,10 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// Write makes fullchain (PEM, leaf first) and key the current pair for name.
-// It refuses a key that does not match the leaf.
-func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
+// Write makes fullchain (PEM, leaf first) and key the current pair for name,
+// with combined.pem beside them when combined is set. It refuses a key that
+// does not match the leaf.
+func (s *Store) Write(name string, fullchain, key []byte, combined bool) (*Info, error) {
 	if _, err := tls.X509KeyPair(fullchain, key); err != nil {
 		return nil, fmt.Errorf("certificate %s: refusing to write a mismatched or unreadable pair: %w", name, err)
 	}
@@ -217,6 +221,13 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 		{FileChain, pemCerts(chain...), 0o644},
 		{FileKey, key, s.keyMode},
 	}
+	if combined {
+		files = append(files, struct {
+			name string
+			data []byte
+			mode fs.FileMode
+		}{FileCombined, combinedPEM(fullchain, key), s.keyMode})
+	}
 
 	parent := filepath.Join(s.dir, versionsDir, name)
 	if err := mkdirSynced(parent); err != nil {
@@ -235,7 +246,7 @@ func (s *Store) Write(name string, fullchain, key []byte) (*Info, error) {
 	}
 	for _, f := range files {
 		uid, gid := -1, -1
-		if f.name == FileKey {
+		if f.name == FileKey || f.name == FileCombined {
 			uid, gid = s.keyUID, s.keyGID
 		}
 		if err := atomicfile.Create(filepath.Join(tmp, f.name), f.data, f.mode, uid, gid); err != nil {
@@ -316,12 +327,56 @@ func (s *Store) WriteFlatLinks(name string, domains []string) error {
 
 // WritePlaceholder writes a self-signed pair for domains so that a proxy
 // configured for name can start before the real certificate arrives.
-func (s *Store) WritePlaceholder(name string, domains []string) (*Info, error) {
+func (s *Store) WritePlaceholder(name string, domains []string, combined bool) (*Info, error) {
 	chain, key, err := selfSigned(domains)
 	if err != nil {
 		return nil, fmt.Errorf("certificate %s: placeholder: %w", name, err)
 	}
-	return s.Write(name, chain, key)
+	return s.Write(name, chain, key, combined)
+}
+
+// EnsureCombined adds combined.pem to name's current version if it lacks
+// one (a proxy asked for it after the version was written). The version's
+// pair never changes, so the file matches it; it appears in one rename.
+func (s *Store) EnsureCombined(name string) error {
+	dir := filepath.Join(s.dir, name)
+	if _, err := os.Stat(filepath.Join(dir, FileCombined)); err == nil {
+		return nil
+	}
+	chain, err := os.ReadFile(filepath.Join(dir, FileFullchain))
+	if err != nil {
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	key, err := os.ReadFile(filepath.Join(dir, FileKey))
+	if err != nil {
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	if _, err := tls.X509KeyPair(chain, key); err != nil {
+		return fmt.Errorf("certificate %s: the current pair does not fit: %w", name, err)
+	}
+	target, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	tmp := filepath.Join(target, "."+FileCombined+".tmp")
+	_ = os.Remove(tmp)
+	if err := atomicfile.Create(tmp, combinedPEM(chain, key), s.keyMode, s.keyUID, s.keyGID); err != nil {
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(target, FileCombined)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	return atomicfile.SyncDir(target)
+}
+
+// combinedPEM is the certificate, its chain and the key, in that order.
+func combinedPEM(fullchain, key []byte) []byte {
+	out := append([]byte(nil), fullchain...)
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		out = append(out, '\n')
+	}
+	return append(out, key...)
 }
 
 // prune keeps the current version and the keepVersions newest others.
@@ -417,4 +472,46 @@ func (s *Store) CheckWritable(name string) error {
 		err = cerr
 	}
 	return err
+}
+
+// Versions lists the versions of name kept on the volume besides the
+// current one, newest first. A version that cannot be read is skipped.
+func (s *Store) Versions(name string) ([]*Info, error) {
+	parent := filepath.Join(s.dir, versionsDir, name)
+	current, _ := os.Readlink(filepath.Join(s.dir, name))
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	var out []*Info
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || e.Name() == filepath.Base(current) {
+			continue
+		}
+		info, err := readVersion(filepath.Join(parent, e.Name()))
+		if err != nil {
+			continue
+		}
+		info.Version = e.Name()
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version > out[j].Version }) // names start with a UTC timestamp
+	return out, nil
+}
+
+// Restore makes an earlier version of name current again, with the same
+// one-rename swap as a new pair; the pair is checked first.
+func (s *Store) Restore(name, version string) (*Info, error) {
+	if version == "" || strings.ContainsAny(version, `/\`) || strings.HasPrefix(version, ".") {
+		return nil, fmt.Errorf("certificate %s: no version %q", name, version)
+	}
+	info, err := readVersion(filepath.Join(s.dir, versionsDir, name, version))
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: version %s: %w", name, version, err)
+	}
+	if err := s.swap(name, version); err != nil {
+		return nil, err
+	}
+	info.Version, info.Written = version, time.Now()
+	return info, nil
 }

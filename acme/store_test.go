@@ -1,6 +1,7 @@
 package acme
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -70,7 +71,7 @@ func TestStoreWriteIsAPairBehindOneRelativeLink(t *testing.T) {
 	}
 	ca := newTestCA(t)
 	chain, key := ca.issue(t, []string{"example.com", "www.example.com"}, 90*24*time.Hour)
-	info, err := s.Write("example.com", chain, key)
+	info, err := s.Write("example.com", chain, key, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +115,12 @@ func TestStoreRefusesMismatchedPairAndKeepsCurrent(t *testing.T) {
 	s, _ := NewStore(dir, DefaultOwner)
 	ca := newTestCA(t)
 	chain1, key1 := ca.issue(t, []string{"a.example.com"}, time.Hour)
-	first, err := s.Write("a", chain1, key1)
+	first, err := s.Write("a", chain1, key1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	chain2, _ := ca.issue(t, []string{"a.example.com"}, time.Hour)
-	if _, err := s.Write("a", chain2, key1); err == nil || !strings.Contains(err.Error(), "mismatched") {
+	if _, err := s.Write("a", chain2, key1, false); err == nil || !strings.Contains(err.Error(), "mismatched") {
 		t.Fatalf("Write(mismatched) = %v, want a refusal", err)
 	}
 	got, err := s.Read("a")
@@ -131,14 +132,14 @@ func TestStoreRefusesMismatchedPairAndKeepsCurrent(t *testing.T) {
 func TestStorePrunesOldVersionsAndPlaceholder(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := NewStore(dir, DefaultOwner)
-	info, err := s.WritePlaceholder("p", []string{"p.example.com"})
+	info, err := s.WritePlaceholder("p", []string{"p.example.com"}, false)
 	if err != nil || !info.Placeholder {
 		t.Fatalf("placeholder = %+v, %v", info, err)
 	}
 	ca := newTestCA(t)
 	for range 6 {
 		chain, key := ca.issue(t, []string{"p.example.com"}, time.Hour)
-		if _, err := s.Write("p", chain, key); err != nil {
+		if _, err := s.Write("p", chain, key, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -158,7 +159,7 @@ func TestStoreDoesNotReplaceAForeignDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "mine", "keep.txt"), []byte("x"), 0o644)
-	if _, err := s.WritePlaceholder("mine", []string{"mine.example.com"}); err == nil {
+	if _, err := s.WritePlaceholder("mine", []string{"mine.example.com"}, false); err == nil {
 		t.Fatal("WritePlaceholder over a real directory succeeded; want an error")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "mine", "keep.txt")); err != nil {
@@ -191,14 +192,14 @@ func TestStoreFlatLinksFollowNewVersions(t *testing.T) {
 	s, _ := NewStore(dir, DefaultOwner)
 	ca := newTestCA(t)
 	c1, k1 := ca.issue(t, []string{"a.example.com"}, time.Hour)
-	if _, err := s.Write("a", c1, k1); err != nil {
+	if _, err := s.Write("a", c1, k1, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.WriteFlatLinks("a", []string{"a.example.com"}); err != nil {
 		t.Fatal(err)
 	}
 	c2, k2 := ca.issue(t, []string{"a.example.com"}, time.Hour)
-	second, err := s.Write("a", c2, k2)
+	second, err := s.Write("a", c2, k2, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestStoreKeyOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	chain, key := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
-	if _, err := s.Write("a", chain, key); err != nil { // before the owner is set
+	if _, err := s.Write("a", chain, key, false); err != nil { // before the owner is set
 		t.Fatal(err)
 	}
 	owner := func(p string) (int, int, os.FileMode) {
@@ -254,7 +255,7 @@ func TestStoreKeyOwner(t *testing.T) {
 		t.Errorf("FixKeyOwners again changed %d keys, want 0", n)
 	}
 	chain, key = ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
-	if _, err := s.Write("a", chain, key); err != nil {
+	if _, err := s.Write("a", chain, key, false); err != nil {
 		t.Fatal(err)
 	}
 	if u, g, m := owner(filepath.Join(dir, "a", FileKey)); u != uid || g != gid || m != 0o600 {
@@ -306,12 +307,12 @@ func TestStoreRecoversTheNewestUsableVersion(t *testing.T) {
 			dir := t.TempDir()
 			s, _ := NewStore(dir, DefaultOwner)
 			c1, k1 := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
-			first, err := s.Write("a", c1, k1)
+			first, err := s.Write("a", c1, k1, false)
 			if err != nil {
 				t.Fatal(err)
 			}
 			c2, k2 := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
-			second, err := s.Write("a", c2, k2)
+			second, err := s.Write("a", c2, k2, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -341,7 +342,7 @@ func TestStoreCleansLeftoversAndRefusesLinks(t *testing.T) {
 	s, _ := NewStore(dir, DefaultOwner)
 	ca := newTestCA(t)
 	c, k := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
-	if _, err := s.Write("a", c, k); err != nil {
+	if _, err := s.Write("a", c, k, false); err != nil {
 		t.Fatal(err)
 	}
 	// What a crash in the middle of a write leaves behind.
@@ -365,10 +366,59 @@ func TestStoreCleansLeftoversAndRefusesLinks(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(dir, versionsDir, "b")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Write("b", c, k); err == nil || !strings.Contains(err.Error(), "refusing") {
+	if _, err := s.Write("b", c, k, false); err == nil || !strings.Contains(err.Error(), "refusing") {
 		t.Fatalf("Write through a link = %v, want a refusal", err)
 	}
 	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
 		t.Fatalf("Write put %d entries outside the volume", len(ents))
+	}
+}
+
+// combined.pem (HAProxy's crt): certificate, chain and key in one 0600 file,
+// in the version directory before the swap, or added to the current version
+// when a proxy asks for it later.
+func TestStoreCombinedPEM(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewStore(dir, DefaultOwner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newTestCA(t)
+	check := func(name string, chain, key []byte) {
+		t.Helper()
+		path := filepath.Join(dir, name, FileCombined)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if _, err := tls.X509KeyPair(data, data); err != nil {
+			t.Errorf("%s is not a certificate and its key: %v", path, err)
+		}
+		if !bytes.HasPrefix(data, chain) || !bytes.HasSuffix(data, key) {
+			t.Errorf("%s is not the chain followed by the key", path)
+		}
+		if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", path, fi.Mode().Perm())
+		}
+	}
+	chain, key := ca.issue(t, []string{"a.example.com"}, 90*24*time.Hour)
+	if _, err := s.Write("a", chain, key, true); err != nil {
+		t.Fatal(err)
+	}
+	check("a", chain, key)
+
+	chain, key = ca.issue(t, []string{"b.example.com"}, 90*24*time.Hour)
+	if _, err := s.Write("b", chain, key, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b", FileCombined)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("combined.pem written unasked: %v", err)
+	}
+	if err := s.EnsureCombined("b"); err != nil {
+		t.Fatal(err)
+	}
+	check("b", chain, key)
+	if err := s.EnsureCombined("b"); err != nil {
+		t.Fatalf("a second EnsureCombined: %v", err)
 	}
 }

@@ -12,6 +12,8 @@ type waiters struct {
 	// noOrder: the deploy waiters asked for a renewal of a certificate that
 	// was current, and got its reload retried instead of an order.
 	noOrder bool
+	// rollback: the deploy waiters asked for a rollback to deployFP.
+	rollback bool
 }
 
 // awaitOrder adds a request that waits for the next order of the certificate.
@@ -21,9 +23,16 @@ func (w *waiters) awaitOrder(c chan RenewResult) { w.toStart = append(w.toStart,
 // without an order.
 func (w *waiters) awaitReload(c chan RenewResult, fp string) {
 	if w.deployFP != fp {
-		w.deployFP, w.noOrder = fp, true
+		w.deployFP, w.noOrder, w.rollback = fp, true, false
 	}
 	w.deploy = append(w.deploy, c)
+}
+
+// awaitRollback adds a request that waits for the proof that fp, a version
+// the operator put back, is served.
+func (w *waiters) awaitRollback(c chan RenewResult, fp string) {
+	w.awaitReload(c, fp)
+	w.rollback = true
 }
 
 // joinOrder attaches a request to the order in flight.
@@ -47,7 +56,7 @@ func (w *waiters) orderFailed(res RenewResult) {
 func (w *waiters) orderWritten(fp string) {
 	w.deploy = append(w.deploy, w.ordering...)
 	w.ordering = nil
-	w.deployFP, w.noOrder = fp, false
+	w.deployFP, w.noOrder, w.rollback = fp, false, false
 }
 
 // awaitsProof says whether requests wait for the deployment of fp.
@@ -56,7 +65,7 @@ func (w *waiters) awaitsProof(fp string) bool { return fp != "" && w.deployFP ==
 // proven answers the requests waiting for a deployment.
 func (w *waiters) proven(res RenewResult) {
 	reply(w.deploy, res)
-	w.deploy, w.deployFP, w.noOrder = nil, "", false
+	w.deploy, w.deployFP, w.noOrder, w.rollback = nil, "", false, false
 }
 
 // all answers every request, whatever it waits for (shutdown).

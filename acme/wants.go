@@ -68,13 +68,20 @@ func (m *Manager) reconcile(ws []Want) {
 			m.save(e)
 		}
 		if e.disk == nil {
-			info, err := m.cfg.Store.WritePlaceholder(w.Name, w.Domains)
+			info, err := m.cfg.Store.WritePlaceholder(w.Name, w.Domains, w.CombinedPEM)
 			if err != nil {
 				m.log.Error("cannot write placeholder certificate", "cert", w.Name, "err", err)
 				continue
 			}
 			e.disk = info
 			m.log.Info("placeholder certificate written", "cert", w.Name, "domains", strings.Join(w.Domains, ","))
+		}
+		if w.CombinedPEM && e.disk != nil {
+			// A proxy asks for combined.pem: the current version gets one
+			// (new versions are written with it).
+			if err := m.cfg.Store.EnsureCombined(w.Name); err != nil {
+				m.log.Error("cannot write combined.pem", "cert", w.Name, "err", err)
+			}
 		}
 		if m.cfg.FlatLinks {
 			if err := m.cfg.Store.WriteFlatLinks(w.Name, w.Domains); err != nil {

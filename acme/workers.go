@@ -56,7 +56,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 	if old := replaces(e, o, m.cfg.Directory); old != nil {
 		o.Replaces = old.Leaf
 	}
-	name := e.name
+	name, combined := e.name, e.want != nil && e.want.CombinedPEM
 	m.log.Info("ordering certificate", "cert", name, "domains", strings.Join(o.Domains, ","), "reason", reason,
 		"key_type", o.KeyType, "profile", o.Profile, "replaces", o.Replaces != nil)
 	wg.Add(1)
@@ -92,7 +92,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 				m.log.Error("cannot keep the issued certificate in the state volume; writing it to the volume", "cert", name, "err", err)
 			}
 			m.send(ctx, result{kind: phaseChange, name: name, phase: PhaseWriting})
-			r.info, r.werr = m.write(name, r.pair)
+			r.info, r.werr = m.write(name, r.pair, combined)
 		}
 		m.send(ctx, r)
 	}()
@@ -101,17 +101,17 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 // startWrite writes e's pending pair to the volume again. m.mu is held.
 func (m *Manager) startWrite(ctx context.Context, wg *sync.WaitGroup, e *entry) {
 	e.writing = true
-	name, p := e.name, e.pending
+	name, p, combined := e.name, e.pending, e.want != nil && e.want.CombinedPEM
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		info, err := m.write(name, p)
+		info, err := m.write(name, p, combined)
 		m.send(ctx, result{kind: writeDone, name: name, info: info, werr: err})
 	}()
 }
 
 // write makes p current on the volume, between the proxies' reads.
-func (m *Manager) write(name string, p *pendingPair) (*Info, error) {
+func (m *Manager) write(name string, p *pendingPair, combined bool) (*Info, error) {
 	if l := m.cfg.Swaps; l != nil {
 		deadline := time.Now().Add(swapWait)
 		for !l.TryLock() {
@@ -126,7 +126,7 @@ func (m *Manager) write(name string, p *pendingPair) (*Info, error) {
 			defer l.Unlock()
 		}
 	}
-	info, err := m.cfg.Store.Write(name, []byte(p.Chain), []byte(p.Key))
+	info, err := m.cfg.Store.Write(name, []byte(p.Chain), []byte(p.Key), combined)
 	if info != nil {
 		info.KeyType = cmp.Or(info.KeyType, p.KeyType)
 	}

@@ -12,18 +12,19 @@ import (
 
 // Label suffixes, appended to the configured prefix and a dot.
 const (
-	labelDomains = "domains"        // any container: the domains of one certificate
-	labelName    = "name"           // any container: the certificate's name (default: first domain)
-	labelNginx   = "nginx"          // proxy container: "true" or a group name
-	labelTLSPort = "tls_port"       // proxy container: port for the proof handshake (default 443)
-	labelKeyType = "key_type"       // certificate option: ec256, ec384, rsa2048, rsa3072, rsa4096
-	labelProfile = "profile"        // certificate option: ACME profile
-	labelEmail   = "email"          // certificate option: ACME account contact
-	labelGroup   = "proxy"          // certificate option: the proxy group that serves it (default: all proxies)
-	labelSignal  = "signal"         // proxy: reload signal (default HUP)
-	labelTest    = "config_test"    // proxy: config test command (default "nginx -t"; empty: none)
-	labelWorkers = "workers"        // proxy: ps CMD substring of its worker processes
-	labelReload  = "reload_command" // proxy: exec this instead of a signal
+	labelDomains  = "domains"        // any container: the domains of one certificate
+	labelName     = "name"           // any container: the certificate's name (default: first domain)
+	labelNginx    = "nginx"          // proxy container: "true" or a group name
+	labelTLSPort  = "tls_port"       // proxy container: port for the proof handshake (default 443)
+	labelKeyType  = "key_type"       // certificate option: ec256, ec384, rsa2048, rsa3072, rsa4096
+	labelProfile  = "profile"        // certificate option: ACME profile
+	labelEmail    = "email"          // certificate option: ACME account contact
+	labelGroup    = "proxy"          // certificate option: the proxy group that serves it (default: all proxies)
+	labelSignal   = "signal"         // proxy: reload signal (default HUP)
+	labelTest     = "config_test"    // proxy: config test command (default "nginx -t"; empty: none)
+	labelWorkers  = "workers"        // proxy: ps CMD substring of its worker processes
+	labelReload   = "reload_command" // proxy: exec this instead of a signal
+	labelCombined = "combined_pem"   // proxy: write combined.pem (certificate, chain, key) for its certificates
 )
 
 // Signals a proxy label may name. Others (TERM, KILL, ...) would stop the proxy.
@@ -78,6 +79,9 @@ type CertSpec struct {
 	Profile    string   // "" for the default
 	Email      string   // "" for the default
 	Group      string   // "" for every proxy
+	// CombinedPEM: a proxy that serves it (its group's or an all-groups one)
+	// asks for combined.pem.
+	CombinedPEM bool
 }
 
 // Proxy is a container to reload when certificates change.
@@ -94,6 +98,7 @@ type Proxy struct {
 	ConfigTest    []string // used when HasConfigTest; empty disables the test
 	HasConfigTest bool
 	WorkerPattern string // "" for nginx's
+	CombinedPEM   bool   // its certificates need combined.pem (HAProxy's crt)
 }
 
 // Problem is a label that could not be used. It names the container, the
@@ -232,6 +237,11 @@ func Parse(r Rules, containers []Container) Desired {
 	for _, n := range order {
 		s := byName[n]
 		sort.Strings(s.Containers)
+		for _, px := range d.Proxies {
+			if px.CombinedPEM && (px.Group == "" || px.Group == s.Group) {
+				s.CombinedPEM = true
+			}
+		}
 		d.Certs = append(d.Certs, *s)
 	}
 	sort.Slice(d.Proxies, func(i, j int) bool { return d.Proxies[i].Name < d.Proxies[j].Name })
@@ -322,6 +332,15 @@ func parseProxy(p string, c Container, v string) (*Proxy, []Problem) {
 	if raw, ok := c.Labels[p+labelReload]; ok {
 		if f := strings.Fields(raw); len(f) > 0 {
 			proxy.ReloadCommand = f
+		}
+	}
+	if raw, ok := c.Labels[p+labelCombined]; ok {
+		if !isBool(strings.TrimSpace(raw)) {
+			return nil, []Problem{{c.Name, p + labelCombined, fmt.Sprintf("%q: want true or false", raw)}}
+		}
+		switch strings.ToLower(strings.TrimSpace(raw)) {
+		case "true", "1", "yes":
+			proxy.CombinedPEM = true
 		}
 	}
 	if raw, ok := c.Labels[p+labelWorkers]; ok {

@@ -175,3 +175,32 @@ func TestParseARecreatedOwnerKeepsItsName(t *testing.T) {
 		t.Fatalf("problems = %v, want one for old-api saying why", d.Problems)
 	}
 }
+
+// combined_pem on a proxy marks the certificates it serves: its group's, or
+// every one for an all-groups proxy; a bad value is a problem.
+func TestParseCombinedPEM(t *testing.T) {
+	cs := []Container{
+		{ID: "1", Name: "haproxy", Created: 1, Running: true, Labels: map[string]string{"edgecert.nginx": "lb", "edgecert.combined_pem": "true"}},
+		{ID: "2", Name: "nginx", Created: 2, Running: true, Labels: map[string]string{"edgecert.nginx": "web"}},
+		{ID: "3", Name: "bad", Created: 3, Running: true, Labels: map[string]string{"edgecert.nginx": "true", "edgecert.combined_pem": "please"}},
+		{ID: "4", Name: "lb-app", Created: 4, Running: true, Labels: map[string]string{"edgecert.domains": "lb.example.com", "edgecert.proxy": "lb"}},
+		{ID: "5", Name: "web-app", Created: 5, Running: true, Labels: map[string]string{"edgecert.domains": "web.example.com", "edgecert.proxy": "web"}},
+	}
+	d := Parse(testRules, cs)
+	got := map[string]bool{}
+	for _, c := range d.Certs {
+		got[c.Name] = c.CombinedPEM
+	}
+	if !got["lb.example.com"] || got["web.example.com"] {
+		t.Errorf("combined_pem by group = %v; want lb.example.com only", got)
+	}
+	if len(d.Problems) != 1 || d.Problems[0].Container != "bad" || d.Problems[0].Label != "edgecert.combined_pem" {
+		t.Errorf("problems = %v; want one for bad's edgecert.combined_pem", d.Problems)
+	}
+	cs[1].Labels["edgecert.nginx"], cs[1].Labels["edgecert.combined_pem"] = "true", "yes"
+	for _, c := range Parse(testRules, cs).Certs {
+		if !c.CombinedPEM {
+			t.Errorf("%s: an all-groups proxy asks for combined.pem, and the certificate does not get it", c.Name)
+		}
+	}
+}

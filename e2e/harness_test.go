@@ -425,8 +425,11 @@ type proxySpec struct {
 func (s *stack) startProxy(p proxySpec) {
 	s.t.Helper()
 	image, confDir, certDir := cmp.Or(p.image, "edgecert-nginx:e2e"), "/etc/nginx/conf.d", "/etc/nginx/certs"
-	if strings.Contains(image, "apache") {
+	switch {
+	case strings.Contains(image, "apache"):
 		confDir, certDir = "/etc/apache2/conf.d", "/etc/apache2/certs"
+	case strings.Contains(image, "haproxy"):
+		confDir, certDir = "/usr/local/etc/haproxy", "/etc/haproxy/certs"
 	}
 	if err := os.MkdirAll(filepath.Join(s.dir, p.conf), 0o755); err != nil {
 		s.t.Fatal(err)
@@ -609,7 +612,11 @@ type certView struct {
 	LastError   string    `json:"last_error"`
 	DeployError string    `json:"deploy_error"`
 	Deployed    bool      `json:"deployed"`
-	Reloads     []reload  `json:"reloads"`
+	Held        *struct {
+		Serial string `json:"serial"`
+		From   string `json:"from"`
+	} `json:"held"`
+	Reloads []reload `json:"reloads"`
 }
 
 type statusDoc struct {

@@ -227,6 +227,44 @@ func TestOperator(t *testing.T) {
 		}
 	})
 
+	t.Run("rollback_serves_the_previous_and_holds", func(t *testing.T) {
+		cur, _ := s.cert("site")
+		if out, code := s.cli("rollback", "site"); code != 0 || !strings.Contains(out, "rolled back to serial "+leaf1+" and proven served") {
+			t.Fatalf("rollback: exit %d:\n%s", code, out)
+		}
+		if err := waitUntil(10*time.Second, func() error {
+			leaf, err := s.verified(roots, d)
+			if err != nil {
+				return err
+			}
+			if serialOf(leaf) != leaf1 {
+				return errString("nginx serves " + serialOf(leaf))
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("after the rollback nginx does not serve serial %s: %v", leaf1, err)
+		}
+		c, _ := s.cert("site")
+		if c.Serial != leaf1 || c.Held == nil || c.Held.From != cur.Serial || !c.RenewAt.IsZero() || !c.Deployed {
+			t.Errorf("status after rollback: serial %s held %+v renew_at %v deployed %v; want %s held from %s, no renewal planned",
+				c.Serial, c.Held, c.RenewAt, c.Deployed, leaf1, cur.Serial)
+		}
+		if out, _ := s.cli("status"); !strings.Contains(out, "held (rollback)") {
+			t.Errorf("the status table does not show the hold:\n%s", out)
+		}
+		if out, code := s.cli("rollback", "site", "--to", "ffff"); code != 1 || !strings.Contains(out, "no kept version with serial ffff") {
+			t.Errorf("rollback to an unknown serial: exit %d:\n%s", code, out)
+		}
+		// renew releases the hold; the certificate put back is not due, so
+		// nothing is ordered.
+		if out, code := s.renew("site"); code != 0 || !strings.Contains(out, "not due") {
+			t.Errorf("renew after the rollback: exit %d:\n%s", code, out)
+		}
+		if c, _ := s.cert("site"); c.Held != nil || c.RenewAt.IsZero() || c.Serial != leaf1 {
+			t.Errorf("after renew: held %+v renew_at %v serial %s; want released, planned, still %s", c.Held, c.RenewAt, c.Serial, leaf1)
+		}
+	})
+
 	t.Run("one_failure_and_one_recovery_notice", func(t *testing.T) {
 		s.writeConf("20-broken.conf", "server { listen 8081; bogus_directive on; }\n")
 		if _, code := s.renew("--force", "site"); code != 1 {

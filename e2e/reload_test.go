@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -405,4 +407,85 @@ func TestMissingCertificateHint(t *testing.T) {
 	if _, err := s.verified(roots, d); err != nil {
 		t.Fatalf("after the fix nginx does not serve the certificate: %v", err)
 	}
+}
+
+// TestHAProxy: Debian's HAProxy in master-worker mode, labelled for USR2, its
+// config test and combined.pem, terminates TLS with the certificate; it
+// serves no files, so HTTP-01 tokens go through it to a file server. Issued,
+// renewed and each reload proven like nginx's.
+func TestHAProxy(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "haproxy")
+	d := s.domain("site")
+	s.point(d)
+	files := newIP()
+	if out, err := docker(append(append([]string{"run", "-d", "--name", s.nginx + "-files", "--network", s.netName(), "--ip", files,
+		"-v", filepath.Join(s.dir, "acme") + ":/var/www/acme:ro"}, s.labels()...), "edgecert-testapp:e2e", "/testapp", "files", "/var/www/acme")...); err != nil {
+		t.Fatalf("start the challenge file server: %s", out)
+	}
+	s.writeConfIn("conf-haproxy", "haproxy.cfg", fmt.Sprintf(`global
+    log stdout format raw local0 notice
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend http
+    bind :80
+    use_backend tokens if { path_beg /.well-known/acme-challenge/ }
+    http-request return status 404 unless { path_beg /.well-known/acme-challenge/ }
+frontend https
+    bind :443 ssl crt /etc/haproxy/certs/site/combined.pem
+    http-request return status 200 content-type text/plain string "served by haproxy"
+backend tokens
+    server files %s:8080
+`, files))
+	s.startEdgecert()
+	roots := caRoots(t, s.pebble)
+	s.startApp("app", map[string]string{"domains": d, "name": "site"})
+	// HAProxy cannot start before its crt exists: it restarts until the
+	// placeholder's combined.pem is there.
+	haproxy := s.nginx + "-haproxy"
+	config := "haproxy -c -f /usr/local/etc/haproxy/haproxy.cfg"
+	s.startProxy(proxySpec{name: haproxy, ip: s.ip, image: "edgecert-haproxy:e2e", conf: "conf-haproxy",
+		labels: map[string]string{"nginx": "true", "signal": "USR2", "config_test": config, "workers": "haproxy", "combined_pem": "true"}})
+	first := s.waitServed(roots, d, 150*time.Second)
+	s.waitDeployed("site")
+
+	combined := filepath.Join(s.dir, "certs", "site", "combined.pem")
+	data, err := os.ReadFile(combined)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(combined); fi.Mode().Perm() != 0o600 {
+		t.Errorf("combined.pem has mode %v, want 0600", fi.Mode().Perm())
+	}
+	if pair, err := tls.X509KeyPair(data, data); err != nil || serialOf(mustLeaf(t, pair)) != first {
+		t.Errorf("combined.pem is not the served certificate %s with its key: %v", first, err)
+	}
+
+	pids := workerPIDs(haproxy, "haproxy")
+	if out, code := s.renew("--force", "site"); code != 0 || !strings.Contains(out, "proven") {
+		t.Fatalf("renew --force: exit %d:\n%s", code, out)
+	}
+	leaf, err := s.verified(roots, d)
+	if err != nil || serialOf(leaf) == first {
+		t.Fatalf("HAProxy serves %v, %v; want a new certificate", leaf, err)
+	}
+	if now := workerPIDs(haproxy, "haproxy"); len(now) == 0 || slices.ContainsFunc(now, func(p int) bool { return slices.Contains(pids, p) }) {
+		t.Errorf("HAProxy's workers %v -> %v: want all new", pids, now)
+	}
+	c, _ := s.cert("site")
+	if len(c.Reloads) != 1 || !c.Reloads[0].OK || !hasStep(c.Reloads[0], "signal", "USR2") || !hasStep(c.Reloads[0], "config_test", "Configuration file is valid") {
+		t.Errorf("reloads = %+v, want a proven USR2 reload after `%s`", c.Reloads, config)
+	}
+}
+
+func mustLeaf(t *testing.T, c tls.Certificate) *x509.Certificate {
+	t.Helper()
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
 }

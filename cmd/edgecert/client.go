@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -22,15 +21,14 @@ import (
 // The CLI side of the control socket: status, renew and health, run through
 // docker exec in the daemon's container.
 
-func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print the full status as JSON")
-	warnDays := fs.Int("warn-days", 14, "exit 1 if a certificate in use expires within this many days")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "usage: edgecert status [--json] [--warn-days N] [NAME]")
-		return 2
-	}
+type statusOpts struct {
+	json      bool
+	warnDays  int
+	width     int
+	certNames []string
+}
+
+func cmdStatus(o statusOpts, names []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	doc, err := fetchStatus(ctx)
@@ -39,29 +37,29 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	now := time.Now()
-	if fs.NArg() == 1 {
-		c, ok := findCert(doc, fs.Arg(0))
+	if len(names) == 1 {
+		c, ok := findCert(doc, names[0])
 		if !ok {
-			fmt.Fprintf(stderr, "edgecert: no certificate named or covering %q\n", fs.Arg(0))
+			fmt.Fprintf(stderr, "edgecert: no certificate named or covering %q\n", names[0])
 			return 2
 		}
 		doc.Certificates = []CertView{c}
 	}
 	switch {
-	case *asJSON && fs.NArg() == 1:
+	case o.json && len(names) == 1:
 		writeIndented(stdout, doc.Certificates[0])
-	case *asJSON:
+	case o.json:
 		writeIndented(stdout, doc)
-	case fs.NArg() == 1:
+	case len(names) == 1:
 		printDetail(stdout, doc.Certificates[0], now)
 	default:
-		printStatus(stdout, doc, now)
+		printStatus(stdout, doc, now, tableWidth(o.width, stdout))
 	}
 	if doc.Docker.Error != "" {
 		fmt.Fprintf(stderr, "edgecert: %s: changes to containers are not seen\n", doc.Docker.Error)
 		return 2
 	}
-	if bad := unhealthy(doc, now, time.Duration(*warnDays)*24*time.Hour); len(bad) > 0 {
+	if bad := unhealthy(doc, now, time.Duration(o.warnDays)*24*time.Hour); len(bad) > 0 {
 		fmt.Fprintf(stderr, "edgecert: needs attention: %s\n", strings.Join(bad, "; "))
 		return 1
 	}
@@ -104,40 +102,29 @@ func unhealthy(doc StatusDoc, now time.Time, warn time.Duration) []string {
 		case c.State == acme.StateFailing:
 			bad = append(bad, c.Name+" is failing")
 		case c.State != acme.StatePlaceholder && c.State != acme.StatePending && !c.NotAfter.IsZero() && c.NotAfter.Sub(now) < warn:
-			bad = append(bad, fmt.Sprintf("%s expires in %s", c.Name, c.NotAfter.Sub(now).Round(time.Minute)))
+			bad = append(bad, fmt.Sprintf("%s expires in %s", c.Name, span(c.NotAfter.Sub(now))))
 		}
 	}
 	return bad
 }
 
-func cmdRenew(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("renew", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	force := fs.Bool("force", false, "renew even if the certificate is not due, and bypass any retry wait")
-	dryRun := fs.Bool("dry-run", false, "order from the dry-run CA (EDGECERT_DRY_RUN_DIRECTORY) and discard the result: nothing is written or reloaded")
-	all := fs.Bool("all", false, "every certificate in use")
-	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for the outcome")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if (fs.NArg() == 0) == !*all {
-		fmt.Fprintln(stderr, "usage: edgecert renew [--force] [--dry-run] [--timeout 10m] (--all | NAME|DOMAIN...)")
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+type renewOpts struct {
+	force, dryRun, all bool
+	names, certNames   []string
+	timeout            time.Duration
+}
+
+func cmdRenew(o renewOpts, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	doc, err := fetchStatus(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "edgecert: %v\n", err)
 		return 2
 	}
+	now := time.Now()
 	var names []string
-	for _, c := range doc.Certificates {
-		if *all && c.State != acme.StateUnused {
-			names = append(names, c.Name)
-		}
-	}
-	for _, a := range fs.Args() {
+	for _, a := range o.names {
 		c, ok := findCert(doc, a)
 		if !ok {
 			fmt.Fprintf(stderr, "edgecert: no certificate named or covering %q (see edgecert status)\n", a)
@@ -147,15 +134,32 @@ func cmdRenew(args []string, stdout, stderr io.Writer) int {
 			names = append(names, c.Name)
 		}
 	}
-	if len(names) == 0 {
-		fmt.Fprintln(stdout, "no certificate in use")
-		return 0
+	if len(o.names) == 0 {
+		// --all, or --force alone (certbot's renew --force-renewal): every
+		// certificate in use; otherwise what is due.
+		every := o.all || o.force
+		for _, c := range doc.Certificates {
+			if c.State != acme.StateUnused && (every || isDue(c, now)) {
+				names = append(names, c.Name)
+			}
+		}
+		if len(names) == 0 {
+			fmt.Fprintln(stdout, nothingDue(doc, now))
+			return 0
+		}
+		if !every {
+			fmt.Fprintf(stdout, "due: %s\n", plural(len(names), "certificate"))
+		}
 	}
+	force, dryRun := o.force, o.dryRun
 	what := "renewing %s\n"
-	if *dryRun {
+	if dryRun {
 		what = "dry run for %s (ordering and validating against the dry-run CA; nothing is written)\n"
 	}
-	fmt.Fprintf(stdout, what, strings.Join(names, ", "))
+	fmt.Fprintf(stdout, what, joinNames(names))
+	if dryRun {
+		return dryRunEach(ctx, names, force, stdout, stderr)
+	}
 
 	type answer struct {
 		res renewResponse
@@ -164,7 +168,7 @@ func cmdRenew(args []string, stdout, stderr io.Writer) int {
 	done := make(chan answer, 1)
 	go func() {
 		var res renewResponse
-		_, err := newControlClient(socketPath()).do(ctx, "POST", "/v1/renew", renewRequest{Names: names, Force: *force, DryRun: *dryRun}, &res)
+		_, err := newControlClient(socketPath()).do(ctx, "POST", "/v1/renew", renewRequest{Names: names, Force: force}, &res)
 		done <- answer{res, err}
 	}()
 	// Progress: the daemon's status, read while the renewal runs.
@@ -180,9 +184,6 @@ func cmdRenew(args []string, stdout, stderr io.Writer) int {
 			}
 			return printRenewResults(stdout, a.res)
 		case <-tick.C:
-			if *dryRun {
-				continue
-			}
 			if doc, err := fetchStatus(ctx); err == nil {
 				for _, c := range doc.Certificates {
 					if slices.Contains(names, c.Name) {
@@ -223,7 +224,7 @@ func printRenewResults(w io.Writer, res renewResponse) int {
 		}
 		fmt.Fprintf(w, "%s: %s", r.Name, r.Message)
 		if r.Serial != "" {
-			fmt.Fprintf(w, " (serial %s, expires %s)", r.Serial, r.NotAfter.UTC().Format(time.RFC3339))
+			fmt.Fprintf(w, " (serial %s, expires %s)", r.Serial, clock(r.NotAfter))
 		}
 		fmt.Fprintln(w)
 	}
@@ -247,15 +248,11 @@ func cmdHealth(stdout, stderr io.Writer) int {
 	return 0
 }
 
-func cmdForget(args []string, stdout, stderr io.Writer) int {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: edgecert forget NAME")
-		return 2
-	}
+func cmdForget(name string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var res acme.RenewResult
-	if _, err := newControlClient(socketPath()).do(ctx, "POST", "/v1/forget", map[string]string{"name": args[0]}, &res); err != nil {
+	if _, err := newControlClient(socketPath()).do(ctx, "POST", "/v1/forget", map[string]string{"name": name}, &res); err != nil {
 		fmt.Fprintf(stderr, "edgecert: %v\n", err)
 		return 2
 	}
@@ -309,4 +306,104 @@ func (c *controlClient) do(ctx context.Context, method, path string, body, out a
 		return resp.StatusCode, fmt.Errorf("decode daemon answer: %w", err)
 	}
 	return resp.StatusCode, nil
+}
+
+// isDue says whether renew without names takes c: past its renewal time,
+// failing, not yet issued, or written but not proven served.
+func isDue(c CertView, now time.Time) bool {
+	switch c.State {
+	case acme.StateUnused:
+		return false
+	case acme.StateFailing, acme.StatePending, acme.StatePlaceholder:
+		return true
+	}
+	if c.Held != nil {
+		return false // a rollback holds it: only `renew NAME` releases it
+	}
+	return !c.Deployed || (!c.RenewAt.IsZero() && !now.Before(c.RenewAt))
+}
+
+// nothingDue says that nothing is due, and what comes next.
+func nothingDue(doc StatusDoc, now time.Time) string {
+	var next *CertView
+	for i, c := range doc.Certificates {
+		if c.State == acme.StateUnused || c.Held != nil || c.RenewAt.IsZero() {
+			continue
+		}
+		if next == nil || c.RenewAt.Before(next.RenewAt) {
+			next = &doc.Certificates[i]
+		}
+	}
+	if next == nil {
+		return "nothing is due: no certificate in use"
+	}
+	return fmt.Sprintf("nothing is due; the next renewal is %s at %s (in %s); use --force to renew now",
+		next.Name, clock(next.RenewAt), span(next.RenewAt.Sub(now)))
+}
+
+// dryRunEach runs a dry run per certificate, all at once, and prints each
+// outcome as it comes, with a line now and then for those still running.
+func dryRunEach(ctx context.Context, names []string, force bool, stdout, stderr io.Writer) int {
+	type answer struct {
+		res renewResponse
+		err error
+	}
+	done := make(chan answer, len(names))
+	for _, n := range names {
+		fmt.Fprintf(stdout, "  %s: ordering and validating against the dry-run CA\n", n)
+		go func() {
+			var res renewResponse
+			_, err := newControlClient(socketPath()).do(ctx, "POST", "/v1/renew", renewRequest{Names: []string{n}, Force: force, DryRun: true}, &res)
+			if err == nil && len(res.Results) == 0 {
+				err = fmt.Errorf("%s: the daemon answered nothing", n)
+			}
+			done <- answer{res, err}
+		}()
+	}
+	started := time.Now()
+	left := slices.Clone(names)
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	code := 0
+	for len(left) > 0 {
+		select {
+		case a := <-done:
+			if a.err != nil {
+				fmt.Fprintf(stderr, "edgecert: %v\n", a.err)
+				return 2
+			}
+			left = slices.DeleteFunc(left, func(n string) bool { return n == a.res.Results[0].Name })
+			code = max(code, printRenewResults(stdout, a.res))
+		case <-tick.C:
+			fmt.Fprintf(stdout, "  still running after %s: %s\n", span(time.Since(started)), joinNames(left))
+		}
+	}
+	return code
+}
+
+type rollbackOpts struct {
+	name, to string
+	timeout  time.Duration
+}
+
+func cmdRollback(o rollbackOpts, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	doc, err := fetchStatus(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgecert: %v\n", err)
+		return 2
+	}
+	c, ok := findCert(doc, o.name)
+	if !ok {
+		fmt.Fprintf(stderr, "edgecert: no certificate named or covering %q (see edgecert status)\n", o.name)
+		return 2
+	}
+	fmt.Fprintf(stdout, "rolling %s back from serial %s\n", c.Name, orDash(c.Serial))
+	var res acme.RenewResult
+	if _, err := newControlClient(socketPath()).do(ctx, "POST", "/v1/rollback", rollbackRequest{Name: c.Name, Serial: o.to}, &res); err != nil {
+		fmt.Fprintf(stderr, "edgecert: %v\n", err)
+		return 2
+	}
+	return printRenewResults(stdout, renewResponse{Results: []acme.RenewResult{res}})
 }

@@ -50,6 +50,12 @@ type daemonState interface {
 	healthy() error
 	renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult
 	forget(ctx context.Context, name string) acme.RenewResult
+	rollback(ctx context.Context, name, serial string) acme.RenewResult
+}
+
+type rollbackRequest struct {
+	Name   string `json:"name"`
+	Serial string `json:"serial,omitempty"` // "": the version before the current one
 }
 
 func serveControl(ctx context.Context, path string, d daemonState) error {
@@ -111,6 +117,14 @@ func serveControl(ctx context.Context, path string, d daemonState) error {
 			return
 		}
 		writeJSON(w, http.StatusOK, d.forget(r.Context(), req.Name))
+	})
+	mux.HandleFunc("POST /v1/rollback", func(w http.ResponseWriter, r *http.Request) {
+		var req rollbackRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.Name == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"name\": ..., \"serial\": ...}"})
+			return
+		}
+		writeJSON(w, http.StatusOK, d.rollback(r.Context(), req.Name, req.Serial))
 	})
 	return serveUntil(ctx, ln, mux, "control socket")
 }

@@ -223,6 +223,10 @@ func (d *daemon) forget(ctx context.Context, name string) acme.RenewResult {
 	return d.stages.manager.Forget(ctx, name)
 }
 
+func (d *daemon) rollback(ctx context.Context, name, serial string) acme.RenewResult {
+	return d.stages.manager.Rollback(ctx, name, serial)
+}
+
 func (d *daemon) renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult {
 	if dryRun {
 		return d.stages.manager.DryRun(ctx, name)

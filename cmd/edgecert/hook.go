@@ -37,7 +37,7 @@ func (n *notifier) runHook(ctx context.Context, s acme.CertStatus) {
 		err = fmt.Errorf("killed after %s: %w", n.hookTimeout, err)
 	}
 	if err != nil {
-		n.log.Error("deploy hook failed", "cert", s.Name, "err", err, "output", oneLine(out.String()))
+		n.log.Error("deploy hook failed", "cert", s.Name, "err", err, "output", cut(oneLine(out.String()), 500))
 		return
 	}
 	n.log.Info("deploy hook ran", "cert", s.Name, "took_ms", time.Since(start).Milliseconds())

@@ -193,7 +193,7 @@ func noticeText(nt Notice) string {
 		t += fmt.Sprintf("; expires %s", nt.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
 	}
 	if nt.Error != "" {
-		t += ": " + oneLine(nt.Error)
+		t += ": " + cut(errorCause(nt.Error), 400)
 	}
 	return t
 }

@@ -4,31 +4,98 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // How status looks in a terminal: the table of every certificate, and one
 // certificate in detail with its history.
 
-func printStatus(w io.Writer, doc StatusDoc, now time.Time) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tDOMAINS\tEXPIRES\tRENEWS\tPROXIES\tLAST ERROR")
+// printStatus prints the table of every certificate, fitted to width
+// columns: the columns that matter least are left out when they do not
+// fit, and a certificate's error goes on its own line below it, cause first.
+func printStatus(w io.Writer, doc StatusDoc, now time.Time, width int) {
+	cols := [][]string{{"NAME"}, {"STATE"}, {"DOMAINS"}, {"EXPIRES"}, {"RENEWS"}, {"PROXIES"}}
+	var errs []string
 	for _, c := range doc.Certificates {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, stateText(c), strings.Join(c.Domains, ","),
-			expiresText(c, now), renewsText(c), proxiesText(c), oneLine(orDash(cmp.Or(c.LastError, c.DeployError))))
+		for i, cell := range []string{c.Name, stateText(c), domainsText(c.Domains), expiresText(c, now), renewsText(c, now), proxiesText(c)} {
+			cols[i] = append(cols[i], cell)
+		}
+		errs = append(errs, cmp.Or(c.LastError, c.DeployError))
 	}
-	tw.Flush()
+	// Leave out PROXIES, then RENEWS, while the table is too wide.
+	for len(cols) > 4 && tableWidthOf(cols) > width {
+		cols = cols[:len(cols)-1]
+	}
+	widths := make([]int, len(cols))
+	for i, col := range cols {
+		for _, cell := range col {
+			widths[i] = max(widths[i], utf8.RuneCountInString(cell))
+		}
+	}
+	var b strings.Builder
+	for row := range cols[0] {
+		b.Reset()
+		for i, col := range cols {
+			b.WriteString(col[row])
+			if i < len(cols)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(col[row])+2))
+			}
+		}
+		fmt.Fprintln(w, b.String())
+		if row > 0 && errs[row-1] != "" {
+			fmt.Fprintln(w, cut("  error: "+errorCause(errs[row-1]), max(width, 40)))
+		}
+	}
 	if doc.Docker.Error != "" {
 		fmt.Fprintf(w, "\nDocker: %s (reconnecting)\n", doc.Docker.Error)
 	}
 	if len(doc.Problems) > 0 {
 		fmt.Fprintln(w, "\nPROBLEMS (these containers are ignored until their labels are fixed)")
 		for _, p := range doc.Problems {
-			fmt.Fprintln(w, "  "+p.String())
+			fmt.Fprintln(w, cut("  "+p.String(), max(width, 40)))
 		}
 	}
+}
+
+// tableWidthOf is the width of cols printed two spaces apart.
+func tableWidthOf(cols [][]string) int {
+	total := 0
+	for _, col := range cols {
+		wd := 0
+		for _, cell := range col {
+			wd = max(wd, utf8.RuneCountInString(cell))
+		}
+		total += wd + 2
+	}
+	return total - 2
+}
+
+// cut shortens s to n characters, ending it with "…" when cut.
+func cut(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// domainsText is the first domain, and how many more: the detail view
+// lists them all.
+func domainsText(domains []string) string {
+	switch len(domains) {
+	case 0:
+		return "-"
+	case 1:
+		return domains[0]
+	}
+	return fmt.Sprintf("%s +%d", domains[0], len(domains)-1)
 }
 
 func stateText(c CertView) string {
@@ -42,21 +109,94 @@ func expiresText(c CertView, now time.Time) string {
 	if c.NotAfter.IsZero() {
 		return "-"
 	}
-	left := c.NotAfter.Sub(now)
-	if left < 48*time.Hour {
-		return fmt.Sprintf("%s (%s)", c.NotAfter.UTC().Format("2006-01-02 15:04"), left.Round(time.Minute))
-	}
-	return fmt.Sprintf("%s (%dd)", c.NotAfter.UTC().Format("2006-01-02 15:04"), int(left.Hours()/24))
+	return relative(c.NotAfter, now)
 }
 
-func renewsText(c CertView) string {
+func renewsText(c CertView, now time.Time) string {
 	switch {
+	case c.Held != nil:
+		return "held (rollback)"
 	case c.Waiting != "":
 		return "waiting: " + c.Waiting
 	case c.RenewAt.IsZero():
 		return "-"
 	}
-	return c.RenewAt.UTC().Format("2006-01-02 15:04:05") + " (" + string(c.RenewSource) + ")"
+	return relative(c.RenewAt, now) + " (" + string(c.RenewSource) + ")"
+}
+
+// relative is "in 29d 4h" or "3m 10s ago": the one duration style.
+func relative(t, now time.Time) string {
+	if d := t.Sub(now); d >= 0 {
+		return "in " + span(d)
+	}
+	return span(now.Sub(t)) + " ago"
+}
+
+// span writes d in its two largest units: 29d 4h, 5h 20m, 4m 10s, 12s.
+func span(d time.Duration) string {
+	d = d.Round(time.Second)
+	units := []struct {
+		size time.Duration
+		name string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}}
+	for i, u := range units {
+		if d < u.size && i < len(units)-1 {
+			continue
+		}
+		out := fmt.Sprintf("%d%s", d/u.size, u.name)
+		if i < len(units)-1 {
+			if rest := (d % u.size) / units[i+1].size; rest > 0 {
+				out += fmt.Sprintf(" %d%s", rest, units[i+1].name)
+			}
+		}
+		return out
+	}
+	return "0s"
+}
+
+// clock is a time as status shows it: local to the daemon's container
+// (UTC unless TZ says otherwise), with its zone.
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05 MST")
+}
+
+// errorCause puts the cause of an error first. An ACME problem reads
+// "acme: error: 403 :: POST :: https://… :: urn:ietf:params:acme:error:unauthorized :: Invalid response…"
+// behind edgecert's own context; the table shows "Invalid response… (unauthorized; 403 POST https://…; context)".
+func errorCause(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if s == "" {
+		return "-"
+	}
+	const mark = "acme: error: "
+	i := strings.Index(s, mark)
+	if i < 0 {
+		return s
+	}
+	context := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s[:i]), ":"))
+	parts := strings.Split(s[i+len(mark):], " :: ")
+	var where, typ, detail string
+	switch {
+	case len(parts) >= 5:
+		where, typ, detail = parts[0]+" "+parts[1]+" "+parts[2], parts[3], strings.Join(parts[4:], " :: ")
+	case len(parts) >= 3:
+		where, typ, detail = parts[0], parts[1], strings.Join(parts[2:], " :: ")
+	default:
+		return s
+	}
+	if where == "0" {
+		where = "" // a challenge's or an order's own error: no HTTP status
+	}
+	about := []string{strings.TrimPrefix(typ, "urn:ietf:params:acme:error:")}
+	for _, a := range []string{where, context} {
+		if a != "" {
+			about = append(about, a)
+		}
+	}
+	return detail + " (" + strings.Join(about, "; ") + ")"
 }
 
 func proxiesText(c CertView) string {
@@ -88,23 +228,33 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 	line("serial", c.Serial)
 	line("issuer", c.Issuer)
 	if !c.NotAfter.IsZero() {
-		line("valid", c.NotBefore.UTC().Format("2006-01-02 15:04")+" to "+expiresText(c, now))
+		line("valid", clock(c.NotBefore)+" to "+clock(c.NotAfter)+" (expires "+expiresText(c, now)+")")
 	}
-	line("renews", renewsText(c))
+	switch {
+	case c.Held != nil:
+		line("renews", fmt.Sprintf("held: rolled back to serial %s at %s; automatic renewal waits for `edgecert renew %s`", c.Held.Serial, clock(c.Held.At), c.Name))
+	case c.Waiting != "":
+		line("renews", "waiting: "+c.Waiting)
+	case !c.RenewAt.IsZero():
+		line("renews", clock(c.RenewAt)+" ("+relative(c.RenewAt, now)+", "+string(c.RenewSource)+")")
+	}
 	if c.ARI != nil {
-		line("ARI window", c.ARI.Start.UTC().Format("2006-01-02 15:04")+" to "+c.ARI.End.UTC().Format("2006-01-02 15:04")+" "+c.ARI.Explanation)
+		line("ARI window", clock(c.ARI.Start)+" to "+clock(c.ARI.End)+" "+c.ARI.Explanation)
 	}
 	line("ARI error", c.ARIError)
 	if !c.LastAttempt.IsZero() {
-		line("last attempt", c.LastAttempt.UTC().Format(time.RFC3339))
+		line("last attempt", clock(c.LastAttempt)+" ("+relative(c.LastAttempt, now)+")")
 	}
-	line("last error", oneLine(c.LastError))
+	if !c.NextRetry.IsZero() {
+		line("next retry", clock(c.NextRetry)+" ("+relative(c.NextRetry, now)+")")
+	}
+	line("last error", errorCause(c.LastError))
 	if c.Permanent {
 		line("", "(permanent: retrying soon will not help; fix the cause, then renew --force)")
 	}
 	line("reload error", oneLine(c.DeployError))
 	if !c.RenewedTill.IsZero() {
-		line("unused", "since "+c.UnusedSince.UTC().Format(time.RFC3339)+", renewed until "+c.RenewedTill.UTC().Format(time.RFC3339))
+		line("unused", "since "+clock(c.UnusedSince)+", renewed until "+clock(c.RenewedTill))
 	}
 	for _, r := range c.Reloads {
 		verdict := "proven"
@@ -115,7 +265,7 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 		for _, st := range r.Steps {
 			steps = append(steps, fmt.Sprintf("%s %dms", st.Step, st.TookMS))
 		}
-		line("proxy "+r.Container, fmt.Sprintf("%s %s (%s)", verdict, r.At.UTC().Format("2006-01-02 15:04:05"), strings.Join(steps, ", ")))
+		line("proxy "+r.Container, fmt.Sprintf("%s %s (%s)", verdict, clock(r.At), strings.Join(steps, ", ")))
 	}
 	tw.Flush()
 	if len(c.History) > 0 {
@@ -123,7 +273,7 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		for i := len(c.History) - 1; i >= 0 && i >= len(c.History)-20; i-- {
 			h := c.History[i]
-			fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", h.At.UTC().Format("2006-01-02 15:04:05"), h.Kind, orDash(h.Serial), oneLine(h.Detail))
+			fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", clock(h.At), h.Kind, orDash(h.Serial), oneLine(h.Detail))
 		}
 		tw.Flush()
 	}
@@ -136,10 +286,24 @@ func orDash(s string) string {
 	return s
 }
 
+// oneLine joins s onto one line; the detail view keeps all of it.
 func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 160 {
-		s = s[:160] + "…"
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// tableWidth is the width to fit the table to: the flag, else $COLUMNS,
+// else the terminal's (docker exec -t), else 120.
+func tableWidth(flag int, out io.Writer) int {
+	if flag > 0 {
+		return flag
 	}
-	return s
+	if n, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && n > 0 {
+		return n
+	}
+	if f, ok := out.(*os.File); ok {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 0 {
+			return int(ws.Col)
+		}
+	}
+	return 120
 }

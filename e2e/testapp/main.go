@@ -2,6 +2,8 @@
 // demo: an HTTP server that says who it is. Run as `testapp dump-env FILE`
 // it writes its EDGECERT_* environment to FILE and exits: a deploy hook.
 // Run as `testapp sleep SECONDS` it sleeps: a config test that hangs.
+// Run as `testapp files DIR` it serves DIR on :8080 (HTTP-01 tokens behind
+// a proxy that serves no files itself, as HAProxy).
 package main
 
 import (
@@ -19,6 +21,11 @@ func main() {
 		n, _ := strconv.Atoi(os.Args[2])
 		time.Sleep(time.Duration(n) * time.Second)
 		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "files" {
+		srv := &http.Server{Addr: ":8080", Handler: http.FileServer(http.Dir(os.Args[2])), ReadHeaderTimeout: 5 * time.Second}
+		fmt.Fprintln(os.Stderr, srv.ListenAndServe())
+		os.Exit(1)
 	}
 	if len(os.Args) == 3 && os.Args[1] == "dump-env" {
 		var lines []string

@@ -53,7 +53,7 @@ func needsOrder(e *entry, o Order, directory string, now time.Time) (bool, strin
 		return true, "domains changed"
 	case e.st.Directory != "" && e.st.Directory != directory:
 		return true, "CA directory changed"
-	case e.disk.KeyType != "" && e.disk.KeyType != o.KeyType:
+	case e.disk.KeyType != "" && e.disk.KeyType != o.KeyType && e.st.Imported == "":
 		return true, "key type changed"
 	case e.st.Issued != nil && e.st.Issued.Profile != o.Profile:
 		return true, "profile changed"

@@ -53,7 +53,10 @@ type persisted struct {
 	Released bool `json:"released,omitempty"`
 	// Hold: the operator rolled the certificate back; no automatic order
 	// until `edgecert renew NAME` releases it.
-	Hold         *Hold       `json:"hold,omitempty"`
+	Hold *Hold `json:"hold,omitempty"`
+	// Imported: taken over from another tool's volume ("acme-companion");
+	// its key type is kept until its first renewal.
+	Imported     string      `json:"imported,omitempty"`
 	ForcedOrders []time.Time `json:"forced_orders,omitempty"`
 	History      []Event     `json:"history,omitempty"` // newest last, at most historyLen
 }
@@ -72,6 +75,7 @@ const (
 	EventWanted       EventKind = "wanted"       // wanted again after being unused
 	EventRolledBack   EventKind = "rolled_back"  // an earlier version put back by the operator
 	EventHoldReleased EventKind = "hold_released"
+	EventImported     EventKind = "imported" // taken over from acme-companion's volume
 )
 
 // Event is one thing that happened to a certificate, kept in its history.

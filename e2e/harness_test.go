@@ -126,7 +126,7 @@ func setup() error {
 // pebbleAliases are the names Pebbles answer to: "pebble" is shared by the
 // scenarios; the others belong to scenarios that stop their CA, read its log,
 // or order in bulk (so the shared CA's latency stays that of a quiet CA).
-var pebbleAliases = []string{"pebble", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn"}
+var pebbleAliases = []string{"pebble", "pebble-import", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn"}
 
 // writePebbleTLS makes a root and a server certificate for every Pebble
 // alias, so that edgecert verifies each CA's TLS as it would Let's Encrypt's.
@@ -418,6 +418,7 @@ type proxySpec struct {
 	labels map[string]string // edgecert labels, without the prefix
 	raw    map[string]string // other labels, as they are
 	args   []string          // more docker run options
+	noWait bool              // return at once: its workers come later
 }
 
 // startProxy runs a proxy sharing the stack's volumes and waits for its
@@ -447,6 +448,9 @@ func (s *stack) startProxy(p proxySpec) {
 	args = append(args, p.args...)
 	if out, err := docker(append(args, image)...); err != nil {
 		s.t.Fatalf("start %s: %s", p.name, out)
+	}
+	if p.noWait {
+		return
 	}
 	pattern := "nginx: worker process"
 	if w := p.labels["workers"]; w != "" {

@@ -177,7 +177,8 @@ func TestOperator(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[string]string{"EDGECERT_CERT_NAME": "site", "EDGECERT_DOMAINS": d, "EDGECERT_SERIAL": leaf1,
-			"EDGECERT_FULLCHAIN": "/etc/edgecert/certs/site/fullchain.pem", "EDGECERT_PRIVKEY": "/etc/edgecert/certs/site/privkey.pem"}
+			"EDGECERT_FULLCHAIN": "/etc/edgecert/certs/site/fullchain.pem", "EDGECERT_PRIVKEY": "/etc/edgecert/certs/site/privkey.pem",
+			"RENEWED_LINEAGE": "/etc/edgecert/certs/site", "RENEWED_DOMAINS": d} // certbot's names
 		for k, v := range want {
 			if env[k] != v {
 				t.Errorf("hook env %s = %q, want %q (all: %v)", k, env[k], v, env)

@@ -415,7 +415,7 @@ func TestMissingCertificateHint(t *testing.T) {
 // renewed and each reload proven like nginx's.
 func TestHAProxy(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, "haproxy")
+	s := newStack(t, "lb")
 	d := s.domain("site")
 	s.point(d)
 	files := newIP()
@@ -442,13 +442,21 @@ backend tokens
 `, files))
 	s.startEdgecert()
 	roots := caRoots(t, s.pebble)
-	s.startApp("app", map[string]string{"domains": d, "name": "site"})
-	// HAProxy cannot start before its crt exists: it restarts until the
-	// placeholder's combined.pem is there.
+	// HAProxy cannot start before its crt exists: it restarts (orders wait
+	// meanwhile) until the app's placeholder brings combined.pem.
 	haproxy := s.nginx + "-haproxy"
 	config := "haproxy -c -f /usr/local/etc/haproxy/haproxy.cfg"
-	s.startProxy(proxySpec{name: haproxy, ip: s.ip, image: "edgecert-haproxy:e2e", conf: "conf-haproxy",
+	s.startProxy(proxySpec{name: haproxy, ip: s.ip, image: "edgecert-haproxy:e2e", conf: "conf-haproxy", noWait: true,
 		labels: map[string]string{"nginx": "true", "signal": "USR2", "config_test": config, "workers": "haproxy", "combined_pem": "true"}})
+	s.startApp("app", map[string]string{"domains": d, "name": "site"})
+	if err := waitUntil(60*time.Second, func() error {
+		if len(workerPIDs(haproxy, "haproxy")) == 0 {
+			return errString("no HAProxy worker yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	first := s.waitServed(roots, d, 150*time.Second)
 	s.waitDeployed("site")
 

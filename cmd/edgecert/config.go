@@ -56,11 +56,15 @@ type Config struct {
 	MetricsAddr   string        `env:"EDGECERT_METRICS_ADDR"`
 	Companion     bool          `env:"EDGECERT_ACME_COMPANION" envDefault:"false"`
 	FlatLinks     bool          `env:"EDGECERT_FLAT_LINKS" envDefault:"false"`
+	CompanionDir  string        `env:"EDGECERT_COMPANION_CERTS"`
 	KeyOwner      string        `env:"EDGECERT_KEY_OWNER"`
 	LogLevel      string        `env:"EDGECERT_LOG_LEVEL" envDefault:"info"`
 	LogFormat     string        `env:"EDGECERT_LOG_FORMAT" envDefault:"text"`
 
 	keyUID, keyGID int // from KeyOwner; -1 when it is empty
+	// notes: what the daemon says once at start about the configuration
+	// (acme-companion variables taken or not honoured).
+	notes []string
 }
 
 // defaultSocket is where the control socket is when EDGECERT_SOCKET is
@@ -76,10 +80,15 @@ func loadConfig() (Config, error) {
 		return c, envError(err)
 	}
 	c.Socket = cmp.Or(c.Socket, defaultSocket)
-	c.KeyType = cmp.Or(c.KeyType, acme.KeyTypes[0])
 	bad := func(name, format string, args ...any) (Config, error) {
 		return c, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
 	}
+	if c.Companion {
+		if err := companionEnv(&c); err != nil {
+			return c, err
+		}
+	}
+	c.KeyType = cmp.Or(c.KeyType, acme.KeyTypes[0])
 	var ok bool
 	if c.ACMEDirectory, ok = directoryURL(c.ACMEDirectory); !ok {
 		return bad("EDGECERT_ACME_DIRECTORY", "%q is not an https URL, production or staging", c.ACMEDirectory)
@@ -150,6 +159,9 @@ func loadConfig() (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return bad("EDGECERT_LOG_FORMAT", "%q: want text or json", c.LogFormat)
 	}
+	if c.CompanionDir != "" && !strings.HasPrefix(c.CompanionDir, "/") {
+		return bad("EDGECERT_COMPANION_CERTS", "%q is not an absolute path", c.CompanionDir)
+	}
 	if c.keyUID, c.keyGID, ok = parseOwner(c.KeyOwner); !ok {
 		return bad("EDGECERT_KEY_OWNER", "%q: want a numeric UID or UID:GID, e.g. 101:101 for nginx-unprivileged", c.KeyOwner)
 	}
@@ -213,4 +225,53 @@ func parseLevel(s string) (slog.Level, error) {
 		return l, fmt.Errorf("%q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// acme-companion's variables that edgecert takes in acme-companion mode, when
+// the EDGECERT_ variable of the same meaning is not set, and those it does
+// not honour (named once in the log, so that nothing is silently ignored).
+var (
+	companionKeySizes = map[string]string{"2048": "rsa2048", "3072": "rsa3072", "4096": "rsa4096", "ec-256": "ec256", "ec-384": "ec384"}
+	companionIgnored  = []string{"ACME_PRE_HOOK", "ACME_POST_HOOK", "RENEW_PRIVATE_KEYS", "REUSE_PRIVATE_KEYS",
+		"CERTS_UPDATE_INTERVAL", "ZEROSSL_API_KEY", "DHPARAM_BITS", "DHPARAM_SKIP", "DHPARAM_GENERATION", "ACME_CHALLENGE",
+		"CA_BUNDLE", "NGINX_PROXY_CONTAINER", "NGINX_DOCKER_GEN_CONTAINER", "DOCKER_PROVIDER", "ACME_OCSP", "ACME_PREFERRED_CHAIN"}
+)
+
+func companionEnv(c *Config) error {
+	set := func(name string) bool { _, ok := os.LookupEnv(name); return ok }
+	take := func(dst *string, edgecertVar, companionVar, val string) {
+		if set(edgecertVar) || val == "" {
+			return
+		}
+		*dst = val
+		c.notes = append(c.notes, fmt.Sprintf("%s taken for %s (acme-companion's variable)", companionVar, edgecertVar))
+	}
+	take(&c.ACMEDirectory, "EDGECERT_ACME_DIRECTORY", "ACME_CA_URI", os.Getenv("ACME_CA_URI"))
+	if strings.EqualFold(os.Getenv("LETSENCRYPT_TEST"), "true") {
+		// As in acme-companion, LETSENCRYPT_TEST wins over ACME_CA_URI.
+		take(&c.ACMEDirectory, "EDGECERT_ACME_DIRECTORY", "LETSENCRYPT_TEST", "staging")
+	}
+	take(&c.ACMEEmail, "EDGECERT_ACME_EMAIL", "DEFAULT_EMAIL", os.Getenv("DEFAULT_EMAIL"))
+	for _, v := range []string{"ACME_KEYSIZE", "DEFAULT_KEY_SIZE"} {
+		raw := os.Getenv(v)
+		if raw == "" {
+			continue
+		}
+		kt, ok := companionKeySizes[strings.ToLower(raw)]
+		if !ok {
+			return fmt.Errorf("%s: %q: want 2048, 3072, 4096, ec-256 or ec-384 (acme-companion's key sizes)", v, raw)
+		}
+		take(&c.KeyType, "EDGECERT_KEY_TYPE", v, kt)
+		break
+	}
+	if c.EABKid == "" && c.EABHMAC == "" {
+		take(&c.EABKid, "EDGECERT_ACME_EAB_KID", "ACME_EAB_KID", os.Getenv("ACME_EAB_KID"))
+		take(&c.EABHMAC, "EDGECERT_ACME_EAB_HMAC", "ACME_EAB_HMAC_KEY", os.Getenv("ACME_EAB_HMAC_KEY"))
+	}
+	for _, v := range companionIgnored {
+		if set(v) {
+			c.notes = append(c.notes, v+" is acme-companion's and is not honoured by edgecert (see README, Coming from acme-companion)")
+		}
+	}
+	return nil
 }

@@ -67,3 +67,41 @@ func TestLoadConfigKeyOwner(t *testing.T) {
 		}
 	}
 }
+
+// In acme-companion mode its own variables are taken where the EDGECERT_
+// one is not set, and the ones edgecert does not honour are named.
+func TestCompanionVariables(t *testing.T) {
+	t.Setenv("EDGECERT_ACME_COMPANION", "true")
+	t.Setenv("LETSENCRYPT_TEST", "true")
+	t.Setenv("ACME_CA_URI", "https://ca.example/dir")
+	t.Setenv("DEFAULT_EMAIL", "ops@example.com")
+	t.Setenv("ACME_KEYSIZE", "4096")
+	t.Setenv("ACME_POST_HOOK", "echo hi")
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ACMEDirectory != legoissuer.DirectoryStaging || c.ACMEEmail != "ops@example.com" || c.KeyType != "rsa4096" {
+		t.Errorf("directory %s email %s key %s; want staging (LETSENCRYPT_TEST wins over ACME_CA_URI), ops@example.com, rsa4096",
+			c.ACMEDirectory, c.ACMEEmail, c.KeyType)
+	}
+	if notes := strings.Join(c.notes, "\n"); !strings.Contains(notes, "ACME_POST_HOOK is acme-companion's and is not honoured") ||
+		!strings.Contains(notes, "DEFAULT_EMAIL taken for EDGECERT_ACME_EMAIL") || strings.Contains(notes, "ops@example.com") {
+		t.Errorf("notes = %q", notes)
+	}
+
+	t.Setenv("EDGECERT_KEY_TYPE", "ec384") // edgecert's own variable wins
+	t.Setenv("EDGECERT_ACME_DIRECTORY", "https://mine.example/dir")
+	if c, err := loadConfig(); err != nil || c.KeyType != "ec384" || c.ACMEDirectory != "https://mine.example/dir" {
+		t.Errorf("with EDGECERT_ variables set: %v %s %s", err, c.KeyType, c.ACMEDirectory)
+	}
+	t.Setenv("EDGECERT_KEY_TYPE", "")
+	t.Setenv("ACME_KEYSIZE", "1024")
+	if _, err := loadConfig(); err == nil || !strings.HasPrefix(err.Error(), "ACME_KEYSIZE:") {
+		t.Errorf("a bad ACME_KEYSIZE: %v; want an error naming it", err)
+	}
+	t.Setenv("EDGECERT_ACME_COMPANION", "false")
+	if c, err := loadConfig(); err != nil || c.ACMEEmail != "" {
+		t.Errorf("outside acme-companion mode its variables are taken: %v %q", err, c.ACMEEmail)
+	}
+}

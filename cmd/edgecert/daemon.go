@@ -97,6 +97,24 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	if n > 0 {
 		log.Info("private keys given to EDGECERT_KEY_OWNER", "owner", cfg.KeyOwner, "keys", n)
 	}
+	for _, n := range cfg.notes {
+		log.Warn("acme-companion variable", "note", n)
+	}
+	if cfg.CompanionDir != "" {
+		// Before the Manager reads the volume: what is imported is then
+		// current, with its own renewal schedule, and nothing is ordered.
+		res, err := acme.ImportCompanion(cfg.CompanionDir, cfg.ACMEDirectory == legoissuer.DirectoryStaging, store, cfg.StateDir, time.Now(), log)
+		if err != nil {
+			return nil, fmt.Errorf("EDGECERT_COMPANION_CERTS: %w", err)
+		}
+		imported := 0
+		for _, r := range res {
+			if r.Skip == "" {
+				imported++
+			}
+		}
+		log.Info("acme-companion volume read", "dir", cfg.CompanionDir, "imported", imported, "skipped", len(res)-imported)
+	}
 	icfg := legoissuer.Config{Directory: cfg.ACMEDirectory, Email: cfg.ACMEEmail, Profile: cfg.ACMEProfile, KeyType: cfg.KeyType,
 		RootsFile: cfg.ACMERoots, Webroot: cfg.Webroot, StateDir: cfg.StateDir, EABKid: cfg.EABKid, EABHMAC: cfg.EABHMAC}
 	iss, err := legoissuer.New(icfg, log)

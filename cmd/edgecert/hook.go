@@ -73,5 +73,8 @@ func hookEnv(certsDir string, s acme.CertStatus) []string {
 		"EDGECERT_PRIVKEY=" + filepath.Join(dir, acme.FileKey),
 		"EDGECERT_CERT=" + filepath.Join(dir, acme.FileCert),
 		"EDGECERT_CHAIN=" + filepath.Join(dir, acme.FileChain),
+		// certbot's --deploy-hook names, so that its hooks run unchanged.
+		"RENEWED_LINEAGE=" + dir,
+		"RENEWED_DOMAINS=" + strings.Join(s.Domains, " "),
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgecert/edgecert/acme"
@@ -44,7 +46,7 @@ func newMetrics(src statusSource) *metrics {
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgecert_orders_total",
 			Help: "Certificate orders by result (issued, failed)."}, []string{"result"}),
 		orderDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edgecert_order_duration_seconds",
-			Help: "Time inside the ACME client per order.", Buckets: []float64{1, 2.5, 5, 10, 20, 40, 80, 160}}),
+			Help: "Time inside the ACME client per order.", Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgecert_reloads_total",
 			Help: "Proxy reload attempts by result (proven, failed, unchanged: already serving)."}, []string{"container", "result"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgecert_reload_failures_total",
@@ -52,7 +54,11 @@ func newMetrics(src statusSource) *metrics {
 		stepDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "edgecert_reload_step_duration_seconds",
 			Help: "Duration of each reload step.", Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"step"}),
 	}
-	m.reg.MustRegister(m.orders, m.orderDur, m.reloads, m.failures, m.stepDur,
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgecert_build_info",
+		Help: "1, labelled with edgecert's version and the Go version that built it."}, []string{"version", "goversion"})
+	build.WithLabelValues(version, runtime.Version()).Set(1)
+	m.reg.MustRegister(m.orders, m.orderDur, m.reloads, m.failures, m.stepDur, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collector{src: src})
 	return m
 }

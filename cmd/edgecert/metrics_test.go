@@ -48,6 +48,9 @@ func TestMetricsGaugesAndCounters(t *testing.T) {
 		`edgecert_certificate_not_after_timestamp_seconds{cert="site"}`,
 		`edgecert_docker_connected 1`,
 		`edgecert_label_problems 1`,
+		`edgecert_build_info{goversion="go`,
+		`go_goroutines `,
+		`process_resident_memory_bytes `,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %s", want)

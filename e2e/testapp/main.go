@@ -1,6 +1,7 @@
 // Command testapp is a stand-in application for the e2e tests and the local
 // demo: an HTTP server that says who it is. Run as `testapp dump-env FILE`
-// it writes its EDGECERT_* environment to FILE and exits: a deploy hook.
+// it writes its EDGECERT_* and RENEWED_* environment to FILE and exits: a
+// deploy hook.
 // Run as `testapp sleep SECONDS` it sleeps: a config test that hangs.
 // Run as `testapp files DIR` it serves DIR on :8080 (HTTP-01 tokens behind
 // a proxy that serves no files itself, as HAProxy).
@@ -30,7 +31,7 @@ func main() {
 	if len(os.Args) == 3 && os.Args[1] == "dump-env" {
 		var lines []string
 		for _, kv := range os.Environ() {
-			if strings.HasPrefix(kv, "EDGECERT_") {
+			if strings.HasPrefix(kv, "EDGECERT_") || strings.HasPrefix(kv, "RENEWED_") {
 				lines = append(lines, kv)
 			}
 		}

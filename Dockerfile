@@ -26,13 +26,13 @@ ARG VERSION=dev
 RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X main.version=${VERSION}" -o /out/edgecert ./cmd/edgecert \
  && cp /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt \
- && mkdir -p /out/dirs/var/lib/edgecert /out/dirs/etc/edgecert/certs /out/dirs/var/www/acme
+ && mkdir -p /out/dirs/var/lib/edgecert /out/dirs/etc/edgecert/certs /out/dirs/var/www/acme /out/dirs/run/edgecert
 
 FROM scratch
 COPY --from=build /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/edgecert /usr/local/bin/edgecert
-# The state, certificate and webroot directories belong to uid 65532, so that a
-# named volume mounted there lets edgecert run unprivileged
+# The state, certificate, webroot and control socket directories belong to
+# uid 65532, so that named volumes mounted there let edgecert run unprivileged
 # (user: "65532:<the Docker socket's group>"; see README). The default is root:
 # it can read the socket whatever its group, and hand keys to a proxy's user
 # (EDGECERT_KEY_OWNER).

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // Label suffixes, appended to the configured prefix and a dot.
@@ -369,8 +371,10 @@ var (
 )
 
 // ParseDomains splits a comma (or space) separated list of domain names,
-// lowercases them, drops duplicates and validates each one as a DNS name
-// that HTTP-01 can prove.
+// lowercases them, converts internationalised ones to their ASCII form
+// (bücher.example -> xn--bcher-kva.example, as the CA and DNS know them),
+// drops duplicates and validates each one as a DNS name that HTTP-01 can
+// prove.
 func ParseDomains(raw string) ([]string, error) {
 	fields := strings.FieldsFunc(raw, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
 	if len(fields) == 0 {
@@ -380,6 +384,13 @@ func ParseDomains(raw string) ([]string, error) {
 	var out []string
 	for _, f := range fields {
 		d := strings.ToLower(strings.TrimSuffix(f, "."))
+		if !isASCII(d) && !strings.HasPrefix(d, "*.") {
+			a, err := idna.Lookup.ToASCII(d)
+			if err != nil {
+				return nil, fmt.Errorf("%q: not a valid internationalised domain name: %v", f, err)
+			}
+			d = a
+		}
 		if err := ValidateDomain(d); err != nil {
 			return nil, err
 		}
@@ -392,6 +403,15 @@ func ParseDomains(raw string) ([]string, error) {
 		return nil, fmt.Errorf("%d domain names: a certificate holds at most 100", len(out))
 	}
 	return out, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidateDomain checks one lowercase domain name.

@@ -257,6 +257,19 @@ func TestInvalidLabel(t *testing.T) {
 	if !strings.Contains(logs, "invalid label") || !strings.Contains(logs, "container="+bad) {
 		t.Errorf("the log does not name the bad container and label:\n%s", logs)
 	}
+
+	// An internationalised name is not a bad label: it is ordered in its
+	// ASCII form (as DNS and the CA know it), served, and status shows both.
+	uni, puny := "bücher."+s.name+".test", "xn--bcher-kva."+s.name+".test"
+	s.point(puny)
+	s.writeConf("10-books.conf", tlsServer("books", puny))
+	s.startApp("books", map[string]string{"domains": uni, "name": "books"})
+	if err := waitUntil(150*time.Second, func() error { _, err := s.verified(roots, puny); return err }); err != nil {
+		t.Fatalf("%s (%s) was never served: %v", uni, puny, err)
+	}
+	if out, code := s.cli("status", "books"); code != 0 || !strings.Contains(out, puny+" ("+uni+")") {
+		t.Errorf("status books: exit %d, want both forms of the name:\n%s", code, out)
+	}
 }
 
 // TestBrokenConfig: with an nginx config that fails `nginx -t`, a renewal

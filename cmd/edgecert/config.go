@@ -52,6 +52,7 @@ type Config struct {
 	SMTPTo        []string      `env:"EDGECERT_SMTP_TO" envSeparator:","`
 	SMTPUser      string        `env:"EDGECERT_SMTP_USERNAME"`
 	SMTPPass      string        `env:"EDGECERT_SMTP_PASSWORD"`
+	SMTPTLS       string        `env:"EDGECERT_SMTP_TLS" envDefault:"auto"`
 	DeployHook    string        `env:"EDGECERT_DEPLOY_HOOK"`
 	MetricsAddr   string        `env:"EDGECERT_METRICS_ADDR"`
 	Companion     bool          `env:"EDGECERT_ACME_COMPANION" envDefault:"false"`
@@ -147,6 +148,14 @@ func loadConfig() (Config, error) {
 	}
 	if c.SMTPAddr != "" && (c.SMTPFrom == "" || len(c.SMTPTo) == 0) {
 		return bad("EDGECERT_SMTP_ADDR", "email needs EDGECERT_SMTP_FROM and EDGECERT_SMTP_TO too")
+	}
+	if !slices.Contains([]string{"auto", "implicit", "starttls", "opportunistic", "none"}, c.SMTPTLS) {
+		return bad("EDGECERT_SMTP_TLS", "%q: want auto, implicit, starttls, opportunistic or none", c.SMTPTLS)
+	}
+	if c.SMTPAddr != "" {
+		if _, port, err := net.SplitHostPort(c.SMTPAddr); err != nil || port == "" {
+			return bad("EDGECERT_SMTP_ADDR", "%q: want host:port, e.g. smtp.example.com:587", c.SMTPAddr)
+		}
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

@@ -131,7 +131,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	var onReport func(signal.Report)
 	events := eventSinks{}
 	d.notes = newNotifier(notifyConfig{Webhooks: cfg.Webhooks, Slack: cfg.SlackHooks, SMTPAddr: cfg.SMTPAddr, SMTPFrom: cfg.SMTPFrom,
-		SMTPTo: cfg.SMTPTo, SMTPUser: cfg.SMTPUser, SMTPPass: cfg.SMTPPass, Hook: strings.Fields(cfg.DeployHook), CertsDir: cfg.CertsDir},
+		SMTPTo: cfg.SMTPTo, SMTPUser: cfg.SMTPUser, SMTPPass: cfg.SMTPPass, SMTPTLS: cfg.SMTPTLS, Hook: strings.Fields(cfg.DeployHook), CertsDir: cfg.CertsDir},
 		cfg.StateDir, log)
 	events = append(events, d.notes)
 	if cfg.MetricsAddr != "" {

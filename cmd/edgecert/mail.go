@@ -4,67 +4,76 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
-	"net/smtp"
+	"strconv"
 	"strings"
-	"time"
+
+	"github.com/wneessen/go-mail"
 )
 
-// mail sends nt by SMTP: STARTTLS when the server offers it, AUTH PLAIN
-// when a user is set (net/smtp refuses it without TLS except to localhost).
-// The dial and the whole dialogue have deadlines: a server that never
-// greets fails this notice, and only this one.
+// mail sends nt by SMTP through wneessen/go-mail: implicit TLS on port 465
+// (or EDGECERT_SMTP_TLS=implicit), otherwise STARTTLS: required when a
+// password would cross, used when offered otherwise (EDGECERT_SMTP_TLS
+// says otherwise); AUTH when a user is set; Date and Message-ID headers. The dial and the whole dialogue have deadlines: a
+// server that never greets fails this notice, and only this one.
 func (n *notifier) mail(ctx context.Context, nt Notice) error {
-	host, _, err := net.SplitHostPort(n.cfg.SMTPAddr)
+	host, portStr, err := net.SplitHostPort(n.cfg.SMTPAddr)
 	if err != nil {
 		return fmt.Errorf("EDGECERT_SMTP_ADDR: %w", err)
 	}
-	d := net.Dialer{Timeout: n.smtpDial}
-	conn, err := d.DialContext(ctx, "tcp", n.cfg.SMTPAddr)
+	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return err
+		return fmt.Errorf("EDGECERT_SMTP_ADDR: port %q: %w", portStr, err)
 	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(n.smtpTimeout)); err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	c, err := smtp.NewClient(conn, host)
-	if err != nil {
-		return fmt.Errorf("SMTP greeting: %w", err)
-	}
-	defer c.Close()
-	if ok, _ := c.Extension("STARTTLS"); ok {
-		if err := c.StartTLS(&tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}); err != nil {
-			return fmt.Errorf("SMTP STARTTLS: %w", err)
-		}
+	opts := []mail.Option{mail.WithPort(port), mail.WithTimeout(n.smtpTimeout),
+		mail.WithTLSConfig(&tls.Config{ServerName: host, MinVersion: tls.VersionTLS12})}
+	switch smtpTLS(n.cfg.SMTPTLS, port, n.cfg.SMTPUser != "") {
+	case "implicit":
+		opts = append(opts, mail.WithSSL())
+	case "starttls":
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
+	case "opportunistic":
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSOpportunistic))
+	case "none":
+		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
 	}
 	if n.cfg.SMTPUser != "" {
-		if err := c.Auth(smtp.PlainAuth("", n.cfg.SMTPUser, n.cfg.SMTPPass, host)); err != nil {
-			return fmt.Errorf("SMTP AUTH: %w", err)
-		}
+		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthAutoDiscover), mail.WithUsername(n.cfg.SMTPUser), mail.WithPassword(n.cfg.SMTPPass))
 	}
-	msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nDate: %s\r\nSubject: [edgecert] %s: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
-		n.cfg.SMTPFrom, strings.Join(n.cfg.SMTPTo, ", "), nt.At.Format(time.RFC1123Z), nt.Event, nt.Cert, nt.Text)
-	if err := c.Mail(n.cfg.SMTPFrom); err != nil {
-		return fmt.Errorf("SMTP MAIL: %w", err)
-	}
-	for _, to := range n.cfg.SMTPTo {
-		if err := c.Rcpt(to); err != nil {
-			return fmt.Errorf("SMTP RCPT %s: %w", to, err)
-		}
-	}
-	w, err := c.Data()
+	client, err := mail.NewClient(host, opts...)
 	if err != nil {
-		return fmt.Errorf("SMTP DATA: %w", err)
+		return fmt.Errorf("SMTP: %w", err)
 	}
-	if _, err := io.WriteString(w, msg); err != nil {
-		return fmt.Errorf("SMTP DATA: %w", err)
+	m := mail.NewMsg()
+	if err := m.From(n.cfg.SMTPFrom); err != nil {
+		return fmt.Errorf("EDGECERT_SMTP_FROM: %w", err)
 	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("SMTP DATA: %w", err)
+	if err := m.To(n.cfg.SMTPTo...); err != nil {
+		return fmt.Errorf("EDGECERT_SMTP_TO: %w", err)
 	}
-	return c.Quit()
+	m.Subject(fmt.Sprintf("[edgecert] %s: %s", nt.Event, nt.Cert))
+	m.SetDateWithValue(nt.At)
+	m.SetMessageID()
+	m.SetBodyString(mail.TypeTextPlain, nt.Text)
+	ctx, cancel := context.WithTimeout(ctx, n.smtpTimeout)
+	defer cancel()
+	if err := client.DialAndSendWithContext(ctx, m); err != nil {
+		return fmt.Errorf("SMTP %s: %w", n.cfg.SMTPAddr, err)
+	}
+	return nil
+}
+
+// smtpTLS is the TLS policy for port: "auto" is implicit TLS on 465, and
+// elsewhere STARTTLS, required when credentials would cross (auth), used
+// if offered otherwise.
+func smtpTLS(policy string, port int, auth bool) string {
+	switch p := strings.ToLower(policy); {
+	case p != "" && p != "auto":
+		return p
+	case port == 465:
+		return "implicit"
+	case auth:
+		return "starttls"
+	}
+	return "opportunistic"
 }

@@ -43,6 +43,7 @@ type notifyConfig struct {
 	SMTPTo   []string
 	SMTPUser string
 	SMTPPass string
+	SMTPTLS  string   // auto, implicit, starttls, opportunistic, none
 	Hook     []string // run after each proven deployment; empty: none
 	CertsDir string
 }
@@ -61,7 +62,7 @@ type notifier struct {
 	// Bounds on what may hang: an SMTP server's dial and whole dialogue, a
 	// deploy hook's run, and how long after it the hook's children may hold
 	// its output.
-	smtpDial, smtpTimeout, hookTimeout, hookWaitDelay time.Duration
+	smtpTimeout, hookTimeout, hookWaitDelay time.Duration
 
 	mu      sync.Mutex
 	conds   map[string]*condition
@@ -101,7 +102,7 @@ func newNotifier(cfg notifyConfig, stateDir string, log *slog.Logger) *notifier 
 	host, _ := os.Hostname()
 	n := &notifier{cfg: cfg, log: log, host: host, http: &http.Client{Timeout: 10 * time.Second},
 		path: filepath.Join(stateDir, "notify.json"), clock: time.Now, conds: map[string]*condition{},
-		smtpDial: 10 * time.Second, smtpTimeout: 30 * time.Second, hookTimeout: time.Minute, hookWaitDelay: 5 * time.Second,
+		smtpTimeout: 30 * time.Second, hookTimeout: time.Minute, hookWaitDelay: 5 * time.Second,
 		changed: make(chan struct{}, 1), notices: make(chan Notice, 256), hooks: make(chan acme.CertStatus, 64)}
 	if data, err := os.ReadFile(n.path); err == nil {
 		if err := json.Unmarshal(data, &n.conds); err != nil {

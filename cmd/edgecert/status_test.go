@@ -143,3 +143,16 @@ func TestSpanHasOneStyle(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusShowsBothFormsOfAnInternationalisedName(t *testing.T) {
+	if got := domainsText([]string{"xn--bcher-kva.example", "www.example.com"}); got != "xn--bcher-kva.example (bücher.example) +1" {
+		t.Errorf("domainsText = %q", got)
+	}
+	c := view("books", "valid", time.Now().Add(50*24*time.Hour))
+	c.Domains = []string{"xn--bcher-kva.example"}
+	var b bytes.Buffer
+	printDetail(&b, c, time.Now())
+	if !strings.Contains(b.String(), "xn--bcher-kva.example (bücher.example)") {
+		t.Errorf("detail lacks both forms:\n%s", b.String())
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/net/idna"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,9 +94,18 @@ func domainsText(domains []string) string {
 	case 0:
 		return "-"
 	case 1:
-		return domains[0]
+		return withUnicode(domains[0])
 	}
-	return fmt.Sprintf("%s +%d", domains[0], len(domains)-1)
+	return fmt.Sprintf("%s +%d", withUnicode(domains[0]), len(domains)-1)
+}
+
+// withUnicode adds the Unicode form of an internationalised name:
+// "xn--bcher-kva.example (bücher.example)".
+func withUnicode(d string) string {
+	if u, err := idna.Lookup.ToUnicode(d); err == nil && u != d {
+		return d + " (" + u + ")"
+	}
+	return d
 }
 
 func stateText(c CertView) string {
@@ -221,7 +231,11 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 			fmt.Fprintf(tw, "  %s\t%s\n", k, v)
 		}
 	}
-	line("domains", strings.Join(c.Domains, ", "))
+	var names []string
+	for _, d := range c.Domains {
+		names = append(names, withUnicode(d))
+	}
+	line("domains", strings.Join(names, ", "))
 	line("containers", strings.Join(c.Containers, ", "))
 	line("key type", c.KeyType)
 	line("profile", c.Profile)

@@ -238,7 +238,7 @@ func (m *Manager) rollback(r renewReq) {
 		return
 	}
 	from := e.disk.Serial
-	info, err := m.cfg.Store.Restore(e.name, v.Version)
+	info, err := m.cfg.Store.Restore(e.name, v.Version, e.want != nil && e.want.CombinedPEM)
 	if err != nil {
 		fail("%v", err)
 		return

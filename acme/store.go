@@ -339,35 +339,43 @@ func (s *Store) WritePlaceholder(name string, domains []string, combined bool) (
 // one (a proxy asked for it after the version was written). The version's
 // pair never changes, so the file matches it; it appears in one rename.
 func (s *Store) EnsureCombined(name string) error {
-	dir := filepath.Join(s.dir, name)
+	target, err := filepath.EvalSymlinks(filepath.Join(s.dir, name))
+	if err != nil {
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	if err := s.combinedIn(target); err != nil {
+		return fmt.Errorf("certificate %s: %w", name, err)
+	}
+	return nil
+}
+
+// combinedIn adds combined.pem to a version directory that lacks one, from
+// the pair it holds, in one rename.
+func (s *Store) combinedIn(dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, FileCombined)); err == nil {
 		return nil
 	}
 	chain, err := os.ReadFile(filepath.Join(dir, FileFullchain))
 	if err != nil {
-		return fmt.Errorf("certificate %s: %w", name, err)
+		return err
 	}
 	key, err := os.ReadFile(filepath.Join(dir, FileKey))
 	if err != nil {
-		return fmt.Errorf("certificate %s: %w", name, err)
+		return err
 	}
 	if _, err := tls.X509KeyPair(chain, key); err != nil {
-		return fmt.Errorf("certificate %s: the current pair does not fit: %w", name, err)
+		return fmt.Errorf("the pair does not fit: %w", err)
 	}
-	target, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return fmt.Errorf("certificate %s: %w", name, err)
-	}
-	tmp := filepath.Join(target, "."+FileCombined+".tmp")
+	tmp := filepath.Join(dir, "."+FileCombined+".tmp")
 	_ = os.Remove(tmp)
 	if err := atomicfile.Create(tmp, combinedPEM(chain, key), s.keyMode, s.keyUID, s.keyGID); err != nil {
-		return fmt.Errorf("certificate %s: %w", name, err)
+		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(target, FileCombined)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, FileCombined)); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("certificate %s: %w", name, err)
+		return err
 	}
-	return atomicfile.SyncDir(target)
+	return atomicfile.SyncDir(dir)
 }
 
 // combinedPEM is the certificate, its chain and the key, in that order.
@@ -500,14 +508,21 @@ func (s *Store) Versions(name string) ([]*Info, error) {
 }
 
 // Restore makes an earlier version of name current again, with the same
-// one-rename swap as a new pair; the pair is checked first.
-func (s *Store) Restore(name, version string) (*Info, error) {
+// one-rename swap as a new pair; the pair is checked first, and given
+// combined.pem before the swap when combined is set.
+func (s *Store) Restore(name, version string, combined bool) (*Info, error) {
 	if version == "" || strings.ContainsAny(version, `/\`) || strings.HasPrefix(version, ".") {
 		return nil, fmt.Errorf("certificate %s: no version %q", name, version)
 	}
-	info, err := readVersion(filepath.Join(s.dir, versionsDir, name, version))
+	dir := filepath.Join(s.dir, versionsDir, name, version)
+	info, err := readVersion(dir)
 	if err != nil {
 		return nil, fmt.Errorf("certificate %s: version %s: %w", name, version, err)
+	}
+	if combined {
+		if err := s.combinedIn(dir); err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", name, err)
+		}
 	}
 	if err := s.swap(name, version); err != nil {
 		return nil, err

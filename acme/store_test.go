@@ -421,4 +421,22 @@ func TestStoreCombinedPEM(t *testing.T) {
 	if err := s.EnsureCombined("b"); err != nil {
 		t.Fatalf("a second EnsureCombined: %v", err)
 	}
+
+	// A rollback to a version written without it gets one before the swap.
+	c2, k2 := ca.issue(t, []string{"c.example.com"}, 90*24*time.Hour)
+	if _, err := s.Write("c", c2, k2, false); err != nil {
+		t.Fatal(err)
+	}
+	c3, k3 := ca.issue(t, []string{"c.example.com"}, 90*24*time.Hour)
+	if _, err := s.Write("c", c3, k3, false); err != nil {
+		t.Fatal(err)
+	}
+	older, err := s.Versions("c")
+	if err != nil || len(older) != 1 {
+		t.Fatalf("versions of c: %v, %v", older, err)
+	}
+	if _, err := s.Restore("c", older[0].Version, true); err != nil {
+		t.Fatal(err)
+	}
+	check("c", c2, k2)
 }

@@ -68,6 +68,7 @@ func TestRenewWithoutNamesTakesWhatIsDue(t *testing.T) {
 	add("overdue", acme.StateValid, now.Add(-time.Minute), true, false)
 	add("unproven", acme.StateValid, now.Add(40*24*time.Hour), false, false)
 	add("held", acme.StateValid, time.Time{}, true, true)
+	add("held-failing", acme.StateFailing, time.Time{}, false, true) // its reload failed after a rollback: still held
 	d := &fakeDaemon{doc: doc}
 	serve(t, d)
 	out, errs, code := cli("renew")
@@ -79,7 +80,7 @@ func TestRenewWithoutNamesTakesWhatIsDue(t *testing.T) {
 		t.Errorf("renew without names renewed %v, want %v", d.renewed, want)
 	}
 	d.renewed = nil
-	if _, _, code := cli("renew", "--force-renewal"); code != 0 || len(d.renewed) != 5 {
-		t.Errorf("renew --force-renewal alone: exit %d, renewed %v; want every certificate in use (5)", code, d.renewed)
+	if _, _, code := cli("renew", "--force-renewal"); code != 0 || len(d.renewed) != 6 {
+		t.Errorf("renew --force-renewal alone: exit %d, renewed %v; want every certificate in use (6)", code, d.renewed)
 	}
 }

@@ -311,14 +311,13 @@ func (c *controlClient) do(ctx context.Context, method, path string, body, out a
 // isDue says whether renew without names takes c: past its renewal time,
 // failing, not yet issued, or written but not proven served.
 func isDue(c CertView, now time.Time) bool {
-	switch c.State {
-	case acme.StateUnused:
+	switch {
+	case c.State == acme.StateUnused:
 		return false
-	case acme.StateFailing, acme.StatePending, acme.StatePlaceholder:
-		return true
-	}
-	if c.Held != nil {
+	case c.Held != nil:
 		return false // a rollback holds it: only `renew NAME` releases it
+	case c.State == acme.StateFailing || c.State == acme.StatePending || c.State == acme.StatePlaceholder:
+		return true
 	}
 	return !c.Deployed || (!c.RenewAt.IsZero() && !now.Before(c.RenewAt))
 }

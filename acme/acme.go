@@ -46,7 +46,12 @@ type Want struct {
 	Group      string // passed on to the Deployer: which proxies serve it
 	// CombinedPEM: a proxy that serves it wants combined.pem (HAProxy).
 	CombinedPEM bool
+	Challenge   string // "" (HTTP-01) or ChallengeDNS
+	DNS         string // DNS-01: the provider
 }
+
+// ChallengeDNS is the DNS-01 challenge; "" is HTTP-01.
+const ChallengeDNS = "dns-01"
 
 // Order is one certificate to obtain. Empty options take the issuer's defaults.
 type Order struct {
@@ -56,12 +61,21 @@ type Order struct {
 	Email    string
 	Replaces *x509.Certificate // the certificate this order replaces (RFC 9773), or nil
 	Key      []byte            // PEM private key to reuse when it is of KeyType; a new key otherwise
+	// Challenge: "" for HTTP-01, ChallengeDNS for DNS-01 through the DNS
+	// provider named DNS.
+	Challenge string
+	DNS       string
+	DNSConfig string // a fingerprint of the DNS configuration (not sent anywhere)
 }
 
 // OrderError is a failed order, classified for the retry schedule.
 type OrderError struct {
-	Err        error
-	Permanent  bool          // retrying soon will not help (a rejected name or profile)
+	Err       error
+	Permanent bool // retrying soon will not help (a rejected name or profile)
+	// Config: edgecert's own configuration failed (a DNS provider refused
+	// its credentials): retried on the slow schedule, at once after a
+	// restart with another configuration.
+	Config     bool
 	RetryAfter time.Duration // the CA's Retry-After, 0 if none
 }
 

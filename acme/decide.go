@@ -18,6 +18,7 @@ type defaults struct {
 	Profile     string
 	UnusedGrace time.Duration
 	Directory   string // the CA in use: a certificate from another is re-ordered
+	DNSConfig   string // a fingerprint of the DNS providers' configuration
 }
 
 // inGrace says whether an unwanted certificate is still renewed.
@@ -32,11 +33,12 @@ func wish(e *entry, d defaults, now time.Time) (Order, bool) {
 	switch {
 	case e.want != nil:
 		return Order{Domains: slices.Clone(e.want.Domains), KeyType: cmp.Or(e.want.KeyType, d.KeyType),
-			Profile: cmp.Or(e.want.Profile, d.Profile), Email: e.want.Email}, true
+			Profile: cmp.Or(e.want.Profile, d.Profile), Email: e.want.Email, Challenge: e.want.Challenge, DNS: e.want.DNS, DNSConfig: dnsConfig(e.want.Challenge, d)}, true
 	case inGrace(e, d, now):
 		o := Order{Domains: slices.Clone(e.disk.Domains), KeyType: cmp.Or(e.disk.KeyType, d.KeyType), Profile: d.Profile}
 		if e.st.Issued != nil {
 			o.KeyType, o.Profile = cmp.Or(e.st.Issued.KeyType, o.KeyType), e.st.Issued.Profile
+			o.Challenge, o.DNS, o.DNSConfig = e.st.Issued.Challenge, e.st.Issued.DNS, dnsConfig(e.st.Issued.Challenge, d)
 		}
 		return o, true
 	}
@@ -172,7 +174,16 @@ func replaces(e *entry, o Order, directory string) *Info {
 func specKey(o Order) string {
 	d := slices.Clone(o.Domains)
 	slices.Sort(d)
-	return strings.Join(d, ",") + "|" + o.KeyType + "|" + o.Profile
+	return strings.Join(d, ",") + "|" + o.KeyType + "|" + o.Profile + "|" + o.Challenge + "|" + o.DNS + "|" + o.DNSConfig
+}
+
+// dnsConfig is the DNS configuration's fingerprint for a DNS-01 order, so
+// that an order that failed on it is tried at once when it changes.
+func dnsConfig(challenge string, d defaults) string {
+	if challenge != ChallengeDNS {
+		return ""
+	}
+	return d.DNSConfig
 }
 
 // sameSet says whether a and b hold the same names, whatever their order.

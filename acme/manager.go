@@ -27,6 +27,8 @@ type ManagerConfig struct {
 	// that opens the certificate and the key per handshake then never pairs
 	// a new certificate with an old key at a swap.
 	ReuseKey bool
+	// DNSConfig fingerprints the DNS-01 configuration (see Order.DNSConfig).
+	DNSConfig string
 	// ForcedLimit bounds forced renewals per certificate in 7 days; 0: no bound.
 	ForcedLimit int
 	// Swaps, when set, is taken around each new pair's swap; the proxies'
@@ -151,7 +153,8 @@ func NewManager(cfg ManagerConfig) *Manager {
 	cfg.DefaultKeyType = cmp.Or(cfg.DefaultKeyType, KeyTypes[0])
 	m := &Manager{
 		cfg: cfg, log: cmp.Or(cfg.Log, slog.Default()), now: cfg.Now, sink: cfg.Events,
-		def:     defaults{KeyType: cfg.DefaultKeyType, Profile: cfg.DefaultProfile, UnusedGrace: cfg.UnusedGrace, Directory: cfg.Directory},
+		def: defaults{KeyType: cfg.DefaultKeyType, Profile: cfg.DefaultProfile, UnusedGrace: cfg.UnusedGrace, Directory: cfg.Directory,
+			DNSConfig: cfg.DNSConfig},
 		renews:  make(chan renewReq),
 		results: make(chan result),
 		wake:    make(chan struct{}, 1),

@@ -719,3 +719,33 @@ func TestManagerSaysWhenMoreDeploymentsAreComing(t *testing.T) {
 		t.Errorf("More = %v, %v, %v; want true, true, false", dep.seen[0].More, dep.seen[1].More, dep.seen[2].More)
 	}
 }
+
+// A failure of edgecert's own configuration (a DNS provider refusing its
+// credentials) waits 10 minutes, not one; a changed configuration is a new
+// wish, ordered at once.
+func TestConfigFailureWaitsLongerAndANewConfigRetriesAtOnce(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: time.Hour,
+		fail: &OrderError{Err: errors.New("DNS provider: bad authentication"), Config: true}}
+	h := start(t, certs, st, iss, &fakeDeployer{})
+	want := []Want{{Name: "x", Domains: []string{"x.example.com"}, Challenge: ChallengeDNS, DNS: "rfc2136"}}
+	h.m.Update(want)
+	waitFor(t, "failing", func() bool { return state(h.m, "x").State == "failing" })
+	if until := time.Until(state(h.m, "x").NextRetry); until < 8*time.Minute || until > 12*time.Minute {
+		t.Fatalf("next retry in %v, want about 10 min", until)
+	}
+	h.stop()
+
+	iss.mu.Lock()
+	iss.fail = nil
+	iss.mu.Unlock()
+	store, _ := NewStore(certs, DefaultOwner)
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: st, MaxOrders: 2, Store: store, Issuer: iss,
+		Deployer: &fakeDeployer{}, Log: h.m.log, DNSConfig: "fixed"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	m.Update(want)
+	waitFor(t, "issued with the new configuration", func() bool { return state(m, "x").State == "valid" })
+}

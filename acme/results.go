@@ -150,13 +150,20 @@ func (m *Manager) orderFailed(e *entry, r result) {
 	now := m.now()
 	var oe *OrderError
 	var ra time.Duration
-	permanent := false
+	permanent, config := false, false
 	if errors.As(r.err, &oe) {
-		ra, permanent = oe.RetryAfter, oe.Permanent
+		ra, permanent, config = oe.RetryAfter, oe.Permanent, oe.Config
 	}
 	e.st.Failures++
 	e.st.LastError, e.st.Permanent, e.st.FailedSpec = r.err.Error(), permanent, r.fp
-	e.st.RetryAt = retryAt(now, e.st.Failures, ra, permanent, rand.Float64)
+	steps := e.st.Failures
+	if config {
+		// Credentials do not mend by themselves: not every minute (10 min,
+		// 100 min, then daily). A new configuration (edgecert recreated)
+		// is a new wish, tried at once.
+		steps++
+	}
+	e.st.RetryAt = retryAt(now, steps, ra, permanent, rand.Float64)
 	e.st.LimitedUntil = time.Time{}
 	if ra > 0 {
 		e.st.LimitedUntil = e.st.RetryAt
@@ -202,10 +209,14 @@ func (m *Manager) issued(e *entry, info *Info, p *pendingPair) {
 	now := m.now()
 	e.disk = info
 	e.st = persisted{Fingerprint: info.Fingerprint, Domains: info.Domains, Directory: p.Directory,
-		Issued:      &issuedSpec{KeyType: info.KeyType, Profile: p.Profile},
+		Issued:      &issuedSpec{KeyType: info.KeyType, Profile: p.Profile, Challenge: p.Challenge, DNS: p.DNS},
 		LastAttempt: now, LastSuccess: now, UnusedSince: e.st.UnusedSince, History: e.st.History,
 		WishOrders: e.st.WishOrders, ForcedOrders: e.st.ForcedOrders}
-	m.record(e, Event{Kind: EventIssued, Serial: info.Serial, Detail: p.Reason, TookMS: p.TookMS})
+	detail := p.Reason + " (http-01)"
+	if p.Challenge == ChallengeDNS {
+		detail = p.Reason + " (dns-01 through " + p.DNS + ")"
+	}
+	m.record(e, Event{Kind: EventIssued, Serial: info.Serial, Detail: detail, TookMS: p.TookMS})
 	m.save(e)
 	if err := removePending(m.cfg.StateDir, e.name); err != nil {
 		m.log.Warn("cannot remove the written certificate's pending copy", "cert", e.name, "err", err)

@@ -20,8 +20,10 @@ import (
 
 // issuedSpec is what the current certificate was ordered with.
 type issuedSpec struct {
-	KeyType string `json:"key_type"`
-	Profile string `json:"profile"`
+	KeyType   string `json:"key_type"`
+	Profile   string `json:"profile"`
+	Challenge string `json:"challenge,omitempty"` // "" HTTP-01
+	DNS       string `json:"dns_provider,omitempty"`
 }
 
 // persisted is one certificate's state file.
@@ -146,6 +148,8 @@ type pendingPair struct {
 	Directory string    `json:"directory"`
 	KeyType   string    `json:"key_type"`
 	Profile   string    `json:"profile"`
+	Challenge string    `json:"challenge,omitempty"`
+	DNS       string    `json:"dns_provider,omitempty"`
 	Reason    string    `json:"reason"`
 	TookMS    int64     `json:"took_ms"`
 	IssuedAt  time.Time `json:"issued_at"`

@@ -1,6 +1,7 @@
 package acme
 
 import (
+	"cmp"
 	"slices"
 	"time"
 )
@@ -36,6 +37,8 @@ type CertStatus struct {
 	Containers  []string   `json:"containers"`
 	KeyType     string     `json:"key_type,omitempty"`
 	Profile     string     `json:"profile,omitempty"`
+	Challenge   string     `json:"challenge,omitempty"`    // http-01 or dns-01
+	DNSProvider string     `json:"dns_provider,omitempty"` // dns-01: the provider
 	Serial      string     `json:"serial,omitempty"`
 	Issuer      string     `json:"issuer,omitempty"`
 	NotBefore   time.Time  `json:"not_before,omitzero"`
@@ -75,7 +78,7 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 		s.Domains = e.disk.Domains
 	}
 	if active {
-		s.KeyType, s.Profile = o.KeyType, o.Profile
+		s.KeyType, s.Profile, s.Challenge, s.DNSProvider = o.KeyType, o.Profile, cmp.Or(o.Challenge, "http-01"), o.DNS
 	}
 	if e.disk != nil {
 		s.Serial, s.Issuer, s.NotBefore, s.NotAfter = e.disk.Serial, e.disk.Issuer, e.disk.NotBefore, e.disk.NotAfter

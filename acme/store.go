@@ -302,6 +302,9 @@ func (s *Store) swap(name, version string) error {
 // point elsewhere are replaced; regular files are left alone.
 func (s *Store) WriteFlatLinks(name string, domains []string) error {
 	for _, d := range domains {
+		if strings.HasPrefix(d, "*.") {
+			continue // nginx-proxy looks a wildcard's certificate up by the name under it
+		}
 		for suffix, file := range flatLinks {
 			link := filepath.Join(s.dir, d+suffix)
 			target := filepath.Join(name, file)

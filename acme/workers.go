@@ -70,7 +70,9 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		if err != nil {
 			err = fmt.Errorf("the certificate volume cannot take it (no order placed): %w", err)
 		} else {
-			err = m.preflight(ctx, o.Domains)
+			if o.Challenge == "" {
+				err = m.preflight(ctx, o.Domains) // HTTP-01 only: a DNS-01 name need not be on a proxy's port 80
+			}
 		}
 		pre := time.Since(pstart)
 		if err == nil {
@@ -87,7 +89,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 			// Kept before it is written: from here on, this certificate is
 			// never ordered again, whatever happens to the write or to us.
 			r.pair = &pendingPair{Chain: string(chain), Key: string(key), Directory: m.cfg.Directory, KeyType: o.KeyType,
-				Profile: o.Profile, Reason: reason, TookMS: took.Milliseconds(), IssuedAt: time.Now().UTC()}
+				Profile: o.Profile, Challenge: o.Challenge, DNS: o.DNS, Reason: reason, TookMS: took.Milliseconds(), IssuedAt: time.Now().UTC()}
 			if err := savePending(m.cfg.StateDir, name, r.pair); err != nil {
 				m.log.Error("cannot keep the issued certificate in the state volume; writing it to the volume", "cert", name, "err", err)
 			}

@@ -2,6 +2,7 @@ package dockerwatch
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"slices"
@@ -14,19 +15,27 @@ import (
 
 // Label suffixes, appended to the configured prefix and a dot.
 const (
-	labelDomains  = "domains"        // any container: the domains of one certificate
-	labelName     = "name"           // any container: the certificate's name (default: first domain)
-	labelNginx    = "nginx"          // proxy container: "true" or a group name
-	labelTLSPort  = "tls_port"       // proxy container: port for the proof handshake (default 443)
-	labelKeyType  = "key_type"       // certificate option: ec256, ec384, rsa2048, rsa3072, rsa4096
-	labelProfile  = "profile"        // certificate option: ACME profile
-	labelEmail    = "email"          // certificate option: ACME account contact
-	labelGroup    = "proxy"          // certificate option: the proxy group that serves it (default: all proxies)
-	labelSignal   = "signal"         // proxy: reload signal (default HUP)
-	labelTest     = "config_test"    // proxy: config test command (default "nginx -t"; empty: none)
-	labelWorkers  = "workers"        // proxy: ps CMD substring of its worker processes
-	labelReload   = "reload_command" // proxy: exec this instead of a signal
-	labelCombined = "combined_pem"   // proxy: write combined.pem (certificate, chain, key) for its certificates
+	labelDomains   = "domains"        // any container: the domains of one certificate
+	labelName      = "name"           // any container: the certificate's name (default: first domain)
+	labelNginx     = "nginx"          // proxy container: "true" or a group name
+	labelTLSPort   = "tls_port"       // proxy container: port for the proof handshake (default 443)
+	labelKeyType   = "key_type"       // certificate option: ec256, ec384, rsa2048, rsa3072, rsa4096
+	labelProfile   = "profile"        // certificate option: ACME profile
+	labelEmail     = "email"          // certificate option: ACME account contact
+	labelGroup     = "proxy"          // certificate option: the proxy group that serves it (default: all proxies)
+	labelSignal    = "signal"         // proxy: reload signal (default HUP)
+	labelTest      = "config_test"    // proxy: config test command (default "nginx -t"; empty: none)
+	labelWorkers   = "workers"        // proxy: ps CMD substring of its worker processes
+	labelReload    = "reload_command" // proxy: exec this instead of a signal
+	labelCombined  = "combined_pem"   // proxy: write combined.pem (certificate, chain, key) for its certificates
+	labelChallenge = "challenge"      // certificate option: http-01 (default) or dns-01
+	labelDNS       = "dns_provider"   // certificate option: one of the configured DNS providers
+)
+
+// Challenge types a certificate may name.
+const (
+	ChallengeHTTP = "http-01"
+	ChallengeDNS  = "dns-01"
 )
 
 // Signals a proxy label may name. Others (TERM, KILL, ...) would stop the proxy.
@@ -40,6 +49,9 @@ type Rules struct {
 	Prefix   string             // label prefix, e.g. "edgecert"
 	KeyTypes []string           // the key types a label may name; empty: any
 	CertName func(string) error // checks a certificate name; nil: a plain file name
+	// DNSProviders are the configured DNS-01 providers, the default first;
+	// none: DNS-01 (and so wildcard names) cannot be asked for.
+	DNSProviders []string
 }
 
 // checkName checks an edgecert.name value with r.CertName, or else as a
@@ -66,7 +78,11 @@ type Container struct {
 	CompanionHosts string // LETSENCRYPT_HOST or ACME_HOST from the environment
 	CompanionVar   string // which of the two
 	CompanionEmail string // LETSENCRYPT_EMAIL or ACME_EMAIL
-	NginxProxy     bool   // labelled com.github.nginx-proxy.nginx
+	// CompanionChallenge is ACME_CHALLENGE (HTTP-01 or DNS-01; acme.sh's
+	// provider settings, ACMESH_DNS_API_CONFIG, are not translated: the
+	// DNS provider is edgecert's).
+	CompanionChallenge string
+	NginxProxy         bool // labelled com.github.nginx-proxy.nginx
 }
 
 // NginxProxyLabel marks nginx-proxy's container (acme-companion's convention).
@@ -81,6 +97,8 @@ type CertSpec struct {
 	Profile    string   // "" for the default
 	Email      string   // "" for the default
 	Group      string   // "" for every proxy
+	Challenge  string   // "" (HTTP-01) or ChallengeDNS
+	DNS        string   // DNS-01: the provider; "" for none
 	// CombinedPEM: a proxy that serves it (its group's or an all-groups one)
 	// asks for combined.pem.
 	CombinedPEM bool
@@ -176,7 +194,7 @@ func Parse(r Rules, containers []Container) Desired {
 			d.Problems = append(d.Problems, Problem{c.Name, domainsFrom, err.Error()})
 			continue
 		}
-		name := domains[0]
+		name := defaultName(domains)
 		if v, ok := c.Labels[p+labelName]; ok {
 			if err := r.checkName(v); err != nil {
 				d.Problems = append(d.Problems, Problem{c.Name, p + labelName, err.Error()})
@@ -281,7 +299,79 @@ func parseOptions(r Rules, c Container, spec *CertSpec) *Problem {
 		}
 		spec.Email = v
 	}
+	return parseChallenge(r, c, spec)
+}
+
+// parseChallenge picks the certificate's challenge: the label's, or DNS-01
+// when a name is a wildcard, or HTTP-01.
+func parseChallenge(r Rules, c Container, spec *CertSpec) *Problem {
+	p := r.Prefix + "."
+	wildcard := slices.ContainsFunc(spec.Domains, func(d string) bool { return strings.HasPrefix(d, "*.") })
+	spec.Challenge = ""
+	if wildcard {
+		spec.Challenge = ChallengeDNS
+	}
+	if v := strings.ToLower(c.CompanionChallenge); v != "" && c.Labels[p+labelDomains] == "" {
+		// acme-companion's ACME_CHALLENGE, for a container it describes.
+		if _, ok := c.Labels[p+labelChallenge]; !ok {
+			c.Labels = maps.Clone(c.Labels)
+			if c.Labels == nil {
+				c.Labels = map[string]string{}
+			}
+			c.Labels[p+labelChallenge] = v
+		}
+	}
+	if v, ok := c.Labels[p+labelChallenge]; ok {
+		switch v = strings.ToLower(strings.TrimSpace(v)); v {
+		case ChallengeHTTP:
+			if wildcard {
+				return &Problem{c.Name, p + labelChallenge, "http-01 cannot prove a wildcard name: use dns-01 (or leave the label out)"}
+			}
+			v = ""
+		case ChallengeDNS:
+		default:
+			return &Problem{c.Name, p + labelChallenge, fmt.Sprintf("%q: want http-01 or dns-01", v)}
+		}
+		spec.Challenge = v
+	}
+	if v, ok := c.Labels[p+labelDNS]; ok {
+		v = strings.TrimSpace(v)
+		if !slices.Contains(r.DNSProviders, v) {
+			return &Problem{c.Name, p + labelDNS, fmt.Sprintf("%q is not a configured DNS provider (EDGECERT_DNS_PROVIDER: %s)", v, orNone(r.DNSProviders))}
+		}
+		spec.DNS = v
+		spec.Challenge = ChallengeDNS
+	}
+	if spec.Challenge == ChallengeDNS && len(r.DNSProviders) == 0 {
+		what, label := "dns-01", p+labelChallenge
+		if wildcard {
+			what, label = "a wildcard name needs dns-01, which", p+labelDomains
+		}
+		return &Problem{c.Name, label, what + " needs a DNS provider: set EDGECERT_DNS_PROVIDER (a lego provider name) and its credentials on edgecert"}
+	}
+	if spec.Challenge == ChallengeDNS && spec.DNS == "" {
+		spec.DNS = r.DNSProviders[0]
+	}
 	return nil
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none set"
+	}
+	return strings.Join(s, ", ")
+}
+
+// defaultName is a certificate's name when no label gives one: its first
+// name that is not a wildcard (example.com for "*.example.com,example.com"),
+// or the wildcard's base with "wildcard." before it.
+func defaultName(domains []string) string {
+	for _, d := range domains {
+		if !strings.HasPrefix(d, "*.") {
+			return d
+		}
+	}
+	return "wildcard." + strings.TrimPrefix(domains[0], "*.")
 }
 
 func optionsDiffer(a, b *CertSpec) (string, bool) {
@@ -294,6 +384,10 @@ func optionsDiffer(a, b *CertSpec) (string, bool) {
 		return labelEmail, true
 	case a.Group != b.Group:
 		return labelGroup, true
+	case a.Challenge != b.Challenge:
+		return labelChallenge, true
+	case a.DNS != b.DNS:
+		return labelDNS, true
 	}
 	return "", false
 }
@@ -384,12 +478,15 @@ func ParseDomains(raw string) ([]string, error) {
 	var out []string
 	for _, f := range fields {
 		d := strings.ToLower(strings.TrimSuffix(f, "."))
-		if !isASCII(d) && !strings.HasPrefix(d, "*.") {
-			a, err := idna.Lookup.ToASCII(d)
+		if !isASCII(d) {
+			base, star := strings.CutPrefix(d, "*.")
+			a, err := idna.Lookup.ToASCII(base)
 			if err != nil {
 				return nil, fmt.Errorf("%q: not a valid internationalised domain name: %v", f, err)
 			}
-			d = a
+			if d = a; star {
+				d = "*." + a
+			}
 		}
 		if err := ValidateDomain(d); err != nil {
 			return nil, err
@@ -418,23 +515,33 @@ func isASCII(s string) bool {
 func ValidateDomain(d string) error {
 	switch {
 	case strings.HasPrefix(d, "*."):
-		return fmt.Errorf("%q: wildcard names need the DNS-01 challenge; HTTP-01 cannot prove them", d)
+		return validateName(d[2:], d) // the name under it; the challenge is checked with the labels
+	case strings.Contains(d, "*"):
+		return fmt.Errorf("%q: a wildcard is only allowed as the whole first label (*.example.com)", d)
+	}
+	return validateName(d, d)
+}
+
+// validateName checks d, a name or the part of a wildcard under its "*."
+// (full is the whole name, for the error).
+func validateName(d, full string) error {
+	switch {
 	case net.ParseIP(strings.Trim(d, "[]")) != nil:
-		return fmt.Errorf("%q: IP addresses are not supported; use a domain name", d)
+		return fmt.Errorf("%q: IP addresses are not supported; use a domain name", full)
 	case len(d) > 253:
-		return fmt.Errorf("%q: longer than 253 characters", d)
+		return fmt.Errorf("%q: longer than 253 characters", full)
 	}
 	labels := strings.Split(d, ".")
 	if len(labels) < 2 {
-		return fmt.Errorf("%q: not a fully qualified domain name (needs at least one dot)", d)
+		return fmt.Errorf("%q: not a fully qualified domain name (needs at least one dot)", full)
 	}
 	for _, l := range labels {
 		if !labelRE.MatchString(l) {
-			return fmt.Errorf("%q: label %q must be 1-63 letters, digits or '-', not starting or ending with '-'", d, l)
+			return fmt.Errorf("%q: label %q must be 1-63 letters, digits or '-', not starting or ending with '-'", full, l)
 		}
 	}
 	if _, err := strconv.Atoi(labels[len(labels)-1]); err == nil {
-		return fmt.Errorf("%q: the top-level label is numeric", d)
+		return fmt.Errorf("%q: the top-level label is numeric", full)
 	}
 	return nil
 }

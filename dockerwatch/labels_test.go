@@ -21,9 +21,11 @@ func TestParseDomains(t *testing.T) {
 		{desc: "unicode to punycode, once", in: "bücher.example, BÜCHER.example,xn--bcher-kva.example", want: []string{"xn--bcher-kva.example"}},
 		{desc: "unicode subdomain", in: "www.münchen.example", want: []string{"www.xn--mnchen-3ya.example"}},
 		{desc: "invalid unicode", in: "a\u200db.example", wantErr: "not a valid internationalised domain name"},
-		{desc: "unicode wildcard", in: "*.bücher.example", wantErr: "DNS-01"},
+		{desc: "unicode wildcard", in: "*.bücher.example", want: []string{"*.xn--bcher-kva.example"}},
 		{desc: "empty", in: " , ", wantErr: "no domain names"},
-		{desc: "wildcard", in: "*.example.com", wantErr: "DNS-01"},
+		{desc: "wildcard (its challenge is checked with the labels)", in: "*.example.com,example.com", want: []string{"*.example.com", "example.com"}},
+		{desc: "wildcard not first", in: "a.*.example.com", wantErr: "whole first label"},
+		{desc: "bad name under a wildcard", in: "*.-x.example.com", wantErr: "label"},
 		{desc: "ip", in: "10.0.0.1", wantErr: "IP addresses"},
 		{desc: "single label", in: "localhost", wantErr: "fully qualified"},
 		{desc: "path traversal", in: "../../etc/passwd", wantErr: "label"},
@@ -206,5 +208,62 @@ func TestParseCombinedPEM(t *testing.T) {
 		if !c.CombinedPEM {
 			t.Errorf("%s: an all-groups proxy asks for combined.pem, and the certificate does not get it", c.Name)
 		}
+	}
+}
+
+// A wildcard name chooses DNS-01, which needs a configured provider;
+// edgecert.challenge and edgecert.dns_provider are checked.
+func TestParseChallenge(t *testing.T) {
+	cs := []Container{
+		{ID: "1", Name: "wild", Created: 1, Running: true, Labels: map[string]string{"edgecert.domains": "*.wild.test,wild.test"}},
+		{ID: "2", Name: "inside", Created: 2, Running: true, Labels: map[string]string{"edgecert.domains": "intranet.test", "edgecert.challenge": "DNS-01"}},
+		{ID: "3", Name: "plain", Created: 3, Running: true, Labels: map[string]string{"edgecert.domains": "plain.test"}},
+		{ID: "4", Name: "wild-http", Created: 4, Running: true, Labels: map[string]string{"edgecert.domains": "*.w2.test", "edgecert.challenge": "http-01"}},
+		{ID: "5", Name: "other-dns", Created: 5, Running: true, Labels: map[string]string{"edgecert.domains": "o.test", "edgecert.dns_provider": "route53"}},
+		{ID: "6", Name: "bad-chal", Created: 6, Running: true, Labels: map[string]string{"edgecert.domains": "b.test", "edgecert.challenge": "tls-alpn-01"}},
+	}
+	r := testRules
+	r.DNSProviders = []string{"rfc2136", "route53"}
+	d := Parse(r, cs)
+	got := map[string]string{}
+	for _, c := range d.Certs {
+		got[c.Name] = c.Challenge + "/" + c.DNS
+	}
+	want := map[string]string{"wild.test": "dns-01/rfc2136", "intranet.test": "dns-01/rfc2136", "plain.test": "/", "o.test": "dns-01/route53"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("challenges = %v, want %v", got, want)
+	}
+	probs := map[string]string{}
+	for _, p := range d.Problems {
+		probs[p.Container] = p.Label + ": " + p.Err
+	}
+	if !strings.Contains(probs["wild-http"], "edgecert.challenge: http-01 cannot prove a wildcard") || !strings.Contains(probs["bad-chal"], "want http-01 or dns-01") || len(probs) != 2 {
+		t.Errorf("problems = %v", probs)
+	}
+
+	// No provider configured: the wildcard and the dns-01 label are problems
+	// that say what to set; the rest goes on.
+	d = Parse(testRules, cs[:3])
+	probs = map[string]string{}
+	for _, p := range d.Problems {
+		probs[p.Container] = p.Label + ": " + p.Err
+	}
+	if !strings.Contains(probs["wild"], "edgecert.domains: a wildcard name needs dns-01") || !strings.Contains(probs["inside"], "EDGECERT_DNS_PROVIDER") ||
+		len(d.Certs) != 1 || d.Certs[0].Name != "plain.test" {
+		t.Errorf("without a provider: problems %v, certs %v", probs, d.Certs)
+	}
+	if n := defaultName([]string{"*.only.test"}); n != "wildcard.only.test" {
+		t.Errorf("defaultName of a lone wildcard = %q", n)
+	}
+}
+
+// In acme-companion mode, ACME_CHALLENGE=DNS-01 on a container selects DNS-01.
+func TestParseCompanionChallenge(t *testing.T) {
+	r := testRules
+	r.DNSProviders = []string{"rfc2136"}
+	d := Parse(r, []Container{{ID: "1", Name: "blog", Created: 1, Running: true, CompanionHosts: "blog.example.com", CompanionVar: "LETSENCRYPT_HOST",
+		CompanionChallenge: "DNS-01"}})
+	if len(d.Certs) != 1 || d.Certs[0].Challenge != ChallengeDNS || d.Certs[0].DNS != "rfc2136" {
+		t.Errorf("certs = %+v; want blog.example.com over dns-01 through rfc2136", d.Certs)
 	}
 }

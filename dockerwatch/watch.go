@@ -93,7 +93,7 @@ func New(api dockerAPI, cfg Config, log *slog.Logger) *Watcher {
 	return &Watcher{api: api, cfg: cfg.withDefaults(), log: log, out: make(chan Desired, 1), envs: map[string]envVars{}}
 }
 
-type envVars struct{ hosts, which, email string }
+type envVars struct{ hosts, which, email, challenge string }
 
 // companionEnv reads (once per container) its acme-companion variables.
 func (w *Watcher) companionEnv(ctx context.Context, id string) (envVars, error) {
@@ -121,6 +121,11 @@ func (w *Watcher) companionEnv(ctx context.Context, id string) (envVars, error) 
 			}
 		}
 		v.email = cmp.Or(env["LETSENCRYPT_EMAIL"], env["ACME_EMAIL"])
+		v.challenge = env["ACME_CHALLENGE"]
+		if _, ok := env["ACMESH_DNS_API_CONFIG"]; ok {
+			w.log.Warn("acme-companion's ACMESH_DNS_API_CONFIG is not translated: DNS-01 goes through edgecert's EDGECERT_DNS_PROVIDER and its credentials",
+				"container", strings.TrimPrefix(info.Name, "/"))
+		}
 	}
 	w.envs[id] = v
 	return v, nil
@@ -387,7 +392,7 @@ func (w *Watcher) sync(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				c.CompanionHosts, c.CompanionVar, c.CompanionEmail = v.hosts, v.which, v.email
+				c.CompanionHosts, c.CompanionVar, c.CompanionEmail, c.CompanionChallenge = v.hosts, v.which, v.email, v.challenge
 			}
 		}
 		if !hasPrefix(s.Labels, w.cfg.Prefix+".") && !c.NginxProxy && c.CompanionHosts == "" {

@@ -126,7 +126,7 @@ func setup() error {
 // pebbleAliases are the names Pebbles answer to: "pebble" is shared by the
 // scenarios; the others belong to scenarios that stop their CA, read its log,
 // or order in bulk (so the shared CA's latency stays that of a quiet CA).
-var pebbleAliases = []string{"pebble", "pebble-import", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn"}
+var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn"}
 
 // writePebbleTLS makes a root and a server certificate for every Pebble
 // alias, so that edgecert verifies each CA's TLS as it would Let's Encrypt's.
@@ -174,13 +174,18 @@ func writePebbleTLS() error {
 // startPebble runs a Pebble reachable as alias on the test network and
 // waits until it answers; it returns the container's name.
 func startPebble(alias string) (string, error) {
+	return startPebbleDNS(alias, challIP+":8053")
+}
+
+// startPebbleDNS starts a Pebble that looks names up at dnsServer.
+func startPebbleDNS(alias, dnsServer string) (string, error) {
 	name := "e2e-" + runID + "-" + alias
 	ip := fmt.Sprintf("%s.%d", subnet, nextIP.Add(1))
 	if out, err := docker("run", "-d", "--name", name, "--label", "edgecert-e2e="+runID, "--network", netName, "--ip", ip,
 		"--network-alias", alias,
 		"-v", filepath.Join(hostDir, "pebble-tls-cert.pem")+":/test/certs/localhost/cert.pem:ro",
 		"-v", filepath.Join(hostDir, "pebble-tls-key.pem")+":/test/certs/localhost/key.pem:ro",
-		"edgecert-pebble:e2e", "/usr/bin/pebble", "-config", "/test/config/pebble-config.json", "-dnsserver", challIP+":8053"); err != nil {
+		"edgecert-pebble:e2e", "/usr/bin/pebble", "-config", "/test/config/pebble-config.json", "-dnsserver", dnsServer); err != nil {
 		return "", fmt.Errorf("start pebble %s: %s", alias, out)
 	}
 	pebbleIPs.Store(alias, ip)
@@ -598,6 +603,7 @@ type certView struct {
 	Containers []string `json:"containers"`
 	KeyType    string   `json:"key_type"`
 	Profile    string   `json:"profile"`
+	Challenge  string   `json:"challenge"`
 	Issuer     string   `json:"issuer"`
 	Failures   int      `json:"failures"`
 	Permanent  bool     `json:"permanent_error"`
@@ -605,6 +611,7 @@ type certView struct {
 	History    []struct {
 		Kind   string `json:"kind"`
 		Serial string `json:"serial"`
+		Detail string `json:"detail"`
 		TookMS int64  `json:"took_ms"`
 	} `json:"history"`
 	State       string    `json:"state"`

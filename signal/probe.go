@@ -65,7 +65,7 @@ func servesOnce(ctx context.Context, addrs []string, cs []Cert) error {
 		var bad error
 	certs:
 		for _, c := range cs {
-			for _, d := range c.Domains {
+			for _, d := range proofNames(c.Domains) {
 				fp, serial, err := Served(ctx, addr, d)
 				if err != nil {
 					bad = err
@@ -242,4 +242,24 @@ func SelfID() string {
 		return ""
 	}
 	return h
+}
+
+// proofNames are the names a proof handshakes with: a certificate's names
+// but its wildcards (a wildcard is not a name a client sends; the names
+// beside it are in the same pair), or, for a certificate of wildcards only,
+// a name under each ("edgecert-proof.example.com", which nginx's
+// server_name *.example.com matches).
+func proofNames(domains []string) []string {
+	var plain, under []string
+	for _, d := range domains {
+		if base, ok := strings.CutPrefix(d, "*."); ok {
+			under = append(under, "edgecert-proof."+base)
+		} else {
+			plain = append(plain, d)
+		}
+	}
+	if len(plain) > 0 {
+		return plain
+	}
+	return under
 }

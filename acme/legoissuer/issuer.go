@@ -27,6 +27,8 @@ import (
 	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
+	"github.com/go-acme/lego/v4/challenge"
+	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/go-acme/lego/v4/lego"
 	"github.com/go-acme/lego/v4/registration"
 
@@ -50,6 +52,12 @@ type Config struct {
 	StateDir  string // account keys and registrations live here
 	EABKid    string // External Account Binding key ID, for CAs that need one
 	EABHMAC   string // External Account Binding HMAC key (base64url)
+	// DNS-01: the providers (lego names; configured by lego's environment
+	// variables), the resolvers that find a name's zone and servers ("" the
+	// system's), and their timeout (0: lego's 10 s).
+	DNSProviders []string
+	DNSResolvers []string
+	DNSTimeout   time.Duration
 }
 
 // keyTypes maps acme.KeyTypes to lego's key types.
@@ -64,6 +72,9 @@ type Issuer struct {
 	cfg  Config
 	http *http.Client
 	log  *slog.Logger
+
+	dns     map[string]challenge.Provider // by lego name
+	dnsOpts []dns01.ChallengeOption
 
 	mu      sync.Mutex
 	clients map[string]*lego.Client // by email
@@ -107,7 +118,12 @@ func New(cfg Config, log *slog.Logger) (*Issuer, error) {
 			TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		}),
 	}
-	return &Issuer{cfg: cfg, http: hc, log: log, clients: map[string]*lego.Client{}, accts: map[string]*account{}}, nil
+	dns, err := newDNSProviders(cfg.DNSProviders)
+	if err != nil {
+		return nil, err
+	}
+	return &Issuer{cfg: cfg, http: hc, log: log, dns: dns, dnsOpts: dnsOptions(cfg.DNSResolvers, cfg.DNSTimeout),
+		clients: map[string]*lego.Client{}, accts: map[string]*account{}}, nil
 }
 
 // Directory is the CA this issuer orders from.
@@ -147,6 +163,12 @@ func (l *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 			return nil, nil, classify(ctx, err)
 		}
 		run := &orderRun{core: core, webroot: l.cfg.Webroot, domains: domains, log: l.log.Warn}
+		if o.Challenge == acme.ChallengeDNS {
+			if run.dns = l.dns[o.DNS]; run.dns == nil {
+				return nil, nil, &acme.OrderError{Err: fmt.Errorf("DNS provider %q is not configured (EDGECERT_DNS_PROVIDER)", o.DNS), Config: true}
+			}
+			run.dnsOpts = l.dnsOpts
+		}
 		chain, err := run.obtain(ctx, opts, pk)
 		if err == nil {
 			return chain, certcrypto.PEMEncode(pk), nil
@@ -236,6 +258,8 @@ func classify(ctx context.Context, err error) *acme.OrderError {
 		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
 	oe := &acme.OrderError{Err: err}
+	var de dnsError
+	oe.Config = errors.As(err, &de)
 	var rl *legoacme.RateLimitedError
 	if errors.As(err, &rl) {
 		oe.RetryAfter, _ = api.ParseRetryAfter(rl.RetryAfter)

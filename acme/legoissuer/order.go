@@ -15,6 +15,8 @@ import (
 	legoacme "github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certcrypto"
+	"github.com/go-acme/lego/v4/challenge"
+	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/go-acme/lego/v4/challenge/http01"
 )
 
@@ -42,6 +44,12 @@ type orderRun struct {
 	webroot string
 	domains []string
 	log     func(msg string, args ...any)
+	// DNS-01 through dns when set; HTTP-01 into webroot otherwise.
+	dns     challenge.Provider
+	dnsOpts []dns01.ChallengeOption
+
+	recordsMu sync.Mutex
+	records   map[string]*sync.Mutex // DNS-01: one proof at a time per record
 }
 
 // ctxTransport sends each request with the order's context, so cancelling
@@ -142,7 +150,8 @@ func (r *orderRun) authorize(ctx context.Context, order legoacme.ExtendedOrder) 
 	return errors.Join(errs...)
 }
 
-// prove makes one authorization valid over HTTP-01.
+// prove makes one authorization valid, over DNS-01 when the order has a
+// DNS provider, over HTTP-01 otherwise.
 func (r *orderRun) prove(ctx context.Context, authzURL string) error {
 	authz, err := r.core.Authorizations.Get(authzURL)
 	if err != nil {
@@ -154,6 +163,9 @@ func (r *orderRun) prove(ctx context.Context, authzURL string) error {
 	}
 	if done, err := authzStatus(authz); done || err != nil {
 		return withName(name, err)
+	}
+	if r.dns != nil {
+		return r.proveDNS(ctx, authz)
 	}
 	var chal *legoacme.Challenge
 	for i := range authz.Challenges {

@@ -58,6 +58,9 @@ type Config struct {
 	Companion     bool          `env:"EDGECERT_ACME_COMPANION" envDefault:"false"`
 	FlatLinks     bool          `env:"EDGECERT_FLAT_LINKS" envDefault:"false"`
 	CompanionDir  string        `env:"EDGECERT_COMPANION_CERTS"`
+	DNSProviders  []string      `env:"EDGECERT_DNS_PROVIDER" envSeparator:","`
+	DNSResolvers  []string      `env:"EDGECERT_DNS_RESOLVERS" envSeparator:","`
+	DNSTimeout    time.Duration `env:"EDGECERT_DNS_TIMEOUT" envDefault:"10s"`
 	KeyOwner      string        `env:"EDGECERT_KEY_OWNER"`
 	LogLevel      string        `env:"EDGECERT_LOG_LEVEL" envDefault:"info"`
 	LogFormat     string        `env:"EDGECERT_LOG_FORMAT" envDefault:"text"`
@@ -167,6 +170,15 @@ func loadConfig() (Config, error) {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return bad("EDGECERT_LOG_FORMAT", "%q: want text or json", c.LogFormat)
+	}
+	for i, n := range c.DNSProviders {
+		c.DNSProviders[i] = strings.TrimSpace(n)
+		if !slices.Contains(legoissuer.DNSProviderNames(), c.DNSProviders[i]) {
+			return bad("EDGECERT_DNS_PROVIDER", "%q is not a DNS provider of this build (%s)", n, strings.Join(legoissuer.DNSProviderNames(), ", "))
+		}
+	}
+	if c.DNSTimeout < time.Second || c.DNSTimeout > time.Minute {
+		return bad("EDGECERT_DNS_TIMEOUT", "%s: want 1s to 1m", c.DNSTimeout)
 	}
 	if c.CompanionDir != "" && !strings.HasPrefix(c.CompanionDir, "/") {
 		return bad("EDGECERT_COMPANION_CERTS", "%q is not an absolute path", c.CompanionDir)

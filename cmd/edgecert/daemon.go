@@ -116,7 +116,8 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		log.Info("acme-companion volume read", "dir", cfg.CompanionDir, "imported", imported, "skipped", len(res)-imported)
 	}
 	icfg := legoissuer.Config{Directory: cfg.ACMEDirectory, Email: cfg.ACMEEmail, Profile: cfg.ACMEProfile, KeyType: cfg.KeyType,
-		RootsFile: cfg.ACMERoots, Webroot: cfg.Webroot, StateDir: cfg.StateDir, EABKid: cfg.EABKid, EABHMAC: cfg.EABHMAC}
+		RootsFile: cfg.ACMERoots, Webroot: cfg.Webroot, StateDir: cfg.StateDir, EABKid: cfg.EABKid, EABHMAC: cfg.EABHMAC,
+		DNSProviders: cfg.DNSProviders, DNSResolvers: cfg.DNSResolvers, DNSTimeout: cfg.DNSTimeout}
 	iss, err := legoissuer.New(icfg, log)
 	if err != nil {
 		return nil, err
@@ -153,7 +154,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	manager := acme.NewManager(acme.ManagerConfig{
 		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders, ForcedLimit: cfg.ForcedLimit,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
-		ReuseKey: cfg.ReuseKey,
+		ReuseKey: cfg.ReuseKey, DNSConfig: legoissuer.DNSConfigID(),
 		// A batch gathers for at most the window, may wait for the reload
 		// its proxy is running, then has its own: each at most
 		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
@@ -166,7 +167,8 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	})
 	d.stages = stages{manager: manager, batcher: batcher}
 	d.watcher = dockerwatch.New(docker, dockerwatch.Config{
-		Rules:    dockerwatch.Rules{Prefix: cfg.LabelPrefix, KeyTypes: acme.KeyTypes, CertName: acme.ValidateName},
+		Rules: dockerwatch.Rules{Prefix: cfg.LabelPrefix, KeyTypes: acme.KeyTypes, CertName: acme.ValidateName,
+			DNSProviders: cfg.DNSProviders},
 		Debounce: cfg.Debounce, Companion: cfg.Companion, Resync: cfg.DockerResync}, log)
 	return d, nil
 }

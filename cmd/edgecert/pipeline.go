@@ -61,7 +61,7 @@ func toProxy(p dockerwatch.Proxy) signal.Proxy {
 // toWant is a certificate some container asks for, as acme orders it.
 func toWant(c dockerwatch.CertSpec) acme.Want {
 	return acme.Want{Name: c.Name, Domains: c.Domains, Containers: c.Containers, KeyType: c.KeyType, Profile: c.Profile,
-		Email: c.Email, Group: c.Group, CombinedPEM: c.CombinedPEM}
+		Email: c.Email, Group: c.Group, CombinedPEM: c.CombinedPEM, Challenge: c.Challenge, DNS: c.DNS}
 }
 
 // toCert is a certificate acme has made current, as signal proves it served.

@@ -7,6 +7,8 @@
 #   edgecert-apache:e2e   Debian's apache2 binary, the modules it loads, and their libraries
 #   edgecert-haproxy:e2e  Debian's haproxy binary and its libraries, for the socket proxy
 #                         (its configuration, compose/socket-proxy/haproxy.cfg, is mounted)
+#   edgecert-bind:e2e     Debian's BIND 9 named and its libraries, an authoritative server
+#                         for the DNS-01 tests (each test mounts its configuration and zones)
 # edgecert:local itself is built by `make image`.
 set -euo pipefail
 export DOCKER_BUILDKIT=0 # the legacy builder: no buildx here, and FROM scratch needs nothing more
@@ -118,6 +120,23 @@ STOPSIGNAL SIGUSR1
 CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
 DOCKERFILE
 docker build -q -t edgecert-haproxy:e2e "$out/haproxy" >/dev/null
+
+# --- BIND 9 (DNS-01) ---------------------------------------------------------
+named_bin=/usr/sbin/named
+[ -x "$named_bin" ] || { echo "build.sh: BIND 9 is not installed (apt-get install bind9)" >&2; exit 1; }
+root=$out/bind/rootfs
+mkdir -p "$root"/{usr/sbin,etc/bind,var/lib/bind,run,tmp}
+chmod 1777 "$root/tmp"
+cp "$named_bin" "$root/usr/sbin/named"
+for lib in $(ldd "$named_bin" | grep -o '/[^ ]*'); do
+  cp -L --parents "$lib" "$root/"
+done
+cat > "$out/bind/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY rootfs/ /
+CMD ["named", "-g", "-c", "/etc/bind/named.conf"]
+DOCKERFILE
+docker build -q -t edgecert-bind:e2e "$out/bind" >/dev/null
 
 # --- pebble ----------------------------------------------------------------
 for b in pebble pebble-challtestsrv testapp; do

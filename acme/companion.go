@@ -48,15 +48,24 @@ func ImportCompanion(dir string, staging bool, store *Store, stateDir string, no
 			continue
 		}
 		r := importOne(full, name, store, stateDir, now)
-		if r.Skip != "" {
+		switch {
+		case r.Skip == skipHave:
+			// Imported at an earlier start (or edgecert's own): every
+			// restart with the variable still set comes here; no warning.
+			log.Debug("acme-companion certificate not imported: edgecert has one of this name", "cert", name)
+		case r.Skip != "":
 			log.Warn("acme-companion certificate not imported", "cert", name, "dir", full, "err", r.Skip)
-		} else {
+		default:
 			log.Info("acme-companion certificate imported; no order", "cert", name, "serial", r.Serial)
 		}
 		out = append(out, r)
 	}
 	return out, nil
 }
+
+// skipHave is why a directory whose name edgecert already has is not
+// imported.
+const skipHave = "edgecert already has a certificate of this name; it is kept"
 
 func importOne(dir, name string, store *Store, stateDir string, now time.Time) ImportResult {
 	r := ImportResult{Name: name}
@@ -65,7 +74,7 @@ func importOne(dir, name string, store *Store, stateDir string, now time.Time) I
 		return r
 	}
 	if store.Has(name) {
-		r.Skip = "edgecert already has a certificate of this name; it is kept"
+		r.Skip = skipHave
 		return r
 	}
 	chain, err := os.ReadFile(filepath.Join(dir, "fullchain.pem"))

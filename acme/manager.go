@@ -108,6 +108,7 @@ type entry struct {
 	deployStarted  time.Time
 	deploySeq      int    // counts deployments; a result of an abandoned one is ignored
 	deployedFP     string // fingerprint proven served, "" if not (yet)
+	combinedFP     string // the version known to have combined.pem, "" if none
 	deployErr      string
 	deployFailures int
 	deployRetryAt  time.Time

@@ -76,11 +76,13 @@ func (m *Manager) reconcile(ws []Want) {
 			e.disk = info
 			m.log.Info("placeholder certificate written", "cert", w.Name, "domains", strings.Join(w.Domains, ","))
 		}
-		if w.CombinedPEM && e.disk != nil {
+		if w.CombinedPEM && e.disk != nil && e.combinedFP != e.disk.Fingerprint {
 			// A proxy asks for combined.pem: the current version gets one
-			// (new versions are written with it).
+			// (new versions are written with it); looked at once per version.
 			if err := m.cfg.Store.EnsureCombined(w.Name); err != nil {
 				m.log.Error("cannot write combined.pem", "cert", w.Name, "err", err)
+			} else {
+				e.combinedFP = e.disk.Fingerprint
 			}
 		}
 		if m.cfg.FlatLinks {

@@ -69,10 +69,8 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		err := m.cfg.Store.CheckWritable(name)
 		if err != nil {
 			err = fmt.Errorf("the certificate volume cannot take it (no order placed): %w", err)
-		} else {
-			if o.Challenge == "" {
-				err = m.preflight(ctx, o.Domains) // HTTP-01 only: a DNS-01 name need not be on a proxy's port 80
-			}
+		} else if o.Challenge == "" {
+			err = m.preflight(ctx, o.Domains) // HTTP-01 only: a DNS-01 name need not be on a proxy's port 80
 		}
 		pre := time.Since(pstart)
 		if err == nil {

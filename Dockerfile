@@ -7,23 +7,30 @@ ARG GO_IMAGE=golang:1.26-bookworm
 
 FROM ${GO_IMAGE} AS build
 WORKDIR /src
-# The modules first, so that a change to edgecert's code does not fetch them again.
+# DNS_PROVIDERS=all (default): every one of lego's DNS providers, by its lego
+# name, as Traefik has them (a larger image); minimal: rfc2136, exec and
+# httpreq only (a server of your own, or a bridge to any API).
+ARG DNS_PROVIDERS=all
+# The modules first, so that a change to edgecert's code does not fetch them
+# again: the module graph, then the libraries edgecert imports, compiled, so
+# that a rebuild after a change to edgecert compiles edgecert only.
 COPY go.mod go.sum ./
-RUN go mod download
-# Warm the build cache with the libraries edgecert imports, so that a rebuild
-# after a change to edgecert compiles edgecert only. (A path missing here only
-# makes a build slower.)
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false github.com/docker/docker/client github.com/go-acme/lego/v4/lego \
-      github.com/go-acme/lego/v4/acme/api github.com/go-acme/lego/v4/challenge/http01 \
-      github.com/prometheus/client_golang/prometheus/promhttp github.com/spf13/cobra \
-      github.com/caarlos0/env/v10 golang.org/x/time/rate golang.org/x/sync/errgroup || true
+RUN go list -m all >/dev/null
+RUN case "$DNS_PROVIDERS" in all) tags=dnsall dns=github.com/go-acme/lego/v4/providers/dns ;; minimal) tags= dns= ;; \
+      *) echo "DNS_PROVIDERS=$DNS_PROVIDERS: want all or minimal" >&2; exit 1 ;; esac; \
+    CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false -tags "$tags" github.com/docker/docker/client \
+      github.com/go-acme/lego/v4/lego github.com/go-acme/lego/v4/acme/api github.com/go-acme/lego/v4/challenge/http01 \
+      github.com/go-acme/lego/v4/challenge/dns01 github.com/go-acme/lego/v4/providers/dns/rfc2136 $dns \
+      github.com/prometheus/client_golang/prometheus/promhttp github.com/spf13/cobra github.com/wneessen/go-mail \
+      github.com/caarlos0/env/v10 golang.org/x/time/rate golang.org/x/sync/errgroup
 COPY cmd ./cmd
 COPY acme ./acme
 COPY dockerwatch ./dockerwatch
 COPY signal ./signal
 ARG VERSION=dev
 # Linux whatever machine builds it; static, so it runs on scratch.
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false \
+RUN if [ "$DNS_PROVIDERS" = all ]; then tags=dnsall; else tags=; fi; \
+    CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false -tags "$tags" \
       -ldflags "-s -w -X main.version=${VERSION}" -o /out/edgecert ./cmd/edgecert \
  && cp /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt \
  && mkdir -p /out/dirs/var/lib/edgecert /out/dirs/etc/edgecert/certs /out/dirs/var/www/acme /out/dirs/run/edgecert

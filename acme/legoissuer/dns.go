@@ -28,12 +28,21 @@ import (
 // (following a CNAME on _acme-challenge, as with acme-dns), and the
 // challenge is posted and polled by this package, as for HTTP-01.
 
-// dnsProviders are the DNS providers this build has, by lego's names.
+//go:generate go run ./internal/gendns
+
+// dnsProviders are the DNS providers this build has, by lego's names. The
+// default build (the Dockerfile's DNS_PROVIDERS=all, the Go build tag
+// dnsall) adds every other of lego's providers (dns_all.go); a minimal
+// build has these three, enough for a server of one's own (rfc2136) or a
+// bridge to any API (exec, httpreq).
 var dnsProviders = map[string]func() (challenge.Provider, error){
 	"rfc2136": newRFC2136,
 	"exec":    func() (challenge.Provider, error) { return exec.NewDNSProvider() },
 	"httpreq": func() (challenge.Provider, error) { return httpreq.NewDNSProvider() },
 }
+
+// dnsBuild names the set of DNS providers linked: "all" or "minimal".
+var dnsBuild = "minimal"
 
 // newRFC2136 is lego's rfc2136 provider from its environment variables.
 // lego v4.34 reads an unset RFC2136_ZONES as the zone "." (every update is
@@ -71,16 +80,37 @@ func DNSProviderNames() []string {
 	return names
 }
 
+// DNSProvidersBuilt says which DNS providers this build has, for
+// `edgecert version`.
+func DNSProvidersBuilt() string {
+	if dnsBuild == "all" {
+		return fmt.Sprintf("all of lego %s's (%d names)", legoVersion, len(dnsProviders))
+	}
+	return strings.Join(DNSProviderNames(), ", ") + " (minimal build)"
+}
+
+// CheckDNSProvider tells whether this build has the DNS provider name; the
+// error says why not: a name lego does not know, or one a minimal build
+// left out.
+func CheckDNSProvider(name string) error {
+	if _, ok := dnsProviders[name]; ok {
+		return nil
+	}
+	if slices.Contains(legoDNSProviders, name) {
+		return fmt.Errorf("%q is one of lego's DNS providers, but this image was built with DNS_PROVIDERS=minimal (%s): build it with the default, DNS_PROVIDERS=all", name, strings.Join(DNSProviderNames(), ", "))
+	}
+	return fmt.Errorf("%q is not one of lego %s's DNS providers (their names: https://go-acme.github.io/lego/dns/)", name, legoVersion)
+}
+
 // newDNSProviders makes each named provider from its environment; an error
 // names the provider and what lego found missing.
 func newDNSProviders(names []string) (map[string]challenge.Provider, error) {
 	out := map[string]challenge.Provider{}
 	for _, n := range names {
-		mk, ok := dnsProviders[n]
-		if !ok {
-			return nil, fmt.Errorf("EDGECERT_DNS_PROVIDER: %q is not a DNS provider of this build (%s)", n, strings.Join(DNSProviderNames(), ", "))
+		if err := CheckDNSProvider(n); err != nil {
+			return nil, fmt.Errorf("EDGECERT_DNS_PROVIDER: %w", err)
 		}
-		p, err := mk()
+		p, err := dnsProviders[n]()
 		if err != nil {
 			return nil, fmt.Errorf("EDGECERT_DNS_PROVIDER: %s: %w", n, err)
 		}

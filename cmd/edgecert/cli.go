@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/edgecert/edgecert/acme/legoissuer"
 )
 
 // The command line: spf13/cobra, as the docker CLI. Flags go anywhere on the
@@ -220,9 +223,11 @@ func healthCmd(stdout, stderr io.Writer) *cobra.Command {
 func versionCmd(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
+		Short: "Print the version (first line), then the Go release and the DNS providers built in",
 		Args:  cobra.NoArgs,
-		Run:   func(*cobra.Command, []string) { fmt.Fprintln(stdout, version) },
+		Run: func(*cobra.Command, []string) {
+			fmt.Fprintf(stdout, "%s\ngo: %s\ndns providers: %s\n", version, runtime.Version(), legoissuer.DNSProvidersBuilt())
+		},
 	}
 }
 

@@ -173,8 +173,8 @@ func loadConfig() (Config, error) {
 	}
 	for i, n := range c.DNSProviders {
 		c.DNSProviders[i] = strings.TrimSpace(n)
-		if !slices.Contains(legoissuer.DNSProviderNames(), c.DNSProviders[i]) {
-			return bad("EDGECERT_DNS_PROVIDER", "%q is not a DNS provider of this build (%s)", n, strings.Join(legoissuer.DNSProviderNames(), ", "))
+		if err := legoissuer.CheckDNSProvider(c.DNSProviders[i]); err != nil {
+			return bad("EDGECERT_DNS_PROVIDER", "%v", err)
 		}
 	}
 	if c.DNSTimeout < time.Second || c.DNSTimeout > time.Minute {

@@ -33,6 +33,7 @@ tools:
 		github.com/letsencrypt/pebble/v2/cmd/pebble@$(PEBBLE) \
 		github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$(PEBBLE)
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/testapp ./e2e/testapp
+	e2e/images/etcd.sh
 
 test-images: setup tools
 	$(MAKE) --no-print-directory image DNS_PROVIDERS=minimal
@@ -43,8 +44,10 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-# The full DNS build (every lego provider) is compiled and checked too.
+# The cluster's tests run the real etcd server (e2e/images/etcd.sh builds it
+# from etcd's module source); the full DNS build is compiled and checked too.
 unit: lint
+	e2e/images/etcd.sh
 	$(GO) test -race -count=1 $(UNIT)
 	$(GO) test -count=1 -tags dnsall -run 'DNS' ./acme/legoissuer
 

@@ -66,6 +66,8 @@ type Order struct {
 	Challenge string
 	DNS       string
 	DNSConfig string // a fingerprint of the DNS configuration (not sent anywhere)
+	// Forced: an operator asked for it (renew --force): past any retry wait.
+	Forced bool
 }
 
 // OrderError is a failed order, classified for the retry schedule.

@@ -78,6 +78,9 @@ func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, r
 	if e.st.Hold != nil {
 		return false, "", time.Time{} // rolled back: only `renew NAME` orders
 	}
+	if e.refresh {
+		return true, string(SourceCluster), time.Time{}
+	}
 	need, why := needsOrder(e, o, directory, now)
 	retry := e.st.RetryAt
 	if e.st.FailedSpec != specKey(o) {

@@ -93,6 +93,7 @@ type entry struct {
 	phase       Phase
 	force       bool // order now, past any wait (renew)
 	forced      bool // ... because an operator forced it (counted against ForcedLimit)
+	refresh     bool // the issuer has a newer certificate (another host ordered it): take it
 	polling     bool // an ARI request is in flight
 
 	// An issued pair not (yet) on the volume: its write is retried, it is
@@ -137,6 +138,7 @@ type inbox struct {
 	hold    string
 	hasHold bool
 	reprove bool
+	refresh []string
 }
 
 // NewManager returns a Manager.
@@ -192,6 +194,17 @@ func (m *Manager) Hold(reason string) {
 func (m *Manager) Reprove() {
 	m.in.mu.Lock()
 	m.in.reprove = true
+	m.in.mu.Unlock()
+	m.poke()
+}
+
+// Refresh says the issuer has a newer certificate for name than the
+// volume (in a cluster, another host ordered it): the certificate is
+// obtained again at once, which the issuer answers without an order. A
+// rollback hold or the CA's Retry-After still holds it.
+func (m *Manager) Refresh(name string) {
+	m.in.mu.Lock()
+	m.in.refresh = append(m.in.refresh, name)
 	m.in.mu.Unlock()
 	m.poke()
 }
@@ -260,8 +273,9 @@ func (m *Manager) finish(wg *sync.WaitGroup) {
 // importance: the hold first, so no order starts for a want it holds.
 func (m *Manager) takeInbox() {
 	m.in.mu.Lock()
-	in := inbox{wants: m.in.wants, hasWant: m.in.hasWant, hold: m.in.hold, hasHold: m.in.hasHold, reprove: m.in.reprove}
-	m.in.wants, m.in.hasWant, m.in.hasHold, m.in.reprove = nil, false, false, false
+	in := inbox{wants: m.in.wants, hasWant: m.in.hasWant, hold: m.in.hold, hasHold: m.in.hasHold, reprove: m.in.reprove,
+		refresh: m.in.refresh}
+	m.in.wants, m.in.hasWant, m.in.hasHold, m.in.reprove, m.in.refresh = nil, false, false, false, nil
 	m.in.mu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -278,6 +292,11 @@ func (m *Manager) takeInbox() {
 	}
 	if in.hasWant {
 		m.reconcile(in.wants)
+	}
+	for _, name := range in.refresh {
+		if e := m.certs[name]; e != nil {
+			e.refresh = true
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ const (
 	SourceRatio     Source = "ratio"     // a third of the lifetime left (half under 10 days)
 	SourceEmergency Source = "emergency" // under 1/20 of the lifetime left: now, whatever ARI says
 	SourceForced    Source = "forced"    // an operator asked
+	SourceCluster   Source = "cluster"   // another host of the cluster has a newer certificate
 	SourceRetry     Source = "retry"     // a failed order's backoff
 )
 

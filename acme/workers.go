@@ -50,7 +50,8 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		e.st.WishOrders = append(within(e.st.WishOrders, now, flapWindow), now)
 		m.save(e)
 	}
-	e.ordering, e.force, e.forced = true, false, false
+	o.Forced = e.forced
+	e.ordering, e.force, e.forced, e.refresh = true, false, false, false
 	e.orderReason = reason
 	e.wait.orderStarted()
 	if old := replaces(e, o, m.cfg.Directory); old != nil {

@@ -50,7 +50,7 @@ var (
 	hostDir    string
 )
 
-var images = []string{"edgecert:local", "edgecert-nginx:e2e", "edgecert-apache:e2e", "edgecert-pebble:e2e", "edgecert-testapp:e2e", "edgecert-haproxy:e2e"}
+var images = []string{"edgecert:local", "edgecert-nginx:e2e", "edgecert-apache:e2e", "edgecert-pebble:e2e", "edgecert-testapp:e2e", "edgecert-haproxy:e2e", "edgecert-etcd:e2e"}
 
 func TestMain(m *testing.M) {
 	if os.Getenv("EDGECERT_E2E") != "1" {
@@ -126,7 +126,7 @@ func setup() error {
 // pebbleAliases are the names Pebbles answer to: "pebble" is shared by the
 // scenarios; the others belong to scenarios that stop their CA, read its log,
 // or order in bulk (so the shared CA's latency stays that of a quiet CA).
-var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn"}
+var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn", "pebble-clone", "pebble-cltake", "pebble-clquorum", "pebble-clcut", "pebble-clmany"}
 
 // writePebbleTLS makes a root and a server certificate for every Pebble
 // alias, so that edgecert verifies each CA's TLS as it would Let's Encrypt's.

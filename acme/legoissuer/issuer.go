@@ -58,6 +58,28 @@ type Config struct {
 	DNSProviders []string
 	DNSResolvers []string
 	DNSTimeout   time.Duration
+	// Tokens, in a cluster, has each HTTP-01 token served by every host
+	// before the CA is told to validate it. nil: this host only.
+	Tokens TokenSharer
+	// Accounts, in a cluster, shares the ACME accounts between hosts, so
+	// that every host orders (and replaces) as the same account. nil: the
+	// state volume only.
+	Accounts AccountStore
+}
+
+// AccountStore keeps ACME accounts where every host of a cluster finds
+// them. LoadAccount returns fs.ErrNotExist for an account never saved;
+// LockAccount serialises its creation across hosts.
+type AccountStore interface {
+	LoadAccount(ctx context.Context, id string) (key, registration []byte, err error)
+	SaveAccount(ctx context.Context, id string, key, registration []byte) error
+	LockAccount(ctx context.Context, id string) (unlock func(), err error)
+}
+
+// TokenSharer gets an HTTP-01 token served by the other hosts of a cluster;
+// withdraw takes it back once the CA has validated (or not).
+type TokenSharer interface {
+	ShareToken(ctx context.Context, domain, token, keyAuth string) (withdraw func(), err error)
 }
 
 // keyTypes maps acme.KeyTypes to lego's key types.
@@ -162,7 +184,7 @@ func (l *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		if err != nil {
 			return nil, nil, classify(ctx, err)
 		}
-		run := &orderRun{core: core, webroot: l.cfg.Webroot, domains: domains, log: l.log.Warn}
+		run := &orderRun{core: core, webroot: l.cfg.Webroot, domains: domains, log: l.log.Warn, share: l.cfg.Tokens}
 		if o.Challenge == acme.ChallengeDNS {
 			if run.dns = l.dns[o.DNS]; run.dns == nil {
 				return nil, nil, &acme.OrderError{Err: fmt.Errorf("DNS provider %q is not configured (EDGECERT_DNS_PROVIDER)", o.DNS), Config: true}
@@ -236,7 +258,10 @@ func keyTypeOf(k crypto.PrivateKey) certcrypto.KeyType {
 // replacesRefused says whether an order failed because of its replaces field.
 func replacesRefused(pd *legoacme.ProblemDetails) bool {
 	switch pd.Type {
-	case legoacme.AlreadyReplacedErr, "urn:ietf:params:acme:error:malformed", "urn:ietf:params:acme:error:serverInternal":
+	case legoacme.AlreadyReplacedErr, "urn:ietf:params:acme:error:malformed", "urn:ietf:params:acme:error:serverInternal",
+		// another account ordered the old one (the contact changed, or
+		// another host's account issued it)
+		"urn:ietf:params:acme:error:unauthorized":
 		return true
 	}
 	return false
@@ -323,6 +348,22 @@ func (l *Issuer) client(email string) (*lego.Client, error) {
 		return c, nil
 	}
 	acct := l.accts[email]
+	pushLocal := false // the cluster has no account: this host's registered one becomes it
+	if acct == nil && l.cfg.Accounts != nil {
+		// The cluster's account, if any, becomes this host's (its files
+		// in the state volume), under the account's lock until it is
+		// registered and saved for the others.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		unlock, err := l.cfg.Accounts.LockAccount(ctx, accountID(l.cfg.Directory, email))
+		if err != nil {
+			return nil, fmt.Errorf("ACME account: %w", err)
+		}
+		defer unlock()
+		if pushLocal, err = l.pullAccount(ctx, email); err != nil {
+			return nil, err
+		}
+	}
 	if acct == nil {
 		a, err := loadAccount(l.cfg.StateDir, l.cfg.Directory, email)
 		if err != nil {
@@ -330,6 +371,11 @@ func (l *Issuer) client(email string) (*lego.Client, error) {
 		}
 		acct = a
 		l.accts[email] = a
+		if pushLocal && a.Registration != nil {
+			if err := l.pushAccount(a); err != nil {
+				return nil, err
+			}
+		}
 	}
 	conf := lego.NewConfig(acct)
 	conf.CADirURL = l.cfg.Directory
@@ -353,6 +399,11 @@ func (l *Issuer) client(email string) (*lego.Client, error) {
 		acct.Registration = reg
 		if err := acct.save(); err != nil {
 			return nil, err
+		}
+		if l.cfg.Accounts != nil {
+			if err := l.pushAccount(acct); err != nil {
+				return nil, err
+			}
 		}
 		l.log.Info("ACME account registered", "directory", l.cfg.Directory, "email", email, "account", reg.URI)
 	}

@@ -42,6 +42,7 @@ const (
 type orderRun struct {
 	core    *api.Core
 	webroot string
+	share   TokenSharer // nil: the token is served by this host only
 	domains []string
 	log     func(msg string, args ...any)
 	// DNS-01 through dns when set; HTTP-01 into webroot otherwise.
@@ -185,6 +186,13 @@ func (r *orderRun) prove(ctx context.Context, authzURL string) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer os.Remove(path)
+	if r.share != nil {
+		withdraw, err := r.share.ShareToken(ctx, name, chal.Token, keyAuth)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		defer withdraw()
+	}
 	wait := pollFirst
 	if chal.Status == legoacme.StatusPending {
 		posted, err := r.core.Challenges.New(chal.URL)

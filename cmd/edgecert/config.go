@@ -62,8 +62,22 @@ type Config struct {
 	DNSResolvers  []string      `env:"EDGECERT_DNS_RESOLVERS" envSeparator:","`
 	DNSTimeout    time.Duration `env:"EDGECERT_DNS_TIMEOUT" envDefault:"10s"`
 	KeyOwner      string        `env:"EDGECERT_KEY_OWNER"`
-	LogLevel      string        `env:"EDGECERT_LOG_LEVEL" envDefault:"info"`
-	LogFormat     string        `env:"EDGECERT_LOG_FORMAT" envDefault:"text"`
+	// Cluster mode (README "Many hosts: a cluster on etcd").
+	EtcdEndpoints     []string      `env:"EDGECERT_ETCD_ENDPOINTS" envSeparator:","`
+	EtcdCA            string        `env:"EDGECERT_ETCD_CA"`
+	EtcdCert          string        `env:"EDGECERT_ETCD_CERT"`
+	EtcdKey           string        `env:"EDGECERT_ETCD_KEY"`
+	EtcdUser          string        `env:"EDGECERT_ETCD_USER"`
+	EtcdPassword      string        `env:"EDGECERT_ETCD_PASSWORD"`
+	EtcdPasswordFile  string        `env:"EDGECERT_ETCD_PASSWORD_FILE"`
+	EtcdPrefix        string        `env:"EDGECERT_ETCD_PREFIX" envDefault:"/edgecert/"`
+	ClusterSecret     string        `env:"EDGECERT_CLUSTER_SECRET"`
+	ClusterSecretFile string        `env:"EDGECERT_CLUSTER_SECRET_FILE"`
+	Node              string        `env:"EDGECERT_NODE"`
+	ClusterTTL        time.Duration `env:"EDGECERT_CLUSTER_TTL" envDefault:"10s"`
+	ClusterAckWait    time.Duration `env:"EDGECERT_CLUSTER_ACK_WAIT" envDefault:"10s"`
+	LogLevel          string        `env:"EDGECERT_LOG_LEVEL" envDefault:"info"`
+	LogFormat         string        `env:"EDGECERT_LOG_FORMAT" envDefault:"text"`
 
 	keyUID, keyGID int // from KeyOwner; -1 when it is empty
 	// notes: what the daemon says once at start about the configuration
@@ -183,6 +197,9 @@ func loadConfig() (Config, error) {
 	if c.CompanionDir != "" && !strings.HasPrefix(c.CompanionDir, "/") {
 		return bad("EDGECERT_COMPANION_CERTS", "%q is not an absolute path", c.CompanionDir)
 	}
+	if err := clusterConfig(&c); err != nil {
+		return c, err
+	}
 	if c.keyUID, c.keyGID, ok = parseOwner(c.KeyOwner); !ok {
 		return bad("EDGECERT_KEY_OWNER", "%q: want a numeric UID or UID:GID, e.g. 101:101 for nginx-unprivileged", c.KeyOwner)
 	}
@@ -293,6 +310,75 @@ func companionEnv(c *Config) error {
 		if set(v) {
 			c.notes = append(c.notes, v+" is acme-companion's and is not honoured by edgecert (see README, Coming from acme-companion)")
 		}
+	}
+	return nil
+}
+
+// clusterConfig checks the cluster variables when EDGECERT_ETCD_ENDPOINTS
+// is set, reading the secrets their _FILE forms name.
+func clusterConfig(c *Config) error {
+	if len(c.EtcdEndpoints) == 0 {
+		return nil
+	}
+	for i, e := range c.EtcdEndpoints {
+		e = strings.TrimSpace(e)
+		c.EtcdEndpoints[i] = e
+		host := e
+		if u, err := url.Parse(e); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+			host = u.Host
+		}
+		if _, _, err := net.SplitHostPort(host); err != nil {
+			return fmt.Errorf("EDGECERT_ETCD_ENDPOINTS: %q: want https://host:port (or host:port)", e)
+		}
+	}
+	read := func(name, value, file string) (string, error) {
+		if file == "" {
+			return value, nil
+		}
+		if value != "" {
+			return "", fmt.Errorf("%s and %s_FILE are both set: keep one", name, name)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	var err error
+	if c.ClusterSecret, err = read("EDGECERT_CLUSTER_SECRET", c.ClusterSecret, c.ClusterSecretFile); err != nil {
+		return err
+	}
+	if len(c.ClusterSecret) < 16 {
+		return errors.New("EDGECERT_CLUSTER_SECRET (or _FILE): cluster mode needs a secret of at least 16 characters, the same on every host (it seals the private keys kept in etcd); e.g. openssl rand -base64 32")
+	}
+	if c.EtcdPassword, err = read("EDGECERT_ETCD_PASSWORD", c.EtcdPassword, c.EtcdPasswordFile); err != nil {
+		return err
+	}
+	if (c.EtcdUser == "") != (c.EtcdPassword == "") {
+		return errors.New("EDGECERT_ETCD_USER and EDGECERT_ETCD_PASSWORD: set both or neither")
+	}
+	if (c.EtcdCert == "") != (c.EtcdKey == "") {
+		return errors.New("EDGECERT_ETCD_CERT and EDGECERT_ETCD_KEY: set both or neither")
+	}
+	if !strings.HasPrefix(c.EtcdPrefix, "/") {
+		return fmt.Errorf("EDGECERT_ETCD_PREFIX: %q: want a key prefix starting with /, e.g. /edgecert/", c.EtcdPrefix)
+	}
+	if !strings.HasSuffix(c.EtcdPrefix, "/") {
+		c.EtcdPrefix += "/"
+	}
+	if c.Node == "" {
+		if c.Node, err = os.Hostname(); err != nil {
+			return fmt.Errorf("EDGECERT_NODE: unset, and no host name: %w", err)
+		}
+	}
+	if !prefixRE.MatchString(c.Node) {
+		return fmt.Errorf("EDGECERT_NODE: %q: want lowercase letters, digits, dots and dashes", c.Node)
+	}
+	if c.ClusterTTL < 2*time.Second || c.ClusterTTL > time.Minute {
+		return fmt.Errorf("EDGECERT_CLUSTER_TTL: %s: want 2s to 1m", c.ClusterTTL)
+	}
+	if c.ClusterAckWait < time.Second || c.ClusterAckWait > 5*time.Minute {
+		return fmt.Errorf("EDGECERT_CLUSTER_ACK_WAIT: %s: want 1s to 5m", c.ClusterAckWait)
 	}
 	return nil
 }

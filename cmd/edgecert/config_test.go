@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +105,46 @@ func TestCompanionVariables(t *testing.T) {
 	t.Setenv("EDGECERT_ACME_COMPANION", "false")
 	if c, err := loadConfig(); err != nil || c.ACMEEmail != "" {
 		t.Errorf("outside acme-companion mode its variables are taken: %v %q", err, c.ACMEEmail)
+	}
+}
+
+func TestClusterConfig(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		desc string
+		env  map[string]string
+		err  string // the variable the error names; "" for none
+	}{
+		{desc: "no secret", env: map[string]string{}, err: "EDGECERT_CLUSTER_SECRET"},
+		{desc: "short secret", env: map[string]string{"EDGECERT_CLUSTER_SECRET": "short"}, err: "EDGECERT_CLUSTER_SECRET"},
+		{desc: "secret from a file", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret}},
+		{desc: "secret twice", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_CLUSTER_SECRET": "0123456789abcdef"}, err: "EDGECERT_CLUSTER_SECRET"},
+		{desc: "bad endpoint", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_ETCD_ENDPOINTS": "etcd1"}, err: "EDGECERT_ETCD_ENDPOINTS"},
+		{desc: "user without password", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_ETCD_USER": "edgecert"}, err: "EDGECERT_ETCD_USER"},
+		{desc: "cert without key", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_ETCD_CERT": "/c.pem"}, err: "EDGECERT_ETCD_CERT"},
+		{desc: "bad node", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_NODE": "Web 1"}, err: "EDGECERT_NODE"},
+		{desc: "ttl too short", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_CLUSTER_TTL": "1s"}, err: "EDGECERT_CLUSTER_TTL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Setenv("EDGECERT_ETCD_ENDPOINTS", "https://etcd1:2379,etcd2:2379")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			c, err := loadConfig()
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatal(err)
+			case tc.err == "":
+				if c.ClusterSecret != "0123456789abcdef0123" || c.Node == "" || c.EtcdPrefix != "/edgecert/" {
+					t.Errorf("secret %q, node %q, prefix %q", c.ClusterSecret, c.Node, c.EtcdPrefix)
+				}
+			case err == nil || !strings.HasPrefix(err.Error(), tc.err):
+				t.Errorf("%v; want an error naming %s", err, tc.err)
+			}
+		})
 	}
 }

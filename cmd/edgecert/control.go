@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/acme/cluster"
 	"github.com/edgecert/edgecert/dockerwatch"
 	"github.com/edgecert/edgecert/signal"
 )
@@ -26,12 +27,15 @@ type StatusDoc struct {
 	Docker       dockerwatch.Health    `json:"docker"`
 	Certificates []CertView            `json:"certificates"`
 	Problems     []dockerwatch.Problem `json:"problems"`
+	Cluster      *ClusterView          `json:"cluster,omitempty"` // cluster mode only
 }
 
 // CertView is one certificate with the last reload reports of its proxies.
 type CertView struct {
 	acme.CertStatus
 	Reloads []signal.Report `json:"reloads"`
+	// Hosts: in cluster mode, each host's proof of this certificate.
+	Hosts []cluster.Proof `json:"hosts,omitempty"`
 }
 
 type renewRequest struct {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/acme/cluster"
 	"github.com/edgecert/edgecert/acme/legoissuer"
 	"github.com/edgecert/edgecert/dockerwatch"
 	"github.com/edgecert/edgecert/signal"
@@ -70,7 +71,9 @@ type daemon struct {
 	watcher *dockerwatch.Watcher
 	stages  stages
 	notes   *notifier
-	metrics *metrics // nil: no metrics endpoint
+	metrics *metrics         // nil: no metrics endpoint
+	cluster *cluster.Cluster // nil: one host, no etcd
+	holds   *holds
 
 	mu       sync.Mutex
 	problems []dockerwatch.Problem // from the last snapshot
@@ -115,19 +118,6 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		}
 		log.Info("acme-companion volume read", "dir", cfg.CompanionDir, "imported", imported, "skipped", len(res)-imported)
 	}
-	icfg := legoissuer.Config{Directory: cfg.ACMEDirectory, Email: cfg.ACMEEmail, Profile: cfg.ACMEProfile, KeyType: cfg.KeyType,
-		RootsFile: cfg.ACMERoots, Webroot: cfg.Webroot, StateDir: cfg.StateDir, EABKid: cfg.EABKid, EABHMAC: cfg.EABHMAC,
-		DNSProviders: cfg.DNSProviders, DNSResolvers: cfg.DNSResolvers, DNSTimeout: cfg.DNSTimeout}
-	iss, err := legoissuer.New(icfg, log)
-	if err != nil {
-		return nil, err
-	}
-	icfg.Directory = cfg.DryRunDir
-	dry, err := legoissuer.New(icfg, log)
-	if err != nil {
-		return nil, err
-	}
-
 	d := &daemon{cfg: cfg, log: log}
 	var onReport func(signal.Report)
 	events := eventSinks{}
@@ -151,7 +141,30 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	ropts.Files = files
 	reloader := signal.New(signal.Docker(docker), ropts, log)
 	batcher := signal.NewBatcher(reloader, cfg.ReloadWindow, onReport)
-	manager := acme.NewManager(acme.ManagerConfig{
+	preflight := &challengePreflight{webroot: cfg.Webroot, proxies: batcher, probe: reloader, log: log}
+
+	icfg := legoissuer.Config{Directory: cfg.ACMEDirectory, Email: cfg.ACMEEmail, Profile: cfg.ACMEProfile, KeyType: cfg.KeyType,
+		RootsFile: cfg.ACMERoots, Webroot: cfg.Webroot, StateDir: cfg.StateDir, EABKid: cfg.EABKid, EABHMAC: cfg.EABHMAC,
+		DNSProviders: cfg.DNSProviders, DNSResolvers: cfg.DNSResolvers, DNSTimeout: cfg.DNSTimeout}
+	dcfg := icfg
+	dcfg.Directory = cfg.DryRunDir
+	dry, err := legoissuer.New(dcfg, log) // a dry run shares nothing with the cluster
+	if err != nil {
+		return nil, err
+	}
+	var deployer acme.Deployer = proxyDeployer{batcher: batcher, has: store.Has, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir}
+	if len(cfg.EtcdEndpoints) > 0 {
+		if d.cluster, err = newCluster(cfg, preflight, d.clusterCert, log); err != nil {
+			return nil, err
+		}
+		icfg.Tokens, icfg.Accounts = d.cluster, d.cluster
+		deployer = clusterDeployer{Deployer: deployer, cluster: d.cluster, log: log}
+	}
+	iss, err := legoissuer.New(icfg, log)
+	if err != nil {
+		return nil, err
+	}
+	mcfg := acme.ManagerConfig{
 		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders, ForcedLimit: cfg.ForcedLimit,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
 		ReuseKey: cfg.ReuseKey, DNSConfig: legoissuer.DNSConfigID(),
@@ -160,12 +173,20 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
 		DeployTimeout: cfg.ReloadWindow + 2*cfg.ReloadTimeout + 30*time.Second,
 		Store:         store, Issuer: iss, DryRun: dry, Swaps: files,
-		Deployer:  proxyDeployer{batcher: batcher, has: store.Has, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir},
-		Preflight: &challengePreflight{webroot: cfg.Webroot, proxies: batcher, probe: reloader, log: log},
+		Deployer:  deployer,
+		Preflight: preflight,
 		Events:    events,
 		Log:       log,
-	})
-	d.stages = stages{manager: manager, batcher: batcher}
+	}
+	if d.cluster != nil {
+		mcfg.Issuer = d.cluster.Issuer(iss)
+	}
+	manager := acme.NewManager(mcfg)
+	d.holds = &holds{manager: manager}
+	d.stages = stages{manager: manager, batcher: batcher, holds: d.holds}
+	if d.cluster != nil {
+		d.holds.set("cluster", "cluster: not connected yet")
+	}
 	d.watcher = dockerwatch.New(docker, dockerwatch.Config{
 		Rules: dockerwatch.Rules{Prefix: cfg.LabelPrefix, KeyTypes: acme.KeyTypes, CertName: acme.ValidateName,
 			DNSProviders: cfg.DNSProviders},
@@ -182,6 +203,9 @@ func (d *daemon) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.watcher.Run(ctx) })
 	g.Go(func() error { return d.stages.manager.Run(ctx) })
+	if d.cluster != nil {
+		g.Go(func() error { return d.runCluster(ctx) })
+	}
 	g.Go(func() error { return serveControl(ctx, cfg.Socket, d) })
 	g.Go(func() error { return d.notes.Run(ctx, d.stages.manager.Status) })
 	if d.metrics != nil {
@@ -207,6 +231,15 @@ func (d *daemon) apply(snap dockerwatch.Desired) {
 	d.mu.Lock()
 	d.problems = snap.Problems
 	d.mu.Unlock()
+	if d.cluster != nil {
+		// Before the Manager hears of them: an order's tokens are then
+		// checked by every host that wants its names.
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ClusterTTL)
+		if err := d.cluster.SetWishes(ctx, wishes(snap.Certs, d.cfg.KeyType)); err != nil {
+			d.log.Warn("cannot publish this host's certificates to the cluster (again at the next connection)", "err", err)
+		}
+		cancel()
+	}
 	d.stages.apply(snap)
 }
 
@@ -220,6 +253,17 @@ func (d *daemon) status() StatusDoc {
 			reloads = []signal.Report{}
 		}
 		doc.Certificates = append(doc.Certificates, CertView{CertStatus: s, Reloads: reloads})
+	}
+	if d.cluster != nil {
+		ok, why, since := d.cluster.Reachable()
+		doc.Cluster = &ClusterView{Node: d.cluster.Node(), Reachable: ok, Error: why, Since: since}
+		if ok {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			for i := range doc.Certificates {
+				doc.Certificates[i].Hosts, _ = d.cluster.Proofs(ctx, doc.Certificates[i].Name)
+			}
+			cancel()
+		}
 	}
 	d.mu.Lock()
 	doc.Problems = append(doc.Problems, d.problems...)
@@ -235,6 +279,11 @@ func (d *daemon) status() StatusDoc {
 func (d *daemon) healthy() error {
 	if h := d.watcher.Health(); h.Error != "" {
 		return errors.New(h.Error)
+	}
+	if d.cluster != nil {
+		if ok, why, since := d.cluster.Reachable(); !ok {
+			return fmt.Errorf("cluster unreachable since %s: %s", since.UTC().Format(time.RFC3339), why)
+		}
 	}
 	return nil
 }

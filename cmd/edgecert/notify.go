@@ -182,7 +182,27 @@ func (n *notifier) transition(s acme.CertStatus, to cond, detail string) {
 	}
 }
 
+// clusterNotice is the "certificate" of notices about this host's place in
+// the cluster.
+const clusterNotice = "(cluster)"
+
+// ClusterState tells of this host losing the cluster (a failure notice,
+// reminded daily) and regaining it (a recovery), as for a certificate.
+func (n *notifier) ClusterState(ok bool, why string) {
+	to := condOK
+	if !ok {
+		to = condFailing
+	}
+	n.transition(acme.CertStatus{Name: clusterNotice}, to, why)
+}
+
 func noticeText(nt Notice) string {
+	if nt.Cert == clusterNotice {
+		if nt.Event == noticeRecovery {
+			return fmt.Sprintf("edgecert on %s: back in the cluster; orders resume", nt.Host)
+		}
+		return fmt.Sprintf("edgecert on %s: CLUSTER UNREACHABLE: serving what it has, ordering nothing: %s", nt.Host, cut(nt.Error, 400))
+	}
 	what := map[noticeEvent]string{
 		noticeFailure:  "FAILED",
 		noticeReminder: "still FAILING",

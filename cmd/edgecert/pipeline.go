@@ -17,6 +17,7 @@ import (
 type stages struct {
 	manager *acme.Manager
 	batcher *signal.Batcher
+	holds   *holds
 }
 
 // apply feeds one snapshot from dockerwatch to the signal and acme stages:
@@ -39,7 +40,7 @@ func (s stages) apply(snap dockerwatch.Desired) {
 	if len(proxies) == 0 && len(stopped) > 0 {
 		hold = "no proxy container is running (" + strings.Join(stopped, ", ") + ")"
 	}
-	s.manager.Hold(hold)
+	s.holds.set("proxies", hold)
 	if s.batcher.SetProxies(proxies) {
 		// A proxy came, went or restarted: prove every certificate again
 		// (by handshake; no signal where it already serves them).

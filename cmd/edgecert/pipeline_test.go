@@ -125,7 +125,7 @@ func TestApplyFeedsBothStages(t *testing.T) {
 	go func() { m.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	b := signal.NewBatcher(signal.New(nil, signal.NginxDefaults(), log), time.Millisecond, nil)
-	s := stages{manager: m, batcher: b}
+	s := stages{manager: m, batcher: b, holds: &holds{manager: m}}
 
 	// nginx labelled but not running yet: the certificate is wanted, its
 	// placeholder written, and its order waits, saying why.

@@ -44,30 +44,49 @@ func (c *challengePreflight) Preflight(ctx context.Context, domains []string) er
 	}
 	defer os.Remove(file)
 	for _, d := range domains {
-		var errs []error
-		served, checked := false, false
-		for _, p := range proxies {
-			err := c.probe.ServesFile(ctx, p, 80, d, "/.well-known/acme-challenge/"+token, []byte(token))
-			if errors.Is(err, signal.ErrNoSharedNetwork) {
-				continue
-			}
-			checked = true
-			if errors.Is(err, signal.ErrRedirectedAway) {
-				// Where the CA will be sent cannot be checked from here:
-				// let it decide rather than never order.
-				c.log.Warn("preflight cannot check the challenge URL; ordering anyway", "container", p.Name, "domains", d, "err", err)
-				err = nil
-			}
-			if err == nil {
-				served = true
-				break
-			}
-			errs = append(errs, err)
-		}
-		if checked && !served {
+		if err := c.served(ctx, proxies, d, token, []byte(token)); err != nil {
 			return fmt.Errorf("no proxy serves the challenge directory for %s (nginx needs `location ^~ /.well-known/acme-challenge/ { root %s; }` on port 80): %w",
-				d, c.webroot, errors.Join(errs...))
+				d, c.webroot, err)
 		}
 	}
 	return nil
+}
+
+// CheckToken makes sure a running proxy of this host serves an HTTP-01
+// token another host of the cluster ordered (the cluster wrote its file).
+func (c *challengePreflight) CheckToken(ctx context.Context, domain, token, keyAuth string) error {
+	proxies := c.proxies.Proxies()
+	if len(proxies) == 0 {
+		return nil
+	}
+	return c.served(ctx, proxies, domain, token, []byte(keyAuth))
+}
+
+// served checks that one of proxies serves the challenge file token with
+// content want for domain; proxies it cannot reach (no shared network) or
+// that redirect elsewhere are not counted against it.
+func (c *challengePreflight) served(ctx context.Context, proxies []signal.Proxy, domain, token string, want []byte) error {
+	var errs []error
+	checked := false
+	for _, p := range proxies {
+		err := c.probe.ServesFile(ctx, p, 80, domain, "/.well-known/acme-challenge/"+token, want)
+		if errors.Is(err, signal.ErrNoSharedNetwork) {
+			continue
+		}
+		checked = true
+		if errors.Is(err, signal.ErrRedirectedAway) {
+			// Where the CA will be sent cannot be checked from here:
+			// let it decide rather than never order.
+			c.log.Warn("preflight cannot check the challenge URL; ordering anyway", "container", p.Name, "domains", domain, "err", err)
+			err = nil
+		}
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	if !checked {
+		return nil
+	}
+	return errors.Join(errs...)
 }

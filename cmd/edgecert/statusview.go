@@ -57,6 +57,18 @@ func printStatus(w io.Writer, doc StatusDoc, now time.Time, width int) {
 	if doc.Docker.Error != "" {
 		fmt.Fprintf(w, "\nDocker: %s (reconnecting)\n", doc.Docker.Error)
 	}
+	if cl := doc.Cluster; cl != nil {
+		if cl.Reachable {
+			fmt.Fprintf(w, "\nCluster: node %s, in the cluster\n", cl.Node)
+		} else {
+			fmt.Fprintf(w, "\nCluster: node %s, CLUSTER UNREACHABLE since %s: %s (serving what it has, ordering nothing)\n", cl.Node, clock(cl.Since), cl.Error)
+		}
+		for _, c := range doc.Certificates {
+			if len(c.Hosts) > 0 {
+				fmt.Fprintln(w, cut("  "+c.Name+": "+hostsText(c), max(width, 40)))
+			}
+		}
+	}
 	if len(doc.Problems) > 0 {
 		fmt.Fprintln(w, "\nPROBLEMS (these containers are ignored until their labels are fixed)")
 		for _, p := range doc.Problems {
@@ -267,6 +279,9 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 		line("", "(permanent: retrying soon will not help; fix the cause, then renew --force)")
 	}
 	line("reload error", oneLine(c.DeployError))
+	if len(c.Hosts) > 0 {
+		line("hosts", hostsText(c))
+	}
 	if !c.RenewedTill.IsZero() {
 		line("unused", "since "+clock(c.UnusedSince)+", renewed until "+clock(c.RenewedTill))
 	}
@@ -291,6 +306,23 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 		}
 		tw.Flush()
 	}
+}
+
+// hostsText is every host's proof of a certificate: node, and the serial
+// when it is not the certificate's own.
+func hostsText(c CertView) string {
+	var parts []string
+	for _, h := range c.Hosts {
+		p := h.Node + " proven"
+		if h.Serial != c.Serial {
+			p = h.Node + " serves " + h.Serial
+		}
+		if !h.Alive {
+			p += " (gone)"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func orDash(s string) string {

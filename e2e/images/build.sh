@@ -138,6 +138,20 @@ CMD ["named", "-g", "-c", "/etc/bind/named.conf"]
 DOCKERFILE
 docker build -q -t edgecert-bind:e2e "$out/bind" >/dev/null
 
+# --- etcd (cluster mode) -------------------------------------------------------
+# The server at the client's version, built from its module source (etcd.sh).
+[ -x "$bin/etcd" ] || { echo "build.sh: $bin/etcd is missing (run make tools)" >&2; exit 1; }
+root=$out/etcd/rootfs
+mkdir -p "$root"/{usr/local/bin,var/lib/etcd,tmp}
+chmod 1777 "$root/tmp"
+cp "$bin/etcd" "$root/usr/local/bin/etcd"
+cat > "$out/etcd/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY rootfs/ /
+ENTRYPOINT ["/usr/local/bin/etcd"]
+DOCKERFILE
+docker build -q -t edgecert-etcd:e2e "$out/etcd" >/dev/null
+
 # --- pebble ----------------------------------------------------------------
 for b in pebble pebble-challtestsrv testapp; do
   [ -x "$bin/$b" ] || { echo "build.sh: $bin/$b is missing (run make tools)" >&2; exit 1; }

@@ -1,0 +1,283 @@
+// Package cluster runs edgecert on several hosts that share one etcd: one
+// order per certificate cluster-wide, HTTP-01 tokens on every host before
+// the CA validates, certificates and keys (sealed) shared, and every host
+// deploying and proving on its own. It knows nothing of Docker, nginx or
+// lego: it wraps acme's issuer, and cmd/edgecert wires it in. It is the
+// only package that imports etcd's client.
+//
+// Keys, under the prefix (EDGECERT_ETCD_PREFIX, default /edgecert/):
+//
+//	nodes/<node>              the host is alive (its session's lease)
+//	wants/<node>              the certificates its containers ask for (lease)
+//	locks/<cert>/...          who orders <cert> now (an etcd mutex on the lease)
+//	certs/<cert>              the current certificate, chain and sealed key
+//	retry/<cert>              the cluster's retry schedule after a failed order
+//	tokens/<token>            an HTTP-01 token every host serves (the orderer's lease)
+//	acks/<token>/<node>       a host serves it (that host's lease)
+//	proofs/<cert>/<node>      which serial the host's proxies were proven to serve
+//	accounts/<id>             the ACME account: key (sealed) and registration
+//
+// <cert> is the certificate's identity across hosts: a hash of its sorted
+// names and key type, so hosts that name it differently share it.
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+)
+
+// Config configures a host's membership.
+type Config struct {
+	Endpoints []string
+	TLS       *tls.Config // nil: plain connections
+	Username  string
+	Password  string
+	Prefix    string // every key lives under it; ends with "/"
+	Node      string // this host's name, unique in the cluster
+	Secret    []byte // seals private keys
+	// TTL is the lease of this host's session: a host that dies lets go of
+	// its locks, tokens and wishes this long after.
+	TTL time.Duration
+	// AckWait bounds how long an order waits for the other hosts to serve
+	// its tokens.
+	AckWait time.Duration
+	// Webroot is where tokens other hosts order are written, for this
+	// host's proxies to serve.
+	Webroot string
+	// Check, when set, fetches a token through this host's own proxies
+	// before it is acknowledged (its preflight).
+	Check TokenChecker
+	// OnCert is called (from Run's goroutines) when another host stores a
+	// certificate this host wants: this host may then take it.
+	OnCert func(StoredCert)
+	Log    *slog.Logger
+}
+
+// TokenChecker makes sure a proxy of this host serves an HTTP-01 token.
+type TokenChecker interface {
+	CheckToken(ctx context.Context, domain, token, keyAuth string) error
+}
+
+// Cluster is this host's membership of the cluster.
+type Cluster struct {
+	cfg  Config
+	cli  *clientv3.Client
+	seal *sealer
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	session *concurrency.Session // nil while etcd is unreachable
+	down    string               // why etcd is unreachable ("" when reachable)
+	since   time.Time            // when down last changed
+	wants   []Wish               // this host's, republished on every new session
+	changed chan struct{}        // closed and replaced at every change of reachability
+}
+
+// Wish is one certificate this host's containers ask for.
+type Wish struct {
+	Name    string   `json:"name"`
+	Domains []string `json:"domains"`
+	KeyType string   `json:"key_type,omitempty"`
+}
+
+// ID is a certificate's identity across hosts.
+func ID(domains []string, keyType string) string {
+	d := slices.Clone(domains)
+	slices.Sort(d)
+	sum := sha256.Sum256([]byte(strings.Join(d, ",") + "|" + keyType))
+	return hex.EncodeToString(sum[:10])
+}
+
+// New connects to etcd (lazily: an unreachable etcd at start is waited for
+// by Run, not an error here).
+func New(cfg Config) (*Cluster, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("no etcd endpoints")
+	}
+	if cfg.Node == "" || strings.ContainsAny(cfg.Node, "/ ") {
+		return nil, fmt.Errorf("node name %q: want a name without / or spaces", cfg.Node)
+	}
+	if !strings.HasSuffix(cfg.Prefix, "/") {
+		cfg.Prefix += "/"
+	}
+	if cfg.TTL < 2*time.Second {
+		cfg.TTL = 10 * time.Second
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	s, err := newSealer(cfg.Secret)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		TLS:                  cfg.TLS,
+		Username:             cfg.Username,
+		Password:             cfg.Password,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		Logger:               zap.NewNop(), // its own log is not slog; failures reach ours as errors
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return &Cluster{cfg: cfg, cli: cli, seal: s, log: cfg.Log.With("node", cfg.Node),
+		down: "not connected yet", since: time.Now(), changed: make(chan struct{})}, nil
+}
+
+// Close closes the etcd client.
+func (c *Cluster) Close() error { return c.cli.Close() }
+
+// Node is this host's name.
+func (c *Cluster) Node() string { return c.cfg.Node }
+
+func (c *Cluster) key(parts ...string) string { return c.cfg.Prefix + strings.Join(parts, "/") }
+
+// Reachable says whether this host is in the cluster now, and if not why
+// and since when.
+func (c *Cluster) Reachable() (ok bool, why string, since time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.down == "", c.down, c.since
+}
+
+// current is the live session, or an error saying etcd is unreachable.
+func (c *Cluster) current() (*concurrency.Session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.session == nil {
+		return nil, &UnreachableError{Why: c.down, Since: c.since}
+	}
+	return c.session, nil
+}
+
+// UnreachableError is what every cluster operation returns while this host
+// has no session: nothing is ordered then.
+type UnreachableError struct {
+	Why   string
+	Since time.Time
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cluster unreachable since %s: %s", e.Since.UTC().Format(time.RFC3339), e.Why)
+}
+
+func (c *Cluster) setSession(s *concurrency.Session, why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := c.down == ""
+	c.session, c.down = s, why
+	if (why == "") != was {
+		c.since = time.Now()
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+}
+
+// Changes returns a channel closed at the next change of reachability.
+func (c *Cluster) Changes() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// Run keeps this host in the cluster until ctx ends: a session whose lease
+// is kept alive, this host's node key and wishes on it, and the watches
+// that serve other hosts' tokens and hear of new certificates. When etcd
+// is lost, the session is made again (with backoff) once it answers.
+func (c *Cluster) Run(ctx context.Context) error {
+	backoff := 200 * time.Millisecond
+	for {
+		err := c.runSession(ctx)
+		if ctx.Err() != nil {
+			c.setSession(nil, "shutting down")
+			return nil
+		}
+		c.setSession(nil, err.Error())
+		c.log.Warn("cluster unreachable; serving what this host has, ordering nothing", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		if err == nil {
+			backoff = 200 * time.Millisecond
+		}
+	}
+}
+
+// runSession is one session: it returns when the lease is lost or a watch
+// fails.
+func (c *Cluster) runSession(ctx context.Context) error {
+	gctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	lease, err := c.cli.Grant(gctx, int64(c.cfg.TTL/time.Second))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("etcd lease: %w", err)
+	}
+	s, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("etcd session: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_, _ = c.cli.Revoke(cctx, s.Lease())
+		s.Orphan()
+	}()
+	opCtx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	_, err = c.cli.Put(opCtx, c.key("nodes", c.cfg.Node), time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(s.Lease()))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("etcd: join: %w", err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, 2)
+	rev, err := c.serveTokens(wctx, s)
+	if err != nil {
+		return err
+	}
+	go func() { errc <- c.watchTokens(wctx, s, rev) }()
+	go func() { errc <- c.watchCerts(wctx) }()
+	c.setSession(s, "")
+	if err := c.publishWants(ctx); err != nil {
+		c.log.Warn("cannot publish this host's certificates", "err", err)
+	}
+	c.log.Info("in the cluster", "lease", fmt.Sprintf("%x", s.Lease()))
+	select {
+	case <-ctx.Done():
+		stop()
+		<-errc
+		<-errc
+		return ctx.Err()
+	case <-s.Done():
+		stop()
+		<-errc
+		<-errc
+		return errors.New("etcd lease lost (etcd unreachable, or no quorum)")
+	case err := <-errc:
+		stop()
+		<-errc
+		return err
+	}
+}

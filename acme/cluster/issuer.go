@@ -1,0 +1,249 @@
+package cluster
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/edgecert/edgecert/acme"
+)
+
+// One order per certificate, cluster-wide: a host that needs a certificate
+// takes the certificate's etcd mutex (held on its session's lease), then
+// looks at what the cluster has. A certificate another host stored that is
+// newer than what this host would replace is taken as it is, no order; a
+// retry schedule another host's failure set is honoured; otherwise this
+// host orders, and stores the result (key sealed) before it lets go. A
+// host that dies holding the mutex loses it with its lease (TTL), and the
+// next host waiting takes over.
+
+// caIssuer is the issuer that talks to the CA (acme/legoissuer).
+type caIssuer interface {
+	Obtain(ctx context.Context, o acme.Order) (chain, key []byte, err error)
+	RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error)
+}
+
+// Issuer is acme's issuer for a host of the cluster.
+type Issuer struct {
+	c  *Cluster
+	ca caIssuer
+}
+
+// Issuer wraps ca so that the cluster orders each certificate once.
+func (c *Cluster) Issuer(ca caIssuer) *Issuer { return &Issuer{c: c, ca: ca} }
+
+// certDoc is a certificate as the cluster stores it.
+type certDoc struct {
+	Domains  []string  `json:"domains"`
+	KeyType  string    `json:"key_type"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	Chain    string    `json:"chain"`
+	Key      []byte    `json:"key"` // sealed
+	By       string    `json:"by"`
+	At       time.Time `json:"at"`
+}
+
+// retryDoc is the cluster's retry schedule for a certificate.
+type retryDoc struct {
+	Failures  int       `json:"failures"`
+	NotBefore time.Time `json:"not_before"`
+	Err       string    `json:"error"`
+	By        string    `json:"by"`
+	Replaces  string    `json:"replaces,omitempty"` // the serial the failed order would have replaced
+}
+
+// backoff is the cluster's retry schedule after failed orders (Let's
+// Encrypt's advice, as for one host).
+var backoff = []time.Duration{time.Minute, 10 * time.Minute, 100 * time.Minute, 24 * time.Hour}
+
+// RenewalInfo asks the CA.
+func (i *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error) {
+	return i.ca.RenewalInfo(ctx, leaf)
+}
+
+// Obtain returns the cluster's certificate for o when it is newer than the
+// one o replaces, and orders one (once, cluster-wide) otherwise.
+func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, err error) {
+	c := i.c
+	s, err := c.current()
+	if err != nil {
+		return nil, nil, &acme.OrderError{Err: err}
+	}
+	// Everything below ends when the session does: a host cut from etcd
+	// orders nothing more, and its mutex is someone else's by then.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	id := ID(o.Domains, o.KeyType)
+	mu := concurrency.NewMutex(s, c.key("locks", id))
+	if err := mu.Lock(ctx); err != nil {
+		return nil, nil, &acme.OrderError{Err: fmt.Errorf("cluster: wait for the certificate's lock: %w", i.lost(s, err))}
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
+		defer cancel()
+		_ = mu.Unlock(uctx) // if it fails, the lease lets go
+	}()
+	doc, retry, err := i.read(ctx, id)
+	if err != nil {
+		return nil, nil, &acme.OrderError{Err: i.lost(s, err)}
+	}
+	if doc != nil && newer(doc, o.Replaces) {
+		key, err := c.seal.open(c.key("certs", id), doc.Key)
+		if err != nil {
+			return nil, nil, &acme.OrderError{Err: err, Config: true}
+		}
+		c.log.Info("certificate taken from the cluster, no order", "domains", strings.Join(o.Domains, ","), "serial", doc.Serial, "by", doc.By)
+		return []byte(doc.Chain), key, nil
+	}
+	replaces := ""
+	if o.Replaces != nil {
+		replaces = serialHex(o.Replaces)
+	}
+	if retry != nil && !o.Forced && retry.Replaces == replaces && time.Now().Before(retry.NotBefore) {
+		return nil, nil, &acme.OrderError{RetryAfter: time.Until(retry.NotBefore),
+			Err: fmt.Errorf("an order by %s failed (%s); the cluster retries from %s", retry.By, retry.Err, retry.NotBefore.UTC().Format(time.RFC3339))}
+	}
+	c.log.Info("ordering for the cluster (this host holds the certificate's lock)", "domains", strings.Join(o.Domains, ","))
+	chain, key, err = i.ca.Obtain(ctx, o)
+	if err != nil {
+		i.failed(ctx, mu, id, retry, replaces, err)
+		return nil, nil, err
+	}
+	if err := i.store(ctx, mu, id, o, chain, key); err != nil {
+		// Issued is never thrown away: this host writes it; the others
+		// order their own when they need one.
+		c.log.Error("cannot store the issued certificate in the cluster; this host keeps it", "domains", strings.Join(o.Domains, ","), "err", err)
+	}
+	return chain, key, nil
+}
+
+// lost says "cluster unreachable" when err comes from the session ending.
+func (i *Issuer) lost(s *concurrency.Session, err error) error {
+	select {
+	case <-s.Done():
+		return &UnreachableError{Why: "etcd lease lost", Since: time.Now()}
+	default:
+		return err
+	}
+}
+
+func (i *Issuer) read(ctx context.Context, id string) (*certDoc, *retryDoc, error) {
+	c := i.c
+	gctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	defer cancel()
+	resp, err := c.cli.Txn(gctx).Then(clientv3.OpGet(c.key("certs", id)), clientv3.OpGet(c.key("retry", id))).Commit()
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd: read the certificate: %w", err)
+	}
+	var doc *certDoc
+	var retry *retryDoc
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		doc = &certDoc{}
+		if err := json.Unmarshal(kvs[0].Value, doc); err != nil {
+			doc = nil // unreadable: ordered again, and overwritten
+		}
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		retry = &retryDoc{}
+		if err := json.Unmarshal(kvs[0].Value, retry); err != nil {
+			retry = nil
+		}
+	}
+	return doc, retry, nil
+}
+
+// newer says whether the cluster's certificate is one this host should
+// take instead of ordering: valid, and newer than the one it replaces (any
+// valid one when this host has none).
+func newer(doc *certDoc, replaces *x509.Certificate) bool {
+	leaf, err := leafOf(doc.Chain)
+	if err != nil || time.Now().After(leaf.NotAfter) {
+		return false
+	}
+	if replaces == nil {
+		return true
+	}
+	return serialHex(leaf) != serialHex(replaces) && leaf.NotAfter.After(replaces.NotAfter)
+}
+
+func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o acme.Order, chain, key []byte) error {
+	c := i.c
+	leaf, err := leafOf(string(chain))
+	if err != nil {
+		return err
+	}
+	k := c.key("certs", id)
+	data, err := json.Marshal(certDoc{Domains: o.Domains, KeyType: o.KeyType, Serial: serialHex(leaf), NotAfter: leaf.NotAfter,
+		Chain: string(chain), Key: c.seal.seal(k, key), By: c.cfg.Node, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	// Stored only while this host still holds the mutex: a host whose
+	// lease ended meanwhile must not overwrite its successor's.
+	var last error
+	for attempt := 0; attempt < 5; attempt++ {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
+		resp, err := c.cli.Txn(pctx).If(mu.IsOwner()).Then(clientv3.OpPut(k, string(data)), clientv3.OpDelete(c.key("retry", id))).Commit()
+		cancel()
+		switch {
+		case err == nil && resp.Succeeded:
+			return nil
+		case err == nil:
+			return errors.New("this host lost the certificate's lock while ordering")
+		}
+		last = err
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+	return fmt.Errorf("etcd: store the certificate: %w", last)
+}
+
+// failed sets the cluster's retry schedule after a failed order.
+func (i *Issuer) failed(ctx context.Context, mu *concurrency.Mutex, id string, prev *retryDoc, replaces string, err error) {
+	if ctx.Err() != nil {
+		return // cancelled, not failed
+	}
+	c := i.c
+	n := 1
+	if prev != nil && prev.Replaces == replaces {
+		n = prev.Failures + 1
+	}
+	wait := backoff[min(n, len(backoff))-1]
+	var oe *acme.OrderError
+	if errors.As(err, &oe) && oe.RetryAfter > wait {
+		wait = oe.RetryAfter
+	}
+	data, _ := json.Marshal(retryDoc{Failures: n, NotBefore: time.Now().Add(wait).UTC(), Err: err.Error(), By: c.cfg.Node, Replaces: replaces})
+	pctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	defer cancel()
+	if _, perr := c.cli.Txn(pctx).If(mu.IsOwner()).Then(clientv3.OpPut(c.key("retry", id), string(data))).Commit(); perr != nil {
+		c.log.Warn("cannot record the failed order in the cluster", "err", perr)
+	}
+}
+
+func leafOf(chain string) (*x509.Certificate, error) {
+	b, _ := pem.Decode([]byte(chain))
+	if b == nil {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+// serialHex is a serial as status shows it.
+func serialHex(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }

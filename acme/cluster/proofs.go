@@ -1,0 +1,148 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Every host proves its own proxies serve a certificate and says so under
+// proofs/<cert>/<node>; status on any host shows them all.
+
+// Proof is what one host's proxies were proven to serve.
+type Proof struct {
+	Node   string    `json:"node"`
+	Serial string    `json:"serial"`
+	At     time.Time `json:"proven_at"`
+	Alive  bool      `json:"alive"` // the host is in the cluster now
+}
+
+// Proven records that this host's proxies serve serial for its
+// certificate name.
+func (c *Cluster) Proven(ctx context.Context, name, serial string) error {
+	id, ok := c.idOf(name)
+	if !ok {
+		return nil // not a wish of this host's (any more)
+	}
+	if _, err := c.current(); err != nil {
+		return err
+	}
+	data, _ := json.Marshal(Proof{Node: c.cfg.Node, Serial: serial, At: time.Now().UTC()})
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	defer cancel()
+	if _, err := c.cli.Put(ctx, c.key("proofs", id, c.cfg.Node), string(data)); err != nil {
+		return fmt.Errorf("etcd: publish the proof: %w", err)
+	}
+	return nil
+}
+
+// idOf is the cluster identity of this host's certificate name.
+func (c *Cluster) idOf(name string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.wants {
+		if w.Name == name {
+			return ID(w.Domains, w.KeyType), true
+		}
+	}
+	return "", false
+}
+
+// Proofs returns every host's proof for this host's certificate name, by
+// node.
+func (c *Cluster) Proofs(ctx context.Context, name string) ([]Proof, error) {
+	id, ok := c.idOf(name)
+	if !ok {
+		return nil, nil
+	}
+	if _, err := c.current(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(c.key("proofs", id)+"/", clientv3.WithPrefix()),
+		clientv3.OpGet(c.key("nodes")+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("etcd: read proofs: %w", err)
+	}
+	alive := map[string]bool{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		alive[strings.TrimPrefix(string(kv.Key), c.key("nodes")+"/")] = true
+	}
+	var out []Proof
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		var p Proof
+		if json.Unmarshal(kv.Value, &p) == nil {
+			p.Alive = alive[p.Node]
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b Proof) int { return strings.Compare(a.Node, b.Node) })
+	return out, nil
+}
+
+// watchCerts hears of certificates other hosts store: for each this host
+// wants, onCert is told the local name, serial and expiry, so that a host
+// whose volume holds an older one takes the new one. At every (re)connect
+// the whole list is read first: what changed while this host was away
+// counts too.
+func (c *Cluster) watchCerts(ctx context.Context) error {
+	gctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	resp, err := c.cli.Get(gctx, c.key("certs")+"/", clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return fmt.Errorf("etcd: read certificates: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		c.certPut(string(kv.Key), kv.Value)
+	}
+	wch := c.cli.Watch(clientv3.WithRequireLeader(ctx), c.key("certs")+"/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			return fmt.Errorf("etcd: watch certificates: %w", err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypePut {
+				c.certPut(string(ev.Kv.Key), ev.Kv.Value)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.New("etcd: the certificate watch ended")
+}
+
+// StoredCert is a certificate the cluster holds, as onCert hears of it.
+type StoredCert struct {
+	Name     string // this host's name for it
+	Serial   string
+	NotAfter time.Time
+	By       string
+}
+
+func (c *Cluster) certPut(key string, value []byte) {
+	var doc certDoc
+	if c.cfg.OnCert == nil || json.Unmarshal(value, &doc) != nil || doc.By == c.cfg.Node {
+		return
+	}
+	id := strings.TrimPrefix(key, c.key("certs")+"/")
+	c.mu.Lock()
+	var names []string
+	for _, w := range c.wants {
+		if ID(w.Domains, w.KeyType) == id {
+			names = append(names, w.Name)
+		}
+	}
+	c.mu.Unlock()
+	for _, n := range names {
+		c.cfg.OnCert(StoredCert{Name: n, Serial: doc.Serial, NotAfter: doc.NotAfter, By: doc.By})
+	}
+}

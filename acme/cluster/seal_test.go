@@ -1,0 +1,45 @@
+package cluster
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestSeal(t *testing.T) {
+	s, err := newSealer([]byte("a cluster secret of enough length"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte("-----BEGIN EC PRIVATE KEY-----\nsecret\n-----END EC PRIVATE KEY-----\n")
+	sealed := s.seal("/edgecert/certs/x", key)
+	if bytes.Contains(sealed, []byte("secret")) {
+		t.Fatal("the sealed value holds the plain key")
+	}
+	got, err := s.open("/edgecert/certs/x", sealed)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("open: %q, %v", got, err)
+	}
+	if _, err := s.open("/edgecert/certs/y", sealed); err == nil {
+		t.Error("a sealed value opened under another etcd key")
+	}
+	other, _ := newSealer([]byte("another cluster secret, also long"))
+	if _, err := other.open("/edgecert/certs/x", sealed); err == nil {
+		t.Error("a sealed value opened with another secret")
+	}
+	sealed[len(sealed)-1] ^= 1
+	if _, err := s.open("/edgecert/certs/x", sealed); err == nil {
+		t.Error("a tampered value opened")
+	}
+	if _, err := newSealer([]byte("short")); err == nil {
+		t.Error("a 5-byte secret was taken")
+	}
+}
+
+func TestID(t *testing.T) {
+	if ID([]string{"b.test", "a.test"}, "ec256") != ID([]string{"a.test", "b.test"}, "ec256") {
+		t.Error("the order of names changes the identity")
+	}
+	if ID([]string{"a.test"}, "ec256") == ID([]string{"a.test"}, "rsa2048") {
+		t.Error("the key type does not change the identity")
+	}
+}

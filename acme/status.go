@@ -40,6 +40,7 @@ type CertStatus struct {
 	Challenge   string     `json:"challenge,omitempty"`    // http-01 or dns-01
 	DNSProvider string     `json:"dns_provider,omitempty"` // dns-01: the provider
 	Serial      string     `json:"serial,omitempty"`
+	Placeholder bool       `json:"placeholder,omitempty"` // the volume holds the self-signed stand-in
 	Issuer      string     `json:"issuer,omitempty"`
 	NotBefore   time.Time  `json:"not_before,omitzero"`
 	NotAfter    time.Time  `json:"not_after,omitzero"`
@@ -82,6 +83,7 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 	}
 	if e.disk != nil {
 		s.Serial, s.Issuer, s.NotBefore, s.NotAfter = e.disk.Serial, e.disk.Issuer, e.disk.NotBefore, e.disk.NotAfter
+		s.Placeholder = e.disk.Placeholder
 		if !e.disk.Placeholder {
 			s.RenewAt, s.RenewSource = e.renewal()
 			s.Deployed = e.deployedFP == e.disk.Fingerprint
@@ -107,7 +109,7 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 		s.RenewAt, s.RenewSource = time.Time{}, ""
 	}
 	if active && !e.ordering && hold != "" && e.st.Hold == nil {
-		if need, _ := needsOrder(e, o, d.Directory, now); need {
+		if need, _ := needsOrder(e, o, d.Directory, now); need || e.force || e.refresh {
 			s.Waiting = hold
 		}
 	}

@@ -1,11 +1,16 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -14,22 +19,26 @@ import (
 // edgecert and volumes, seeing only its own containers through its own
 // label prefix, as separate engines would.
 
-// etcdCluster is a three-member etcd on the test network, from the
-// edgecert-etcd:e2e image (the server built from etcd's module source).
+// etcdCluster is a three-member etcd on a network of its own (so that a
+// host can be cut from etcd alone), from the edgecert-etcd:e2e image (the
+// server built from etcd's module source). Members and clients find each
+// other by container name.
 type etcdCluster struct {
-	t     *testing.T
-	names []string
-	ips   []string
+	t       *testing.T
+	network string
+	names   []string
 }
 
 func startEtcd(t *testing.T, tag string) *etcdCluster {
 	t.Helper()
-	e := &etcdCluster{t: t}
+	e := &etcdCluster{t: t, network: "e2e-" + runID + "-" + tag + "-etcdnet"}
+	if out, err := docker("network", "create", "--label", "edgecert-e2e="+runID, e.network); err != nil {
+		t.Fatalf("create the etcd network: %s", out)
+	}
 	var initial []string
 	for i := range 3 {
 		e.names = append(e.names, fmt.Sprintf("e2e-%s-%s-etcd%d", runID, tag, i+1))
-		e.ips = append(e.ips, newIP())
-		initial = append(initial, fmt.Sprintf("m%d=http://%s:2380", i+1, e.ips[i]))
+		initial = append(initial, fmt.Sprintf("%s=http://%s:2380", e.names[i], e.names[i]))
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -39,14 +48,16 @@ func startEtcd(t *testing.T, tag string) *etcdCluster {
 			}
 		}
 		docker(append([]string{"rm", "-f"}, e.names...)...)
+		// Registered before any host's: runs after their containers are gone.
+		docker("network", "rm", e.network)
 	})
-	for i, n := range e.names {
-		if out, err := docker("run", "-d", "--name", n, "--label", "edgecert-e2e="+runID, "--network", netName, "--ip", e.ips[i],
-			"edgecert-etcd:e2e", "--name", fmt.Sprintf("m%d", i+1), "--data-dir", "/var/lib/etcd/data",
-			"--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://"+e.ips[i]+":2379",
-			"--listen-peer-urls", "http://0.0.0.0:2380", "--initial-advertise-peer-urls", "http://"+e.ips[i]+":2380",
+	for _, n := range e.names {
+		if out, err := docker("run", "-d", "--name", n, "--label", "edgecert-e2e="+runID, "--network", e.network,
+			"edgecert-etcd:e2e", "--name", n, "--data-dir", "/var/lib/etcd/data",
+			"--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://"+n+":2379",
+			"--listen-peer-urls", "http://0.0.0.0:2380", "--initial-advertise-peer-urls", "http://"+n+":2380",
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
-			"--initial-cluster-token", runID+"-"+tag, "--log-level", "warn"); err != nil {
+			"--initial-cluster-token", runID+"-"+tag, "--log-level", "error"); err != nil {
 			t.Fatalf("start etcd: %s", out)
 		}
 	}
@@ -59,10 +70,16 @@ func startEtcd(t *testing.T, tag string) *etcdCluster {
 // endpoints is EDGECERT_ETCD_ENDPOINTS for this cluster.
 func (e *etcdCluster) endpoints() string {
 	var eps []string
-	for _, ip := range e.ips {
-		eps = append(eps, "http://"+ip+":2379")
+	for _, n := range e.names {
+		eps = append(eps, "http://"+n+":2379")
 	}
 	return strings.Join(eps, ",")
+}
+
+// ip is member i's address, for the test's own health checks.
+func (e *etcdCluster) ip(i int) string {
+	out, _ := docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", e.names[i])
+	return strings.TrimSpace(out)
 }
 
 // waitHealthy waits until member i says it is healthy (it has a leader).
@@ -70,7 +87,7 @@ func (e *etcdCluster) waitHealthy(i int) {
 	e.t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}
 	if err := waitUntil(60*time.Second, func() error {
-		resp, err := client.Get("http://" + e.ips[i] + ":2379/health")
+		resp, err := client.Get("http://" + e.ip(i) + ":2379/health")
 		if err != nil {
 			return err
 		}
@@ -87,19 +104,36 @@ func (e *etcdCluster) waitHealthy(i int) {
 }
 
 // clusterHosts starts n hosts of one cluster: nginx and edgecert each,
-// ordering from the Pebble known as pebble.
+// ordering from the Pebble known as pebble, with one ACME contact.
 func clusterHosts(t *testing.T, tag, pebble string, etcd *etcdCluster, n int, env ...string) []*stack {
 	t.Helper()
 	var hosts []*stack
 	for i := range n {
-		s := newStack(t, fmt.Sprintf("%s%d", tag, i+1))
-		s.pebble = pebble
-		s.startNginx()
-		s.startEdgecert(append([]string{"EDGECERT_ACME_EMAIL=ops@" + tag + ".test", "EDGECERT_ETCD_ENDPOINTS=" + etcd.endpoints(), "EDGECERT_CLUSTER_SECRET=e2e-cluster-secret-0123456789",
-			"EDGECERT_NODE=" + s.name, "EDGECERT_CLUSTER_TTL=3s", "EDGECERT_ETCD_PREFIX=/e2e-" + runID + "-" + tag + "/"}, env...)...)
-		hosts = append(hosts, s)
+		hosts = append(hosts, clusterHost(t, tag, i+1, pebble, etcd, env...))
 	}
 	return hosts
+}
+
+func clusterHost(t *testing.T, tag string, i int, pebble string, etcd *etcdCluster, env ...string) *stack {
+	t.Helper()
+	return clusterHostWith(t, tag, i, pebble, etcd, nil, env...)
+}
+
+// clusterHostWith is clusterHost with prepare run on the stack before its
+// nginx starts.
+func clusterHostWith(t *testing.T, tag string, i int, pebble string, etcd *etcdCluster, prepare func(*stack), env ...string) *stack {
+	t.Helper()
+	s := newStack(t, fmt.Sprintf("%s%d", tag, i))
+	s.pebble = pebble
+	s.alsoOn = []string{etcd.network}
+	if prepare != nil {
+		prepare(s)
+	}
+	s.startNginx()
+	s.startEdgecert(append([]string{"EDGECERT_ACME_EMAIL=ops@" + tag + ".test", "EDGECERT_ETCD_ENDPOINTS=" + etcd.endpoints(),
+		"EDGECERT_CLUSTER_SECRET=e2e-cluster-secret-0123456789", "EDGECERT_NODE=" + s.name, "EDGECERT_CLUSTER_TTL=3s",
+		"EDGECERT_ETCD_PREFIX=/e2e-" + runID + "-" + tag + "/"}, env...)...)
+	return s
 }
 
 // clusterStatus is the cluster part of status --json.
@@ -262,4 +296,455 @@ func TestClusterOneOrder(t *testing.T) {
 	if n := newOrders(t, pebble); n != 2 {
 		t.Errorf("%d orders after every edgecert restarted (want still 2)", n)
 	}
+}
+
+// noChallengeServer is a port-80 server that does not serve the challenge
+// directory: a host whose nginx is not ready for HTTP-01.
+const noChallengeServer = `server {
+    listen 80 default_server;
+    location / { return 404; }
+}
+`
+
+// lockHolder waits until one of hosts says it holds the lock to order, and
+// returns it.
+func lockHolder(t *testing.T, hosts []*stack) *stack {
+	t.Helper()
+	var holder *stack
+	if err := waitUntil(60*time.Second, func() error {
+		for _, h := range hosts {
+			if strings.Contains(h.logs(), "this host holds the certificate's lock") {
+				holder = h
+				return nil
+			}
+		}
+		return fmt.Errorf("no host orders")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return holder
+}
+
+// TestClusterTakeOver: the host ordering a certificate is killed between
+// new-order and finalize (its order waits for a third host that wants the
+// name but whose nginx does not serve the token yet); another host
+// completes the certificate within the lease TTL plus an order, with one
+// extra order at most, and no host serves a mismatched pair.
+func TestClusterTakeOver(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t, "cltake")
+	pebble, err := startPebble("pebble-cltake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker("rm", "-f", pebble) })
+	const domain = "take.cltake.test"
+	env := []string{"EDGECERT_CLUSTER_ACK_WAIT=2m"}
+	h3 := clusterHostWith(t, "cltake", 3, "pebble-cltake", etcd, func(s *stack) { s.writeConf("00-http.conf", noChallengeServer) }, env...)
+	h1 := clusterHost(t, "cltake", 1, "pebble-cltake", etcd, env...)
+	h2 := clusterHost(t, "cltake", 2, "pebble-cltake", etcd, env...)
+	hosts := []*stack{h1, h2, h3}
+	for _, h := range hosts {
+		h.writeConf("10-take.conf", tlsServer("take", domain))
+	}
+	// The CA asks host 3: the host that takes over gets its token there once
+	// its nginx is mended (the killed host's nginx has no one to write it).
+	h3.point(domain)
+	h3.startApp("take", map[string]string{"domains": domain, "name": "take"})
+	h1.startApp("take", map[string]string{"domains": domain, "name": "take"})
+	h2.startApp("take", map[string]string{"domains": domain, "name": "take"})
+	x := lockHolder(t, []*stack{h1, h2})
+	y := h1
+	if x == h1 {
+		y = h2
+	}
+	if err := waitUntil(30*time.Second, func() error {
+		if n := newOrders(t, pebble); n != 1 {
+			return fmt.Errorf("%d orders placed", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// x has placed its order and waits for h3 to serve the token: kill it.
+	killed := time.Now()
+	if out, err := docker("kill", x.edgecert); err != nil {
+		t.Fatalf("kill: %s", out)
+	}
+	// h3's nginx is mended: the next order's token reaches it.
+	h3.writeConf("00-http.conf", httpServer)
+	if out, err := docker("kill", "-s", "HUP", h3.nginx); err != nil {
+		t.Fatalf("reload h3's nginx: %s", out)
+	}
+	serial := waitAllServe(t, []*stack{y, h3}, "pebble-cltake", "take", domain, "")
+	took := time.Since(killed)
+	orders := newOrders(t, pebble)
+	if orders > 2 {
+		t.Errorf("%d orders: more than one extra after the take-over", orders)
+	}
+	if !strings.Contains(y.logs(), "this host holds the certificate's lock") {
+		t.Errorf("%s served it without ordering it, and %s was killed", y.name, x.name)
+	}
+	for _, h := range hosts {
+		link := filepath.Join(h.dir, "certs", "take")
+		if h != x {
+			if err := pairFits(link); err != nil {
+				t.Errorf("%s's volume: %v", h.name, err)
+			}
+			continue
+		}
+		// The killed host holds its placeholder, or nothing: never half a pair.
+		chain, _ := os.ReadFile(filepath.Join(link, "fullchain.pem"))
+		key, _ := os.ReadFile(filepath.Join(link, "privkey.pem"))
+		if len(chain)+len(key) > 0 {
+			if _, err := tls.X509KeyPair(chain, key); err != nil {
+				t.Errorf("%s (killed) holds a mismatched pair: %v", h.name, err)
+			}
+		}
+	}
+	t.Logf("MEASURE cluster take-over: killed %s; %s served %s %.1f s later (TTL 3 s); orders %d", x.name, y.name, serial, took.Seconds(), orders)
+	// The killed host comes back: it takes the certificate, orders nothing.
+	if out, err := docker("start", x.edgecert); err != nil {
+		t.Fatalf("start: %s", out)
+	}
+	waitAllServe(t, hosts, "pebble-cltake", "take", domain, "")
+	if n := newOrders(t, pebble); n != orders {
+		t.Errorf("%d orders after the killed host came back (was %d)", n, orders)
+	}
+}
+
+// TestClusterQuorum: with one etcd member of three stopped, a forced
+// renewal happens once; with two stopped, no host orders, every host
+// keeps serving, and health and status say why; when they return, the
+// renewal asked for meanwhile happens once.
+func TestClusterQuorum(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t, "clquorum")
+	pebble, err := startPebble("pebble-clquorum")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker("rm", "-f", pebble) })
+	hosts := clusterHosts(t, "clquorum", "pebble-clquorum", etcd, 3)
+	const domain = "q.clquorum.test"
+	hosts[0].point(domain)
+	for _, h := range hosts {
+		h.writeConf("10-q.conf", tlsServer("q", domain))
+		h.startApp("q", map[string]string{"domains": domain, "name": "q"})
+	}
+	first := waitAllServe(t, hosts, "pebble-clquorum", "q", domain, "")
+	if n := newOrders(t, pebble); n != 1 {
+		t.Fatalf("%d orders for one certificate", n)
+	}
+	// One member down: quorum holds.
+	if out, err := docker("stop", etcd.names[2]); err != nil {
+		t.Fatalf("stop: %s", out)
+	}
+	if out, code := hosts[1].renew("--force", "q"); code != 0 {
+		t.Fatalf("renew --force with 2 of 3 members: exit %d: %s", code, out)
+	}
+	second := waitAllServe(t, hosts, "pebble-clquorum", "q", domain, first)
+	if n := newOrders(t, pebble); n != 2 {
+		t.Errorf("%d orders after one forced renewal with one member down (want 2)", n)
+	}
+	// Two down: no quorum.
+	if out, err := docker("stop", etcd.names[1]); err != nil {
+		t.Fatalf("stop: %s", out)
+	}
+	for _, h := range hosts {
+		if err := waitUntil(60*time.Second, func() error {
+			out, code := h.cli("health")
+			if code == 0 || !strings.Contains(out, "cluster unreachable") {
+				return fmt.Errorf("%s health: exit %d: %s", h.name, code, out)
+			}
+			if cs := h.clusterStatus(); cs.Cluster == nil || cs.Cluster.Reachable {
+				return fmt.Errorf("%s status: %+v", h.name, cs.Cluster)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _ := hosts[0].cli("status")
+	if !strings.Contains(out, "CLUSTER UNREACHABLE") {
+		t.Errorf("status without quorum does not say so:\n%s", out)
+	}
+	// A renewal asked for now waits; nothing is ordered; all keep serving.
+	type result struct {
+		out  string
+		code int
+	}
+	asked := make(chan result, 1)
+	go func() {
+		out, code := hosts[2].renew("--force", "q")
+		asked <- result{out, code}
+	}()
+	if err := waitUntil(30*time.Second, func() error {
+		if c, _ := hosts[2].cert("q"); !strings.Contains(c.Waiting, "cluster unreachable") {
+			return fmt.Errorf("the renewal asked for does not wait for the cluster: %+v", c)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	roots := caRoots(t, "pebble-clquorum")
+	for _, h := range hosts {
+		if leaf, err := h.verified(roots, domain); err != nil || serialOf(leaf) != second {
+			t.Errorf("%s without quorum: %v", h.name, err)
+		}
+	}
+	if n := newOrders(t, pebble); n != 2 {
+		t.Errorf("%d orders without quorum (want still 2)", n)
+	}
+	for _, i := range []int{1, 2} {
+		if out, err := docker("start", etcd.names[i]); err != nil {
+			t.Fatalf("start: %s", out)
+		}
+	}
+	third := waitAllServe(t, hosts, "pebble-clquorum", "q", domain, second)
+	select {
+	case r := <-asked:
+		if r.code != 0 {
+			t.Errorf("the renewal asked for without quorum: exit %d: %s", r.code, r.out)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Error("the renewal asked for without quorum never answered")
+	}
+	if n := newOrders(t, pebble); n != 3 {
+		t.Errorf("%d orders after quorum returned (want 3: the renewal asked for meanwhile, once)", n)
+	}
+	t.Logf("MEASURE cluster quorum: serials %s %s %s, orders %d", first, second, third, newOrders(t, pebble))
+}
+
+// TestClusterHostCut: one host cut from etcd (its edgecert disconnected
+// from etcd's network) during a renewal: the others renew and prove; it
+// keeps serving the old certificate and says why; reconnected, it writes
+// and proves the new one with no order.
+func TestClusterHostCut(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t, "clcut")
+	pebble, err := startPebble("pebble-clcut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker("rm", "-f", pebble) })
+	// Host 3 reaches etcd through a relay in this test, which can cut it
+	// (a network disconnect would not: the engine routes between its
+	// networks through the host).
+	relay := newEtcdRelay(t, etcd)
+	hosts := []*stack{clusterHost(t, "clcut", 1, "pebble-clcut", etcd), clusterHost(t, "clcut", 2, "pebble-clcut", etcd),
+		clusterHostWith(t, "clcut", 3, "pebble-clcut", etcd, func(s *stack) { s.alsoOn = nil }, "EDGECERT_ETCD_ENDPOINTS="+relay.endpoints())}
+	const domain = "cut.clcut.test"
+	hosts[0].point(domain)
+	for _, h := range hosts {
+		h.writeConf("10-cut.conf", tlsServer("cut", domain))
+		h.startApp("cut", map[string]string{"domains": domain, "name": "cut"})
+	}
+	first := waitAllServe(t, hosts, "pebble-clcut", "cut", domain, "")
+	cut := hosts[2]
+	relay.setCut(true)
+	if err := waitUntil(60*time.Second, func() error {
+		if out, code := cut.cli("health"); code == 0 || !strings.Contains(out, "cluster unreachable") {
+			return fmt.Errorf("health of the cut host: exit %d: %s", code, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := hosts[0].renew("--force", "cut"); code != 0 {
+		t.Fatalf("renew --force: exit %d: %s", code, out)
+	}
+	second := waitAllServe(t, hosts[:2], "pebble-clcut", "cut", domain, first)
+	roots := caRoots(t, "pebble-clcut")
+	if leaf, err := cut.verified(roots, domain); err != nil || serialOf(leaf) != first {
+		t.Errorf("the cut host: %v (want the old %s still served)", err, first)
+	}
+	orders := newOrders(t, pebble)
+	if orders != 2 {
+		t.Errorf("%d orders (want 2)", orders)
+	}
+	relay.setCut(false)
+	if got := waitAllServe(t, hosts, "pebble-clcut", "cut", domain, first); got != second {
+		t.Errorf("after the reconnection every host serves %s, want %s", got, second)
+	}
+	if n := newOrders(t, pebble); n != orders {
+		t.Errorf("%d orders after the cut host came back (was %d)", n, orders)
+	}
+}
+
+// TestClusterTwenty: twenty certificates across three hosts, several
+// wanted by two or three of them: each is ordered once, and every host
+// that wants one serves it and proves it; a restart of every edgecert
+// orders nothing.
+func TestClusterTwenty(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t, "clmany")
+	pebble, err := startPebble("pebble-clmany")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker("rm", "-f", pebble) })
+	hosts := clusterHosts(t, "clmany", "pebble-clmany", etcd, 3)
+	// Host 1 wants 1-10, host 2 6-15, host 3 11-20 and 1-3.
+	wanted := map[int][]*stack{}
+	for n := 1; n <= 20; n++ {
+		if n <= 10 {
+			wanted[n] = append(wanted[n], hosts[0])
+		}
+		if n >= 6 && n <= 15 {
+			wanted[n] = append(wanted[n], hosts[1])
+		}
+		if n >= 11 || n <= 3 {
+			wanted[n] = append(wanted[n], hosts[2])
+		}
+	}
+	name := func(n int) string { return fmt.Sprintf("c%02d", n) }
+	domain := func(n int) string { return name(n) + ".clmany.test" }
+	for n := 1; n <= 20; n++ {
+		hs := wanted[n]
+		hs[len(hs)-1].point(domain(n)) // the CA asks the last host that wants it
+		for _, h := range hs {
+			h.writeConf("10-"+name(n)+".conf", tlsServer(name(n), domain(n)))
+		}
+	}
+	start := time.Now()
+	for n := 1; n <= 20; n++ {
+		for _, h := range wanted[n] {
+			cname := h.createApp(name(n), map[string]string{"domains": domain(n), "name": name(n)})
+			if out, err := docker("start", cname); err != nil {
+				t.Fatalf("start %s: %s", cname, out)
+			}
+		}
+	}
+	// Served first (handshakes only, cheap), timed; then every proof.
+	roots := caRoots(t, "pebble-clmany")
+	if err := waitUntil(3*time.Minute, func() error {
+		for n := 1; n <= 20; n++ {
+			for _, h := range wanted[n] {
+				if _, err := h.verified(roots, domain(n)); err != nil {
+					return fmt.Errorf("%s %s: %w", h.name, name(n), err)
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	for n := 1; n <= 20; n++ {
+		waitAllServe(t, wanted[n], "pebble-clmany", name(n), domain(n), "")
+	}
+	proven := time.Since(start)
+	if n := newOrders(t, pebble); n != 20 {
+		t.Errorf("%d orders for 20 certificates on 3 hosts (want 20)", n)
+	}
+	t.Logf("MEASURE cluster twenty: 20 certificates (33 wishes on 3 hosts, 33 app containers started one by one) all served %.1f s after the first app started, all proofs seen in status %.1f s; orders %d",
+		took.Seconds(), proven.Seconds(), newOrders(t, pebble))
+	for _, h := range hosts {
+		if out, err := docker("restart", h.edgecert); err != nil {
+			t.Fatalf("restart: %s", out)
+		}
+	}
+	for _, h := range hosts {
+		if err := waitUntil(90*time.Second, func() error {
+			doc := h.status()
+			proven := 0
+			for _, c := range doc.Certificates {
+				if c.Deployed {
+					proven++
+				}
+			}
+			if want := map[*stack]int{hosts[0]: 10, hosts[1]: 10, hosts[2]: 13}[h]; proven != want {
+				return fmt.Errorf("%s: %d of %d proven after its restart", h.name, proven, want)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := newOrders(t, pebble); n != 20 {
+		t.Errorf("%d orders after every edgecert restarted (want still 20)", n)
+	}
+}
+
+// etcdRelay forwards TCP from the test network (the gateway's address) to
+// each etcd member, and can cut every connection through it and refuse new
+// ones: one host cut from etcd while the others keep it.
+type etcdRelay struct {
+	t     *testing.T
+	ports []int
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]bool
+}
+
+func newEtcdRelay(t *testing.T, e *etcdCluster) *etcdRelay {
+	t.Helper()
+	r := &etcdRelay{t: t, conns: map[net.Conn]bool{}}
+	for i := range e.names {
+		ln, err := net.Listen("tcp", "0.0.0.0:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		r.ports = append(r.ports, ln.Addr().(*net.TCPAddr).Port)
+		target := e.ip(i) + ":2379"
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go r.relay(c, target)
+			}
+		}()
+	}
+	t.Cleanup(func() { r.setCut(true) })
+	return r
+}
+
+func (r *etcdRelay) relay(c net.Conn, target string) {
+	r.mu.Lock()
+	if r.cut {
+		r.mu.Unlock()
+		c.Close()
+		return
+	}
+	r.conns[c] = true
+	r.mu.Unlock()
+	u, err := net.DialTimeout("tcp", target, 3*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	r.mu.Lock()
+	r.conns[u] = true
+	r.mu.Unlock()
+	go func() { _, _ = io.Copy(u, c); u.Close() }()
+	_, _ = io.Copy(c, u)
+	c.Close()
+}
+
+// setCut cuts the relay (every connection closed, new ones refused) or
+// mends it.
+func (r *etcdRelay) setCut(cut bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cut = cut
+	if cut {
+		for c := range r.conns {
+			c.Close()
+		}
+		r.conns = map[net.Conn]bool{}
+	}
+}
+
+// endpoints are the relay's addresses as containers on the test network
+// reach them (the network's gateway is this host).
+func (r *etcdRelay) endpoints() string {
+	var eps []string
+	for _, p := range r.ports {
+		eps = append(eps, fmt.Sprintf("http://%s.1:%d", subnet, p))
+	}
+	return strings.Join(eps, ",")
 }

@@ -321,6 +321,9 @@ type stack struct {
 	extraArgs []string
 	noSocket  bool   // edgecert reaches Docker by DOCKER_HOST, not the mounted socket
 	network   string // edgecert's network when not the shared one
+	// alsoOn: networks edgecert is connected to as well, before its health
+	// is waited for (a cluster's etcd network).
+	alsoOn []string
 }
 
 func newStack(t *testing.T, name string) *stack {
@@ -496,8 +499,21 @@ func (s *stack) startEdgecert(env ...string) {
 		args = append(args, "-e", e)
 	}
 	args = append(args, s.extraArgs...)
+	if len(s.alsoOn) > 0 {
+		args = append([]string{"create"}, args[2:]...) // created, connected, then started
+	}
 	if out, err := docker(append(args, "edgecert:local")...); err != nil {
 		s.t.Fatalf("start edgecert: %s", out)
+	}
+	for _, n := range s.alsoOn {
+		if out, err := docker("network", "connect", n, s.edgecert); err != nil {
+			s.t.Fatalf("connect edgecert to %s: %s", n, out)
+		}
+	}
+	if len(s.alsoOn) > 0 {
+		if out, err := docker("start", s.edgecert); err != nil {
+			s.t.Fatalf("start edgecert: %s", out)
+		}
 	}
 	if err := waitUntil(20*time.Second, func() error {
 		out, code := s.cli("health")

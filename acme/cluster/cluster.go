@@ -37,6 +37,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // Config configures a host's membership.
@@ -134,6 +136,10 @@ func New(cfg Config) (*Cluster, error) {
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
+		// gRPC waits up to 2 minutes between attempts by default: a host
+		// whose etcd comes back must be back in the cluster within seconds.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 3 * time.Second,
+			Backoff: grpcbackoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}})},
 		Logger:               zap.NewNop(), // its own log is not slog; failures reach ours as errors
 	})
 	if err != nil {
@@ -204,39 +210,40 @@ func (c *Cluster) Changes() <-chan struct{} {
 // that serve other hosts' tokens and hear of new certificates. When etcd
 // is lost, the session is made again (with backoff) once it answers.
 func (c *Cluster) Run(ctx context.Context) error {
-	backoff := 200 * time.Millisecond
+	const first = 200 * time.Millisecond
+	backoff := first
 	for {
-		err := c.runSession(ctx)
+		joined, err := c.runSession(ctx)
 		if ctx.Err() != nil {
 			c.setSession(nil, "shutting down")
 			return nil
 		}
 		c.setSession(nil, err.Error())
 		c.log.Warn("cluster unreachable; serving what this host has, ordering nothing", "err", err)
+		if joined {
+			backoff = first // a session was lost: try again soon
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
-		if err == nil {
-			backoff = 200 * time.Millisecond
-		}
 	}
 }
 
 // runSession is one session: it returns when the lease is lost or a watch
 // fails.
-func (c *Cluster) runSession(ctx context.Context) error {
+func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
 	gctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
 	lease, err := c.cli.Grant(gctx, int64(c.cfg.TTL/time.Second))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("etcd lease: %w", err)
+		return false, fmt.Errorf("etcd lease: %w", err)
 	}
 	s, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("etcd session: %w", err)
+		return false, fmt.Errorf("etcd session: %w", err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -248,14 +255,14 @@ func (c *Cluster) runSession(ctx context.Context) error {
 	_, err = c.cli.Put(opCtx, c.key("nodes", c.cfg.Node), time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(s.Lease()))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("etcd: join: %w", err)
+		return false, fmt.Errorf("etcd: join: %w", err)
 	}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	errc := make(chan error, 2)
 	rev, err := c.serveTokens(wctx, s)
 	if err != nil {
-		return err
+		return false, err
 	}
 	go func() { errc <- c.watchTokens(wctx, s, rev) }()
 	go func() { errc <- c.watchCerts(wctx) }()
@@ -269,15 +276,15 @@ func (c *Cluster) runSession(ctx context.Context) error {
 		stop()
 		<-errc
 		<-errc
-		return ctx.Err()
+		return true, ctx.Err()
 	case <-s.Done():
 		stop()
 		<-errc
 		<-errc
-		return errors.New("etcd lease lost (etcd unreachable, or no quorum)")
+		return true, errors.New("etcd lease lost (etcd unreachable, or no quorum)")
 	case err := <-errc:
 		stop()
 		<-errc
-		return err
+		return true, err
 	}
 }

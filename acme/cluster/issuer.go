@@ -66,6 +66,9 @@ type retryDoc struct {
 // Encrypt's advice, as for one host).
 var backoff = []time.Duration{time.Minute, 10 * time.Minute, 100 * time.Minute, 24 * time.Hour}
 
+// retrySlack is how early before the cluster's retry time an order may go.
+const retrySlack = 2 * time.Second
+
 // RenewalInfo asks the CA.
 func (i *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error) {
 	return i.ca.RenewalInfo(ctx, leaf)
@@ -116,7 +119,9 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 	if o.Replaces != nil {
 		replaces = serialHex(o.Replaces)
 	}
-	if retry != nil && !o.Forced && retry.Replaces == replaces && time.Now().Before(retry.NotBefore) {
+	// A host whose own schedule is a moment ahead of the cluster's (both
+	// count from the same failure) is let through, not sent away again.
+	if retry != nil && !o.Forced && retry.Replaces == replaces && time.Now().Add(retrySlack).Before(retry.NotBefore) {
 		return nil, nil, &acme.OrderError{RetryAfter: time.Until(retry.NotBefore),
 			Err: fmt.Errorf("an order by %s failed (%s); the cluster retries from %s", retry.By, retry.Err, retry.NotBefore.UTC().Format(time.RFC3339))}
 	}

@@ -25,6 +25,9 @@ func (c *Cluster) SetWishes(ctx context.Context, ws []Wish) error {
 	if same {
 		return nil
 	}
+	if _, err := c.current(); err != nil {
+		return nil // published when the session is made
+	}
 	return c.publishWants(ctx)
 }
 

@@ -99,7 +99,7 @@ func wishes(certs []dockerwatch.CertSpec, defaultKeyType string) []cluster.Wish 
 // issuer, without an order).
 func (d *daemon) clusterCert(sc cluster.StoredCert) {
 	for _, s := range d.stages.manager.Status() {
-		if s.Name == sc.Name && s.Serial != sc.Serial && sc.NotAfter.After(s.NotAfter) {
+		if s.Name == sc.Name && s.Serial != sc.Serial && (s.Serial == "" || s.Placeholder || sc.NotAfter.After(s.NotAfter)) {
 			d.log.Info("the cluster has a newer certificate; taking it", "cert", sc.Name, "serial", sc.Serial, "by", sc.By)
 			d.stages.manager.Refresh(sc.Name)
 		}

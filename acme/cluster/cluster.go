@@ -140,7 +140,7 @@ func New(cfg Config) (*Cluster, error) {
 		// whose etcd comes back must be back in the cluster within seconds.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 3 * time.Second,
 			Backoff: grpcbackoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}})},
-		Logger:               zap.NewNop(), // its own log is not slog; failures reach ours as errors
+		Logger: zap.NewNop(), // its own log is not slog; failures reach ours as errors
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)

@@ -25,10 +25,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -101,6 +103,31 @@ func ID(domains []string, keyType string) string {
 	slices.Sort(d)
 	sum := sha256.Sum256([]byte(strings.Join(d, ",") + "|" + keyType))
 	return hex.EncodeToString(sum[:10])
+}
+
+// TLSConfig is the client TLS for etcd, as etcdctl's --cacert, --cert and
+// --key give it: ca (PEM) instead of the system roots when set, and a
+// client certificate when certFile and keyFile are.
+func TLSConfig(ca, certFile, keyFile string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ca != "" {
+		pemBytes, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("EDGECERT_ETCD_CA: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("EDGECERT_ETCD_CA: no PEM certificate in %s", ca)
+		}
+	}
+	if certFile != "" {
+		kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("EDGECERT_ETCD_CERT/KEY: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{kp}
+	}
+	return tc, nil
 }
 
 // New connects to etcd (lazily: an unreachable etcd at start is waited for

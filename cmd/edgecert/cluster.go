@@ -4,10 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -35,23 +32,9 @@ type ClusterView struct {
 func newCluster(cfg Config, check cluster.TokenChecker, onCert func(cluster.StoredCert), log *slog.Logger) (*cluster.Cluster, error) {
 	var tc *tls.Config
 	if cfg.EtcdCA != "" || cfg.EtcdCert != "" || strings.HasPrefix(cfg.EtcdEndpoints[0], "https://") {
-		tc = &tls.Config{MinVersion: tls.VersionTLS12}
-		if cfg.EtcdCA != "" {
-			pemBytes, err := os.ReadFile(cfg.EtcdCA)
-			if err != nil {
-				return nil, fmt.Errorf("EDGECERT_ETCD_CA: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pemBytes) {
-				return nil, fmt.Errorf("EDGECERT_ETCD_CA: no PEM certificate in %s", cfg.EtcdCA)
-			}
-		}
-		if cfg.EtcdCert != "" {
-			kp, err := tls.LoadX509KeyPair(cfg.EtcdCert, cfg.EtcdKey)
-			if err != nil {
-				return nil, fmt.Errorf("EDGECERT_ETCD_CERT/KEY: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{kp}
+		var err error
+		if tc, err = cluster.TLSConfig(cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey); err != nil {
+			return nil, err
 		}
 	}
 	return cluster.New(cluster.Config{Endpoints: cfg.EtcdEndpoints, TLS: tc, Username: cfg.EtcdUser, Password: cfg.EtcdPassword,

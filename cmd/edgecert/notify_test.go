@@ -187,3 +187,32 @@ func TestAStuckWebhookBlocksNeitherExpiryChecksNorSaving(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestClusterNotices(t *testing.T) {
+	n := newNotifier(notifyConfig{Webhooks: []string{"http://hooks.example/x"}}, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	texts := func() []string {
+		var got []string
+		for {
+			select {
+			case nt := <-n.notices:
+				got = append(got, nt.Text)
+			default:
+				return got
+			}
+		}
+	}
+	n.ClusterState(true, "")
+	if got := texts(); len(got) != 0 {
+		t.Errorf("notices while in the cluster: %q", got)
+	}
+	n.ClusterState(false, "etcd lease lost (etcd unreachable, or no quorum)")
+	n.ClusterState(false, "etcd lease lost (etcd unreachable, or no quorum)")
+	got := texts()
+	if len(got) != 1 || !strings.Contains(got[0], "CLUSTER UNREACHABLE") || !strings.Contains(got[0], "ordering nothing") || !strings.Contains(got[0], "no quorum") {
+		t.Errorf("losing the cluster: %q", got)
+	}
+	n.ClusterState(true, "")
+	if got := texts(); len(got) != 1 || !strings.Contains(got[0], "back in the cluster") {
+		t.Errorf("back in the cluster: %q", got)
+	}
+}

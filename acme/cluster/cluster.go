@@ -12,6 +12,7 @@
 //	locks/<cert>/...          who orders <cert> now (an etcd mutex on the lease)
 //	certs/<cert>              the current certificate, chain and sealed key
 //	retry/<cert>              the cluster's retry schedule after a failed order
+//	ari/<serial>              the CA's last renewal info for a certificate
 //	tokens/<token>            an HTTP-01 token every host serves (the orderer's lease)
 //	acks/<token>/<node>       a host serves it (that host's lease)
 //	proofs/<cert>/<node>      which serial the host's proxies were proven to serve

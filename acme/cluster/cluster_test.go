@@ -92,6 +92,7 @@ func (e *etcdServer) stop() {
 // fakeCA issues self-signed certificates and counts orders.
 type fakeCA struct {
 	orders atomic.Int32
+	ari    atomic.Int32
 	fail   atomic.Bool
 	delay  time.Duration
 }
@@ -118,8 +119,9 @@ func (f *fakeCA) Obtain(ctx context.Context, o acme.Order) ([]byte, []byte, erro
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), nil
 }
 
-func (f *fakeCA) RenewalInfo(context.Context, *x509.Certificate) (*acme.RenewalInfo, error) {
-	return nil, acme.ErrNoARI
+func (f *fakeCA) RenewalInfo(_ context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error) {
+	f.ari.Add(1)
+	return &acme.RenewalInfo{Start: leaf.NotAfter.Add(-30 * 24 * time.Hour), End: leaf.NotAfter.Add(-28 * 24 * time.Hour), RetryAfter: time.Hour}, nil
 }
 
 // member joins the cluster at e as node and runs until the test ends.
@@ -304,4 +306,31 @@ func TestUnreachableOrdersNothing(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The hosts ask the CA for a certificate's renewal info once per its
+// Retry-After between them.
+func TestRenewalInfoShared(t *testing.T) {
+	e := startEtcdServer(t)
+	ca := &fakeCA{}
+	a, b := member(t, e, "a", Config{}), member(t, e, "b", Config{})
+	chain, _, err := a.Issuer(ca).Obtain(context.Background(), acme.Order{Domains: []string{"ari.test"}, KeyType: "ec256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := leafOf(string(chain))
+	first, err := a.Issuer(ca).RenewalInfo(context.Background(), leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := b.Issuer(ca).RenewalInfo(context.Background(), leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := ca.ari.Load(); n != 1 {
+		t.Errorf("%d ARI requests to the CA from two hosts within its Retry-After (want 1)", n)
+	}
+	if !second.Start.Equal(first.Start) || !second.End.Equal(first.End) || second.RetryAfter > first.RetryAfter || second.RetryAfter <= 0 {
+		t.Errorf("b's answer %+v, a's %+v", second, first)
+	}
 }

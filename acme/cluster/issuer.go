@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
@@ -69,9 +70,57 @@ var backoff = []time.Duration{time.Minute, 10 * time.Minute, 100 * time.Minute, 
 // retrySlack is how early before the cluster's retry time an order may go.
 const retrySlack = 2 * time.Second
 
-// RenewalInfo asks the CA.
+// ariDoc is the CA's last ARI answer for a certificate, shared so that the
+// hosts ask the CA once per Retry-After between them, not once each.
+type ariDoc struct {
+	Start       time.Time     `json:"start"`
+	End         time.Time     `json:"end"`
+	RetryAfter  time.Duration `json:"retry_after"`
+	Explanation string        `json:"explanation,omitempty"`
+	None        bool          `json:"none,omitempty"` // the CA offers no ARI
+	Fetched     time.Time     `json:"fetched"`
+	By          string        `json:"by"`
+}
+
+// ariFresh is how long an answer without a Retry-After is used (the
+// Manager's own default poll).
+const ariFresh = 12 * time.Hour
+
+// RenewalInfo returns the cluster's fresh ARI answer for leaf, and asks
+// the CA (and shares its answer) when there is none.
 func (i *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error) {
-	return i.ca.RenewalInfo(ctx, leaf)
+	c := i.c
+	k := c.key("ari", serialHex(leaf))
+	if _, err := c.current(); err == nil {
+		gctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+		resp, err := c.cli.Get(gctx, k)
+		cancel()
+		var doc ariDoc
+		if err == nil && len(resp.Kvs) > 0 && json.Unmarshal(resp.Kvs[0].Value, &doc) == nil {
+			fresh := cmp.Or(doc.RetryAfter, ariFresh)
+			if age := time.Since(doc.Fetched); age >= 0 && age < fresh {
+				if doc.None {
+					return nil, acme.ErrNoARI
+				}
+				return &acme.RenewalInfo{Start: doc.Start, End: doc.End, RetryAfter: fresh - age, Explanation: doc.Explanation}, nil
+			}
+		}
+	}
+	ri, err := i.ca.RenewalInfo(ctx, leaf)
+	doc := ariDoc{None: errors.Is(err, acme.ErrNoARI), Fetched: time.Now().UTC(), By: c.cfg.Node}
+	switch {
+	case err == nil:
+		doc.Start, doc.End, doc.RetryAfter, doc.Explanation = ri.Start, ri.End, ri.RetryAfter, ri.Explanation
+	case !doc.None:
+		return nil, err
+	}
+	if _, cerr := c.current(); cerr == nil {
+		data, _ := json.Marshal(doc)
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+		_, _ = c.cli.Put(pctx, k, string(data)) // best effort: the next host asks the CA itself
+		cancel()
+	}
+	return ri, err
 }
 
 // Obtain returns the cluster's certificate for o when it is newer than the
@@ -131,7 +180,7 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		i.failed(ctx, mu, id, retry, replaces, err)
 		return nil, nil, err
 	}
-	if err := i.store(ctx, mu, id, o, chain, key); err != nil {
+	if err := i.store(ctx, mu, id, o, chain, key, replaces); err != nil {
 		// Issued is never thrown away: this host writes it; the others
 		// order their own when they need one.
 		c.log.Error("cannot store the issued certificate in the cluster; this host keeps it", "domains", strings.Join(o.Domains, ","), "err", err)
@@ -188,7 +237,7 @@ func newer(doc *certDoc, replaces *x509.Certificate) bool {
 	return serialHex(leaf) != serialHex(replaces) && leaf.NotAfter.After(replaces.NotAfter)
 }
 
-func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o acme.Order, chain, key []byte) error {
+func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o acme.Order, chain, key []byte, replaces string) error {
 	c := i.c
 	leaf, err := leafOf(string(chain))
 	if err != nil {
@@ -205,7 +254,11 @@ func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o 
 	var last error
 	for attempt := 0; attempt < 5; attempt++ {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
-		resp, err := c.cli.Txn(pctx).If(mu.IsOwner()).Then(clientv3.OpPut(k, string(data)), clientv3.OpDelete(c.key("retry", id))).Commit()
+		ops := []clientv3.Op{clientv3.OpPut(k, string(data)), clientv3.OpDelete(c.key("retry", id))}
+		if replaces != "" {
+			ops = append(ops, clientv3.OpDelete(c.key("ari", replaces))) // the replaced one's renewal info
+		}
+		resp, err := c.cli.Txn(pctx).If(mu.IsOwner()).Then(ops...).Commit()
 		cancel()
 		switch {
 		case err == nil && resp.Succeeded:

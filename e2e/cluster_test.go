@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -269,6 +271,20 @@ func TestClusterOneOrder(t *testing.T) {
 		t.Errorf("%d orders after one forced renewal (want 2 in all)", n)
 	}
 	t.Logf("MEASURE cluster one-order: first %s, renewed %s, orders %d", first, second, newOrders(t, pebble))
+	// etcd holds the certificates, and no private key in the clear.
+	kvs := etcd.dump(t, "/e2e-"+runID+"-clone/")
+	certs := 0
+	for k, v := range kvs {
+		if strings.Contains(k, "/certs/") {
+			certs++
+		}
+		if strings.Contains(v, "PRIVATE KEY") {
+			t.Errorf("etcd key %s holds a private key in the clear", k)
+		}
+	}
+	if certs != 1 || len(kvs) < 5 {
+		t.Errorf("etcd holds %d certificates in %d keys under the prefix (want 1 certificate)", certs, len(kvs))
+	}
 	// Both orders came from one ACME account, shared through etcd.
 	if out, _ := docker("logs", pebble); strings.Count(out, "POST /sign-me-up") != 1 {
 		t.Errorf("%d accounts registered by the cluster (want 1, shared)", strings.Count(out, "POST /sign-me-up"))
@@ -747,4 +763,32 @@ func (r *etcdRelay) endpoints() string {
 		eps = append(eps, fmt.Sprintf("http://%s.1:%d", subnet, p))
 	}
 	return strings.Join(eps, ",")
+}
+
+// dump reads every key under prefix through etcd's JSON gateway (the
+// test's view of what etcd's disk holds): key -> value.
+func (e *etcdCluster) dump(t *testing.T, prefix string) map[string]string {
+	t.Helper()
+	end := []byte(prefix)
+	end[len(end)-1]++
+	body, _ := json.Marshal(map[string]string{"key": base64.StdEncoding.EncodeToString([]byte(prefix)),
+		"range_end": base64.StdEncoding.EncodeToString(end)})
+	resp, err := http.Post("http://"+e.ip(0)+":2379/v3/kv/range", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Kvs []struct{ Key, Value string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	kvs := map[string]string{}
+	for _, kv := range out.Kvs {
+		k, _ := base64.StdEncoding.DecodeString(kv.Key)
+		v, _ := base64.StdEncoding.DecodeString(kv.Value)
+		kvs[string(k)] = string(v)
+	}
+	return kvs
 }

@@ -78,7 +78,10 @@ type TokenChecker interface {
 
 // Cluster is this host's membership of the cluster.
 type Cluster struct {
-	cfg  Config
+	cfg       Config
+	clientCfg clientv3.Config
+	// cli is made by Run (connect) before the first session; everything
+	// else uses it only with a session, so after it is set.
 	cli  *clientv3.Client
 	seal *sealer
 	log  *slog.Logger
@@ -156,7 +159,7 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	ccfg := clientv3.Config{
 		Endpoints:            cfg.Endpoints,
 		TLS:                  cfg.TLS,
 		Username:             cfg.Username,
@@ -169,16 +172,37 @@ func New(cfg Config) (*Cluster, error) {
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 3 * time.Second,
 			Backoff: grpcbackoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}})},
 		Logger: zap.NewNop(), // its own log is not slog; failures reach ours as errors
-	})
-	if err != nil {
-		return nil, fmt.Errorf("etcd client: %w", err)
 	}
-	return &Cluster{cfg: cfg, cli: cli, seal: s, log: cfg.Log.With("node", cfg.Node),
+	return &Cluster{cfg: cfg, clientCfg: ccfg, seal: s, log: cfg.Log.With("node", cfg.Node),
 		down: "not connected yet", since: time.Now(), changed: make(chan struct{})}, nil
 }
 
+// connect makes the etcd client, once. With a user and password the client
+// authenticates as it is made, so it is made by Run, which retries: an
+// etcd that is down when edgecert starts is waited for, never fatal.
+func (c *Cluster) connect() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cli != nil {
+		return nil
+	}
+	cli, err := clientv3.New(c.clientCfg)
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	c.cli = cli
+	return nil
+}
+
 // Close closes the etcd client.
-func (c *Cluster) Close() error { return c.cli.Close() }
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cli == nil {
+		return nil
+	}
+	return c.cli.Close()
+}
 
 // Node is this host's name.
 func (c *Cluster) Node() string { return c.cfg.Node }
@@ -263,6 +287,9 @@ func (c *Cluster) Run(ctx context.Context) error {
 // runSession is one session: it returns when the lease is lost or a watch
 // fails.
 func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
+	if err := c.connect(); err != nil {
+		return false, err
+	}
 	gctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
 	lease, err := c.cli.Grant(gctx, int64(c.cfg.TTL/time.Second))
 	cancel()

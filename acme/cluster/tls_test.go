@@ -17,8 +17,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/edgecert/edgecert/acme"
 )
 
 // writeCert makes a certificate signed by parent (self-signed when nil)
@@ -108,3 +114,65 @@ func TestTLSClientAuth(t *testing.T) {
 
 // tlsFiles are the three files a host gives.
 type tlsFiles struct{ ca, cert, key string }
+
+// TestAuthOnItsPrefix: etcd with authentication on, and edgecert's user
+// allowed read and write on its prefix only (README's RBAC line): a host
+// with the password joins and orders; with a wrong one it stays out.
+func TestAuthOnItsPrefix(t *testing.T) {
+	e := startEtcdServer(t)
+	admin, err := clientv3.New(clientv3.Config{Endpoints: []string{e.client}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	steps := []func() error{
+		func() error { _, err := admin.UserAdd(ctx, "root", "root-pw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.UserAdd(ctx, "edgecert", "edgecert-pw"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "edgecert"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "edgecert", "/auth/", clientv3.GetPrefixRangeEnd("/auth/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := admin.UserGrantRole(ctx, "edgecert", "edgecert"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	}
+	for i, f := range steps {
+		if err := f(); err != nil {
+			t.Fatalf("etcd auth set-up step %d: %v", i, err)
+		}
+	}
+	ca := &fakeCA{}
+	join := func(password string) (*Cluster, func()) {
+		c, err := New(Config{Endpoints: []string{e.client}, Username: "edgecert", Password: password, Node: "a", Prefix: "/auth/",
+			Secret: []byte("the test cluster's secret"), TTL: 2 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Run(ctx) }()
+		return c, func() { cancel(); <-done; c.Close() }
+	}
+	c, stop := join("edgecert-pw")
+	waitFor(t, 30*time.Second, func() error {
+		if ok, why, _ := c.Reachable(); !ok {
+			return errors.New(why)
+		}
+		return nil
+	})
+	if _, _, err := c.Issuer(ca).Obtain(context.Background(), acme.Order{Domains: []string{"auth.test"}, KeyType: "ec256"}); err != nil {
+		t.Fatalf("ordering with the prefix's permissions only: %v", err)
+	}
+	stop()
+	c, stop = join("wrong")
+	defer stop()
+	waitFor(t, 30*time.Second, func() error {
+		if ok, why, _ := c.Reachable(); ok || !strings.Contains(why, "authentication failed") {
+			return fmt.Errorf("with a wrong password: reachable %v, %q", ok, why)
+		}
+		return nil
+	})
+}

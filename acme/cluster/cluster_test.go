@@ -119,6 +119,8 @@ func (f *fakeCA) Obtain(ctx context.Context, o acme.Order) ([]byte, []byte, erro
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), nil
 }
 
+func (f *fakeCA) Directory() string { return "https://ca.test/dir" }
+
 func (f *fakeCA) RenewalInfo(_ context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error) {
 	f.ari.Add(1)
 	return &acme.RenewalInfo{Start: leaf.NotAfter.Add(-30 * 24 * time.Hour), End: leaf.NotAfter.Add(-28 * 24 * time.Hour), RetryAfter: time.Hour}, nil
@@ -334,3 +336,22 @@ func TestRenewalInfoShared(t *testing.T) {
 		t.Errorf("b's answer %+v, a's %+v", second, first)
 	}
 }
+
+// A certificate from another CA (hosts moved from staging to production)
+// is not taken: ordered anew.
+func TestOtherCANotTaken(t *testing.T) {
+	e := startEtcdServer(t)
+	staging, production := &fakeCA{}, &otherCA{}
+	a := member(t, e, "a", Config{})
+	o := acme.Order{Domains: []string{"move.test"}, KeyType: "ec256"}
+	if _, _, err := a.Issuer(staging).Obtain(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Issuer(production).Obtain(context.Background(), o); err != nil || production.orders.Load() != 1 {
+		t.Fatalf("after the move: %v, %d orders from the new CA (want 1)", err, production.orders.Load())
+	}
+}
+
+type otherCA struct{ fakeCA }
+
+func (o *otherCA) Directory() string { return "https://other-ca.test/dir" }

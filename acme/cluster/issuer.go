@@ -31,6 +31,7 @@ import (
 type caIssuer interface {
 	Obtain(ctx context.Context, o acme.Order) (chain, key []byte, err error)
 	RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme.RenewalInfo, error)
+	Directory() string // the CA's directory URL
 }
 
 // Issuer is acme's issuer for a host of the cluster.
@@ -49,6 +50,7 @@ type certDoc struct {
 	Serial   string    `json:"serial"`
 	NotAfter time.Time `json:"not_after"`
 	Chain    string    `json:"chain"`
+	CA       string    `json:"ca"` // the directory it came from
 	Key      []byte    `json:"key"` // sealed
 	By       string    `json:"by"`
 	At       time.Time `json:"at"`
@@ -156,7 +158,9 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 	if err != nil {
 		return nil, nil, &acme.OrderError{Err: i.lost(s, err)}
 	}
-	if doc != nil && newer(doc, o.Replaces) {
+	// Only from the same CA: hosts moved from staging to production order
+	// anew, as one host would.
+	if doc != nil && doc.CA == i.ca.Directory() && newer(doc, o.Replaces) {
 		key, err := c.seal.open(c.key("certs", id), doc.Key)
 		if err != nil {
 			return nil, nil, &acme.OrderError{Err: err, Config: true}
@@ -245,7 +249,7 @@ func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o 
 	}
 	k := c.key("certs", id)
 	data, err := json.Marshal(certDoc{Domains: o.Domains, KeyType: o.KeyType, Serial: serialHex(leaf), NotAfter: leaf.NotAfter,
-		Chain: string(chain), Key: c.seal.seal(k, key), By: c.cfg.Node, At: time.Now().UTC()})
+		Chain: string(chain), CA: i.ca.Directory(), Key: c.seal.seal(k, key), By: c.cfg.Node, At: time.Now().UTC()})
 	if err != nil {
 		return err
 	}

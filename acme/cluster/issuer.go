@@ -50,7 +50,7 @@ type certDoc struct {
 	Serial   string    `json:"serial"`
 	NotAfter time.Time `json:"not_after"`
 	Chain    string    `json:"chain"`
-	CA       string    `json:"ca"` // the directory it came from
+	CA       string    `json:"ca"`  // the directory it came from
 	Key      []byte    `json:"key"` // sealed
 	By       string    `json:"by"`
 	At       time.Time `json:"at"`

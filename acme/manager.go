@@ -138,7 +138,7 @@ type inbox struct {
 	hold    string
 	hasHold bool
 	reprove bool
-	refresh []string
+	refresh []Offered
 }
 
 // NewManager returns a Manager.
@@ -198,13 +198,22 @@ func (m *Manager) Reprove() {
 	m.poke()
 }
 
-// Refresh says the issuer has a newer certificate for name than the
-// volume (in a cluster, another host ordered it): the certificate is
-// obtained again at once, which the issuer answers without an order. A
-// rollback hold or the CA's Retry-After still holds it.
-func (m *Manager) Refresh(name string) {
+// Offered is a certificate the issuer holds for a name without an order
+// (in a cluster, one another host ordered).
+type Offered struct {
+	Name     string
+	Serial   string
+	NotAfter time.Time
+	By       string // who ordered it, for the log
+}
+
+// Refresh tells of a certificate the issuer holds: when it is newer than
+// the volume's (or the volume holds none, or a placeholder), the
+// certificate is obtained again at once, which the issuer answers without
+// an order. A rollback hold or the CA's Retry-After still holds it.
+func (m *Manager) Refresh(o Offered) {
 	m.in.mu.Lock()
-	m.in.refresh = append(m.in.refresh, name)
+	m.in.refresh = append(m.in.refresh, o)
 	m.in.mu.Unlock()
 	m.poke()
 }
@@ -293,10 +302,13 @@ func (m *Manager) takeInbox() {
 	if in.hasWant {
 		m.reconcile(in.wants)
 	}
-	for _, name := range in.refresh {
-		if e := m.certs[name]; e != nil {
-			e.refresh = true
+	for _, o := range in.refresh {
+		e := m.certs[o.Name]
+		if e == nil || (e.disk != nil && !e.disk.Placeholder && (e.disk.Serial == o.Serial || !o.NotAfter.After(e.disk.NotAfter))) {
+			continue // not wanted here, or the volume's is as new
 		}
+		m.log.Info("the issuer has a newer certificate; taking it", "cert", o.Name, "serial", o.Serial, "by", o.By)
+		e.refresh = true
 	}
 }
 

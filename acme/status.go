@@ -40,7 +40,6 @@ type CertStatus struct {
 	Challenge   string     `json:"challenge,omitempty"`    // http-01 or dns-01
 	DNSProvider string     `json:"dns_provider,omitempty"` // dns-01: the provider
 	Serial      string     `json:"serial,omitempty"`
-	Placeholder bool       `json:"placeholder,omitempty"` // the volume holds the self-signed stand-in
 	Issuer      string     `json:"issuer,omitempty"`
 	NotBefore   time.Time  `json:"not_before,omitzero"`
 	NotAfter    time.Time  `json:"not_after,omitzero"`
@@ -83,7 +82,6 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 	}
 	if e.disk != nil {
 		s.Serial, s.Issuer, s.NotBefore, s.NotAfter = e.disk.Serial, e.disk.Issuer, e.disk.NotBefore, e.disk.NotAfter
-		s.Placeholder = e.disk.Placeholder
 		if !e.disk.Placeholder {
 			s.RenewAt, s.RenewSource = e.renewal()
 			s.Deployed = e.deployedFP == e.disk.Fingerprint

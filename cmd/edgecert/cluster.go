@@ -77,16 +77,11 @@ func wishes(certs []dockerwatch.CertSpec, defaultKeyType string) []cluster.Wish 
 	return out
 }
 
-// clusterCert hears of a certificate another host stored: when it is
-// newer than this host's, the Manager takes it (through the cluster's
-// issuer, without an order).
+// clusterCert hears of a certificate another host stored: the Manager
+// takes it (through the cluster's issuer, without an order) when it is newer
+// than the volume's.
 func (d *daemon) clusterCert(sc cluster.StoredCert) {
-	for _, s := range d.stages.manager.Status() {
-		if s.Name == sc.Name && s.Serial != sc.Serial && (s.Serial == "" || s.Placeholder || sc.NotAfter.After(s.NotAfter)) {
-			d.log.Info("the cluster has a newer certificate; taking it", "cert", sc.Name, "serial", sc.Serial, "by", sc.By)
-			d.stages.manager.Refresh(sc.Name)
-		}
-	}
+	d.stages.manager.Refresh(acme.Offered{Name: sc.Name, Serial: sc.Serial, NotAfter: sc.NotAfter, By: sc.By})
 }
 
 // runCluster keeps this host in the cluster, and follows its

@@ -130,6 +130,21 @@ func (f *fakeCA) RenewalInfo(_ context.Context, leaf *x509.Certificate) (*acme.R
 func member(t *testing.T, e *etcdServer, node string, cfg Config) *Cluster {
 	t.Helper()
 	cfg.Endpoints, cfg.Node, cfg.Prefix = []string{e.client}, node, "/test/"
+	c, stop := running(t, cfg)
+	t.Cleanup(stop)
+	waitFor(t, 20*time.Second, func() error {
+		if ok, why, _ := c.Reachable(); !ok {
+			return errors.New(why)
+		}
+		return nil
+	})
+	return c
+}
+
+// running makes a Cluster of cfg (a test secret, a 2 s lease, no log) and
+// runs it until stop.
+func running(t *testing.T, cfg Config) (c *Cluster, stop func()) {
+	t.Helper()
 	cfg.Secret = []byte("the test cluster's secret")
 	cfg.TTL = 2 * time.Second
 	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -140,14 +155,7 @@ func member(t *testing.T, e *etcdServer, node string, cfg Config) *Cluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; c.Close() })
-	waitFor(t, 20*time.Second, func() error {
-		if ok, why, _ := c.Reachable(); !ok {
-			return errors.New(why)
-		}
-		return nil
-	})
-	return c
+	return c, func() { cancel(); <-done; c.Close() }
 }
 
 func waitFor(t *testing.T, d time.Duration, f func() error) {
@@ -191,6 +199,23 @@ func TestOneOrderAcrossHosts(t *testing.T) {
 		if string(chains[i]) != string(chains[0]) {
 			t.Errorf("host %d got another certificate", i)
 		}
+	}
+	// Each host proves its own; any host sees all three proofs.
+	leaf0, _ := leafOf(string(chains[0]))
+	for _, h := range hosts {
+		if err := h.SetWishes(context.Background(), []Wish{{Name: "shop-" + h.Node(), Domains: o.Domains, KeyType: o.KeyType}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Proven(context.Background(), "shop-"+h.Node(), serialHex(leaf0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proofs, err := hosts[1].Proofs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := proofs["shop-b"]; len(ps) != 3 || ps[0].Node != "a" || ps[2].Serial != serialHex(leaf0) || !ps[2].Alive {
+		t.Errorf("b's view of the proofs: %+v", proofs)
 	}
 	// Renewing what host a has: one order; then b, which has the old one
 	// too, takes the new one.

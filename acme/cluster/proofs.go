@@ -54,20 +54,23 @@ func (c *Cluster) idOf(name string) (string, bool) {
 	return "", false
 }
 
-// Proofs returns every host's proof for this host's certificate name, by
-// node.
-func (c *Cluster) Proofs(ctx context.Context, name string) ([]Proof, error) {
-	id, ok := c.idOf(name)
-	if !ok {
-		return nil, nil
-	}
+// Proofs returns every host's proof of each of this host's certificates,
+// by this host's name for it and then by node, in one etcd request.
+func (c *Cluster) Proofs(ctx context.Context) (map[string][]Proof, error) {
 	if _, err := c.current(); err != nil {
 		return nil, err
 	}
+	names := map[string][]string{} // cluster identity -> this host's names
+	c.mu.Lock()
+	for _, w := range c.wants {
+		id := ID(w.Domains, w.KeyType)
+		names[id] = append(names[id], w.Name)
+	}
+	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
 	defer cancel()
 	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(c.key("proofs", id)+"/", clientv3.WithPrefix()),
+		clientv3.OpGet(c.key("proofs")+"/", clientv3.WithPrefix()),
 		clientv3.OpGet(c.key("nodes")+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("etcd: read proofs: %w", err)
@@ -76,15 +79,21 @@ func (c *Cluster) Proofs(ctx context.Context, name string) ([]Proof, error) {
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		alive[strings.TrimPrefix(string(kv.Key), c.key("nodes")+"/")] = true
 	}
-	var out []Proof
+	out := map[string][]Proof{}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		id, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), c.key("proofs")+"/"), "/")
 		var p Proof
-		if json.Unmarshal(kv.Value, &p) == nil {
-			p.Alive = alive[p.Node]
-			out = append(out, p)
+		if len(names[id]) == 0 || json.Unmarshal(kv.Value, &p) != nil {
+			continue
+		}
+		p.Alive = alive[p.Node]
+		for _, n := range names[id] {
+			out[n] = append(out[n], p)
 		}
 	}
-	slices.SortFunc(out, func(a, b Proof) int { return strings.Compare(a.Node, b.Node) })
+	for _, ps := range out {
+		slices.SortFunc(ps, func(a, b Proof) int { return strings.Compare(a.Node, b.Node) })
+	}
 	return out, nil
 }
 

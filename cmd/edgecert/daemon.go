@@ -259,10 +259,11 @@ func (d *daemon) status() StatusDoc {
 		doc.Cluster = &ClusterView{Node: d.cluster.Node(), Reachable: ok, Error: why, Since: since}
 		if ok {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			for i := range doc.Certificates {
-				doc.Certificates[i].Hosts, _ = d.cluster.Proofs(ctx, doc.Certificates[i].Name)
-			}
+			proofs, _ := d.cluster.Proofs(ctx) // none shown if etcd does not answer in time
 			cancel()
+			for i := range doc.Certificates {
+				doc.Certificates[i].Hosts = proofs[doc.Certificates[i].Name]
+			}
 		}
 	}
 	d.mu.Lock()

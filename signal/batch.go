@@ -18,10 +18,15 @@ import (
 // Each proxy has one reload at a time: what is flushed while it reloads
 // waits in its queue and goes into its next reload, whole, so a long burst
 // gives back-to-back reloads, each covering all that came meanwhile, and no
-// deployment spends its deadline waiting behind another.
+// deployment spends its deadline waiting behind another. A proxy whose
+// reload is slow (a configuration of a thousand server blocks takes nginx
+// tens of seconds to load, twice: config test and reload) rests as long as
+// that reload took before its next one: it spends at most half its time
+// reloading, and what comes meanwhile goes into fewer reloads.
 type Batcher struct {
-	r     *Reloader
-	bound time.Duration
+	r        *Reloader
+	bound    time.Duration
+	restFrom time.Duration // a reload that took this long or longer is followed by a rest as long
 
 	mu      sync.Mutex
 	proxies []Proxy
@@ -39,6 +44,11 @@ type Batcher struct {
 // own goroutine) once nothing more is in flight.
 const quietGap = 2 * time.Millisecond
 
+// RestFrom is how long a reload must take before the proxy rests as long
+// after it: far above what a proxy of a few hundred server blocks takes, so
+// a small proxy is never held back.
+const RestFrom = 5 * time.Second
+
 // pending is one Deploy: done gets the joined errors once every proxy that
 // serves the certificate has reported (left counts them down).
 type pending struct {
@@ -51,16 +61,17 @@ type pending struct {
 // proxyQueue is one proxy's certificates waiting for its next reload;
 // running says a goroutine is reloading it and will take them.
 type proxyQueue struct {
-	proxy   Proxy
-	certs   []*pending
-	running bool
+	proxy     Proxy
+	certs     []*pending
+	running   bool
+	restUntil time.Time // no reload before then: the last one was slow
 }
 
 // NewBatcher returns a Batcher whose batches wait at most bound for
 // orders in flight. onReport (nil: none) hears every reload report, on the
 // reloading goroutine: it must not block.
 func NewBatcher(r *Reloader, bound time.Duration, onReport func(Report)) *Batcher {
-	return &Batcher{r: r, bound: bound, queues: map[string]*proxyQueue{}, reports: map[string][]Report{}, onRep: onReport}
+	return &Batcher{r: r, bound: bound, restFrom: RestFrom, queues: map[string]*proxyQueue{}, reports: map[string][]Report{}, onRep: onReport}
 }
 
 // SetProxies replaces the set of proxies and says whether it changed.
@@ -165,11 +176,26 @@ func (d *Batcher) flush(ctx context.Context, which int) {
 
 // reloadQueue reloads one proxy, again and again, for all its queue holds,
 // until the queue is empty. Each round is bounded by the Reloader's
-// timeout; the goroutine ends with the empty queue.
+// timeout, and follows the proxy's rest after a slow one; the goroutine
+// ends with the empty queue.
 func (d *Batcher) reloadQueue(ctx context.Context, id string) {
 	for {
 		d.mu.Lock()
 		q := d.queues[id]
+		if rest := time.Until(q.restUntil); rest > 0 && len(q.certs) > 0 {
+			name := q.proxy.Name
+			d.mu.Unlock()
+			d.r.log.Info("proxy rests before its next reload: its last one was slow", "container", name,
+				"rest", rest.Round(time.Millisecond).String())
+			t := time.NewTimer(rest)
+			select {
+			case <-t.C:
+			case <-ctx.Done(): // the round ends at once, each deployment told why
+				t.Stop()
+			}
+			d.mu.Lock()
+			q.restUntil = time.Time{}
+		}
 		items := q.certs
 		q.certs = nil
 		if len(items) == 0 {
@@ -194,12 +220,17 @@ func (d *Batcher) reloadQueue(ctx context.Context, id string) {
 			latest[p.cert.Name] = len(certs)
 			certs = append(certs, p.cert)
 		}
+		began := time.Now()
 		rep := d.r.Ensure(ctx, px, certs)
+		took := time.Since(began)
 		if d.onRep != nil {
 			d.onRep(rep)
 		}
 
 		d.mu.Lock()
+		if rep.Reloaded && took >= d.restFrom {
+			q.restUntil = time.Now().Add(took)
+		}
 		for _, c := range certs {
 			views := slices.DeleteFunc(d.reports[c.Name], func(r Report) bool { return r.Container == rep.Container })
 			d.reports[c.Name] = append(views, rep.ForCert(c.Name))

@@ -578,3 +578,66 @@ func TestReportSummaryIsOneWordPerStep(t *testing.T) {
 		t.Errorf("summary = %q, want %q", got, want)
 	}
 }
+
+func TestBatcherRestsAProxyAfterASlowReload(t *testing.T) {
+	f, _, fp := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	f.gate = make(chan struct{})
+	var mu sync.Mutex
+	var reports []Report
+	var ends []time.Time
+	r := reloader(f)
+	r.opts.Timeout = 10 * time.Second
+	d := NewBatcher(r, time.Hour, func(rep Report) {
+		mu.Lock()
+		reports, ends = append(reports, rep), append(ends, time.Now())
+		mu.Unlock()
+	})
+	d.restFrom = 300 * time.Millisecond
+	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
+	deploy := func(name string) error {
+		return d.Deploy(context.Background(), Cert{Name: name, Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, false)
+	}
+	// a's reload is slow: its config test takes a second.
+	time.AfterFunc(time.Second, func() { close(f.gate) })
+	if err := deploy("a"); err != nil {
+		t.Fatal(err)
+	}
+	// b comes after it, and c while the proxy rests: one reload for both,
+	// no sooner than a's took after a's end.
+	errs := make(chan error, 2)
+	go func() { errs <- deploy("b") }()
+	waitFor(t, 10*time.Second, func() bool { d.mu.Lock(); defer d.mu.Unlock(); return len(d.queues["n1"].certs) == 1 })
+	go func() { errs <- deploy("c") }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Deploy: %v", err)
+		}
+	}
+	mu.Lock()
+	if len(reports) != 2 || !slices.Equal(reports[1].Certs, []string{"b", "c"}) && !slices.Equal(reports[1].Certs, []string{"c", "b"}) {
+		t.Fatalf("reports = %+v; want two: a, then b and c together", reports)
+	}
+	slow := ends[0].Sub(reports[0].At)
+	if rested := reports[1].At.Sub(ends[0]); rested < slow-10*time.Millisecond {
+		t.Errorf("the next reload began %s after a reload that took %s; want a rest as long", rested, slow)
+	}
+	mu.Unlock()
+
+	// A fast reload is followed by none.
+	d.mu.Lock()
+	d.restFrom = time.Hour
+	d.mu.Unlock()
+	if err := deploy("d"); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if err := deploy("e"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports) != 4 || reports[3].At.Sub(began) > time.Second {
+		t.Errorf("after a fast reload the next began %s later (reports %+v)", reports[len(reports)-1].At.Sub(began), reports)
+	}
+}

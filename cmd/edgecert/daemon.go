@@ -169,9 +169,10 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
 		ReuseKey: cfg.ReuseKey, DNSConfig: legoissuer.DNSConfigID(),
 		// A batch gathers for at most the window, may wait for the reload
-		// its proxy is running, then has its own: each at most
+		// its proxy is running and the rest after it if that one was slow
+		// (as long as it took), then has its own: each at most
 		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
-		DeployTimeout: cfg.ReloadWindow + 2*cfg.ReloadTimeout + 30*time.Second,
+		DeployTimeout: cfg.ReloadWindow + 3*cfg.ReloadTimeout + 30*time.Second,
 		Store:         store, Issuer: iss, DryRun: dry, Swaps: files,
 		Deployer:  deployer,
 		Preflight: preflight,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ func BenchmarkManagerRestartThousand(b *testing.B) {
 		wants[i] = Want{Name: name, Domains: []string{d}, Containers: []string{name}}
 	}
 	iss := &fakeIssuer{t: b, ca: ca, life: 90 * 24 * time.Hour}
+	var live int64
 	b.ReportAllocs()
 	for b.Loop() {
 		dep := &fakeDeployer{}
@@ -63,9 +65,19 @@ func BenchmarkManagerRestartThousand(b *testing.B) {
 			}
 			time.Sleep(time.Millisecond)
 		}
+		// What the Manager keeps for n certificates: the live heap with it,
+		// less the heap before it was made.
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		live = int64(ms.HeapAlloc)
 		cancel()
 		<-done
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		live -= int64(ms.HeapAlloc)
 	}
+	b.ReportMetric(float64(live)/n, "live-B/cert")
 	if iss.count() != 0 {
 		b.Fatalf("%d orders at a restart, want none", iss.count())
 	}

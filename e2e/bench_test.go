@@ -77,8 +77,7 @@ func TestBench(t *testing.T) {
 
 	// Idle memory once the burst is done.
 	time.Sleep(3 * time.Second) // idle is what is measured: nothing to wait for
-	rss := s.rss()
-	tab.add("idle RSS after the burst", fmt.Sprintf("%.1f MB", float64(rss)/1e6), "≤ 25 MB")
+	tab.add("idle RSS after the burst", s.rss().String(), "≤ 25 MB")
 
 	// A restart: nothing to order, nothing to signal.
 	orders, signals, healthy := s.benchRestart()
@@ -414,7 +413,7 @@ func keepAliveClient(roots *x509.CertPool, addr, sni string) *http.Client {
 }
 
 // rss is edgecert's resident memory in bytes, read from /proc on the host.
-func (s *stack) rss() int64 {
+func (s *stack) rss() memory {
 	s.t.Helper()
 	pid, err := docker("inspect", "--format", "{{.State.Pid}}", s.edgecert)
 	if err != nil {
@@ -424,12 +423,25 @@ func (s *stack) rss() int64 {
 	if err != nil {
 		s.t.Fatalf("edgecert's memory: %v", err)
 	}
-	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(data)
-	if m == nil {
-		s.t.Fatalf("no VmRSS in /proc/%s/status", pid)
+	kB := func(field string) int64 {
+		m := regexp.MustCompile(field + `:\s+(\d+) kB`).FindSubmatch(data)
+		if m == nil {
+			s.t.Fatalf("no %s in /proc/%s/status", field, pid)
+		}
+		n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		return n * 1024
 	}
-	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
-	return kb * 1024
+	return memory{rss: kB("VmRSS"), anon: kB("RssAnon")}
+}
+
+// memory is a process's resident set and its anonymous part (heap, stacks:
+// what it allocated). The rest is its binary's pages, read from the image
+// (page cache the kernel can drop and read again; a block device that reads
+// far ahead makes nearly all of the binary resident).
+type memory struct{ rss, anon int64 }
+
+func (m memory) String() string {
+	return fmt.Sprintf("%.1f MB (%.1f MB anonymous)", float64(m.rss)/1e6, float64(m.anon)/1e6)
 }
 
 // startedAt is when the engine started container c.
@@ -582,14 +594,25 @@ func TestBenchScale(t *testing.T) {
 	}
 	restarted := startedAt(t, s.edgecert)
 	s.waitAllProven(names, 5*time.Minute)
-	resync := time.Since(restarted)
+	polled := time.Since(restarted)
+	// When edgecert finished proving each one, by its own clock (the
+	// engine's and the container's are the host's): the status polls
+	// through docker exec, a status document of n certificates each, add
+	// their own time to what is seen.
+	var proven time.Time
+	for _, c := range s.status().Certificates {
+		if c.LastDeploy.After(proven) {
+			proven = c.LastDeploy
+		}
+	}
 	logs, _ := docker("logs", "--since", restarted.Format(time.RFC3339Nano), s.edgecert)
 	orders := strings.Count(logs, "ordering certificate")
-	tab.add(fmt.Sprintf("%d containers: restart until all proven again", n), secs(resync), "≤ 2 s")
+	tab.add(fmt.Sprintf("%d containers: restart until all proven again", n),
+		fmt.Sprintf("%s (seen by status through docker exec after %s)", secs(proven.Sub(restarted)), secs(polled)), "≤ 2 s")
 	tab.add(fmt.Sprintf("%d containers: orders / signals at the restart", n),
 		fmt.Sprintf("%d / %d", orders, signalsIn(logs)+boolInt(!slices.Equal(workers, s.workerPIDs()))), "0 / 0")
 	time.Sleep(3 * time.Second) // idle is what is measured
-	tab.add(fmt.Sprintf("%d containers: idle RSS", n), fmt.Sprintf("%.1f MB", float64(s.rss())/1e6), "≤ 60 MB")
+	tab.add(fmt.Sprintf("%d containers: idle RSS", n), s.rss().String(), "≤ 60 MB")
 
 	// A burst of more starts at once.
 	confs = s.confWriter()

@@ -639,6 +639,7 @@ type certView struct {
 	LastError   string    `json:"last_error"`
 	DeployError string    `json:"deploy_error"`
 	Deployed    bool      `json:"deployed"`
+	LastDeploy  time.Time `json:"last_deploy"`
 	Held        *struct {
 		Serial string `json:"serial"`
 		From   string `json:"from"`

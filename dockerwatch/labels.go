@@ -82,7 +82,22 @@ type Container struct {
 	// provider settings, ACMESH_DNS_API_CONFIG, are not translated: the
 	// DNS provider is edgecert's).
 	CompanionChallenge string
-	NginxProxy         bool // labelled com.github.nginx-proxy.nginx
+	// CompanionSingle is ACME_SINGLE_DOMAIN_CERTS (or LETSENCRYPT_...)
+	// true: a certificate for each name of CompanionHosts.
+	CompanionSingle bool
+	// CompanionKeySize is ACME_KEYSIZE (or LETSENCRYPT_KEYSIZE), named by
+	// CompanionKeyVar; CompanionProfile is ACME_CERT_PROFILE.
+	CompanionKeySize, CompanionKeyVar, CompanionProfile string
+	NginxProxy                                          bool // labelled com.github.nginx-proxy.nginx
+}
+
+// CompanionKeyType is edgecert's key type for acme-companion's ACME_KEYSIZE.
+func CompanionKeyType(size string) (string, error) {
+	kt, ok := map[string]string{"2048": "rsa2048", "3072": "rsa3072", "4096": "rsa4096", "ec-256": "ec256", "ec-384": "ec384"}[strings.ToLower(strings.TrimSpace(size))]
+	if !ok {
+		return "", fmt.Errorf("%q: want 2048, 3072, 4096, ec-256 or ec-384 (acme-companion's key sizes)", size)
+	}
+	return kt, nil
 }
 
 // NginxProxyLabel marks nginx-proxy's container (acme-companion's convention).
@@ -161,6 +176,86 @@ func Parse(r Rules, containers []Container) Desired {
 	byName := map[string]*CertSpec{}
 	explicit := map[string]bool{} // the certificate's name was given by edgecert.name
 	var order []string
+	// add asks for the certificate of domains on behalf of container c (its
+	// domains read from domainsFrom), or reports why it cannot.
+	add := func(c Container, domains []string, domainsFrom string) {
+		name := defaultName(domains)
+		if v, ok := c.Labels[p+labelName]; ok {
+			if err := r.checkName(v); err != nil {
+				d.Problems = append(d.Problems, Problem{c.Name, p + labelName, err.Error()})
+				return
+			}
+			name = v
+		}
+		spec := CertSpec{Name: name, Domains: domains, Containers: []string{c.Name}}
+		if g, ok := c.Labels[p+labelNginx]; ok && groupRE.MatchString(g) && !isBool(g) {
+			spec.Group = g // domains on a proxy of a group belong to that group
+		}
+		if prob := parseOptions(r, c, &spec); prob != nil {
+			d.Problems = append(d.Problems, *prob)
+			return
+		}
+		if fromEnv := domainsFrom != p+labelDomains; fromEnv && spec.KeyType == "" && c.CompanionKeySize != "" {
+			kt, err := CompanionKeyType(c.CompanionKeySize)
+			if err == nil && len(r.KeyTypes) > 0 && !slices.Contains(r.KeyTypes, kt) {
+				err = fmt.Errorf("%q: key type %s is not one edgecert orders", c.CompanionKeySize, kt)
+			}
+			if err != nil {
+				d.Problems = append(d.Problems, Problem{c.Name, "env " + c.CompanionKeyVar, err.Error()})
+				return
+			}
+			spec.KeyType = kt
+		}
+		if fromEnv := domainsFrom != p+labelDomains; fromEnv && spec.Profile == "" && c.CompanionProfile != "" {
+			if !profileRE.MatchString(c.CompanionProfile) {
+				d.Problems = append(d.Problems, Problem{c.Name, "env ACME_CERT_PROFILE", fmt.Sprintf("%q is not an ACME profile name (letters, digits, '.', '_', '-')", c.CompanionProfile)})
+				return
+			}
+			spec.Profile = c.CompanionProfile
+		}
+		if spec.Email == "" && c.CompanionEmail != "" && domainsFrom != p+labelDomains {
+			if !emailRE.MatchString(c.CompanionEmail) {
+				d.Problems = append(d.Problems, Problem{c.Name, "env LETSENCRYPT_EMAIL", fmt.Sprintf("%q is not an email address", c.CompanionEmail)})
+				return
+			}
+			spec.Email = c.CompanionEmail
+		}
+		_, named := c.Labels[p+labelName]
+		if prev, ok := byName[name]; ok {
+			sameNames := slices.Equal(slices.Sorted(slices.Values(prev.Domains)), slices.Sorted(slices.Values(domains))) // both deduplicated
+			if !sameNames && named && !explicit[name] && slices.Contains(domains, name) {
+				// A container that names its certificate after one of its own
+				// domains wins over one whose first domain merely happens to
+				// be that name, however old: a recreated owner must not lose
+				// its name to it.
+				for _, pc := range prev.Containers {
+					d.Problems = append(d.Problems, Problem{pc, p + labelDomains, fmt.Sprintf(
+						"its first domain makes certificate name %q, which container %s names explicitly for %s: give this container %s%s",
+						name, c.Name, strings.Join(domains, ","), p, labelName)})
+				}
+				explicit[name] = true
+				*prev = spec
+				return
+			}
+			if !sameNames {
+				d.Problems = append(d.Problems, Problem{c.Name, p + labelDomains, fmt.Sprintf(
+					"certificate %q is already requested by container %s for %s; this container asks for %s: give it another %s%s",
+					name, prev.Containers[0], strings.Join(prev.Domains, ","), strings.Join(domains, ","), p, labelName)})
+				return
+			}
+			if label, differs := optionsDiffer(prev, &spec); differs {
+				d.Problems = append(d.Problems, Problem{c.Name, p + label, fmt.Sprintf(
+					"certificate %q is already requested by container %s with other options; containers sharing a certificate must agree on %s%s",
+					name, prev.Containers[0], p, label)})
+				return
+			}
+			prev.Containers = append(prev.Containers, c.Name)
+			return
+		}
+		byName[name] = &spec
+		explicit[name] = named
+		order = append(order, name)
+	}
 	for _, c := range sorted {
 		if _, ok := c.Labels[p+labelNginx]; !ok && c.NginxProxy {
 			// nginx-proxy's PID 1 is forego, not nginx: reload through nginx itself.
@@ -194,64 +289,18 @@ func Parse(r Rules, containers []Container) Desired {
 			d.Problems = append(d.Problems, Problem{c.Name, domainsFrom, err.Error()})
 			continue
 		}
-		name := defaultName(domains)
-		if v, ok := c.Labels[p+labelName]; ok {
-			if err := r.checkName(v); err != nil {
-				d.Problems = append(d.Problems, Problem{c.Name, p + labelName, err.Error()})
-				continue
+		sets := [][]string{domains}
+		if c.CompanionSingle && domainsFrom != p+labelDomains {
+			// acme-companion's ACME_SINGLE_DOMAIN_CERTS: a certificate per
+			// name, each called after it.
+			sets = nil
+			for _, dn := range domains {
+				sets = append(sets, []string{dn})
 			}
-			name = v
 		}
-		spec := CertSpec{Name: name, Domains: domains, Containers: []string{c.Name}}
-		if g, ok := c.Labels[p+labelNginx]; ok && groupRE.MatchString(g) && !isBool(g) {
-			spec.Group = g // domains on a proxy of a group belong to that group
+		for _, domains := range sets {
+			add(c, domains, domainsFrom)
 		}
-		if prob := parseOptions(r, c, &spec); prob != nil {
-			d.Problems = append(d.Problems, *prob)
-			continue
-		}
-		if spec.Email == "" && c.CompanionEmail != "" && domainsFrom != p+labelDomains {
-			if !emailRE.MatchString(c.CompanionEmail) {
-				d.Problems = append(d.Problems, Problem{c.Name, "env LETSENCRYPT_EMAIL", fmt.Sprintf("%q is not an email address", c.CompanionEmail)})
-				continue
-			}
-			spec.Email = c.CompanionEmail
-		}
-		_, named := c.Labels[p+labelName]
-		if prev, ok := byName[name]; ok {
-			sameNames := slices.Equal(slices.Sorted(slices.Values(prev.Domains)), slices.Sorted(slices.Values(domains))) // both deduplicated
-			if !sameNames && named && !explicit[name] && slices.Contains(domains, name) {
-				// A container that names its certificate after one of its own
-				// domains wins over one whose first domain merely happens to
-				// be that name, however old: a recreated owner must not lose
-				// its name to it.
-				for _, pc := range prev.Containers {
-					d.Problems = append(d.Problems, Problem{pc, p + labelDomains, fmt.Sprintf(
-						"its first domain makes certificate name %q, which container %s names explicitly for %s: give this container %s%s",
-						name, c.Name, strings.Join(domains, ","), p, labelName)})
-				}
-				explicit[name] = true
-				*prev = spec
-				continue
-			}
-			if !sameNames {
-				d.Problems = append(d.Problems, Problem{c.Name, p + labelDomains, fmt.Sprintf(
-					"certificate %q is already requested by container %s for %s; this container asks for %s: give it another %s%s",
-					name, prev.Containers[0], strings.Join(prev.Domains, ","), strings.Join(domains, ","), p, labelName)})
-				continue
-			}
-			if label, differs := optionsDiffer(prev, &spec); differs {
-				d.Problems = append(d.Problems, Problem{c.Name, p + label, fmt.Sprintf(
-					"certificate %q is already requested by container %s with other options; containers sharing a certificate must agree on %s%s",
-					name, prev.Containers[0], p, label)})
-				continue
-			}
-			prev.Containers = append(prev.Containers, c.Name)
-			continue
-		}
-		byName[name] = &spec
-		explicit[name] = named
-		order = append(order, name)
 	}
 	sort.Strings(order)
 	for _, n := range order {

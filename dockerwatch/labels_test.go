@@ -126,12 +126,20 @@ func TestParseCompanion(t *testing.T) {
 			CompanionEmail: "me@example.com"},
 		{ID: "b", Name: "bad", Running: true, CompanionHosts: "bad_host.example.com", CompanionVar: "ACME_HOST"},
 		{ID: "c", Name: "labelled", Running: true, CompanionHosts: "ignored.example.com", CompanionVar: "LETSENCRYPT_HOST",
-			Labels: map[string]string{"edgecert.domains": "label.example.com"}},
+			Labels: map[string]string{"edgecert.domains": "label.example.com"}, CompanionSingle: true},
+		// ACME_SINGLE_DOMAIN_CERTS=true: a certificate per name.
+		// ... with acme-companion's key size and profile.
+		{ID: "d", Name: "shop", Running: true, CompanionHosts: "shop.example.com,www.shop.example.com", CompanionVar: "ACME_HOST",
+			CompanionSingle: true, CompanionKeySize: "4096", CompanionKeyVar: "LETSENCRYPT_KEYSIZE", CompanionProfile: "shortlived"},
+		{ID: "e", Name: "small", Running: true, CompanionHosts: "small.example.com", CompanionVar: "ACME_HOST",
+			CompanionKeySize: "1024", CompanionKeyVar: "ACME_KEYSIZE"},
 	}
 	d := Parse(testRules, cs)
 	want := []CertSpec{
 		{Name: "blog.example.com", Domains: []string{"blog.example.com", "www.blog.example.com"}, Containers: []string{"blog"}, Email: "me@example.com"},
 		{Name: "label.example.com", Domains: []string{"label.example.com"}, Containers: []string{"labelled"}},
+		{Name: "shop.example.com", Domains: []string{"shop.example.com"}, Containers: []string{"shop"}, KeyType: "rsa4096", Profile: "shortlived"},
+		{Name: "www.shop.example.com", Domains: []string{"www.shop.example.com"}, Containers: []string{"shop"}, KeyType: "rsa4096", Profile: "shortlived"},
 	}
 	if !reflect.DeepEqual(d.Certs, want) {
 		t.Errorf("certs = %+v\nwant %+v", d.Certs, want)
@@ -139,8 +147,9 @@ func TestParseCompanion(t *testing.T) {
 	if len(d.Proxies) != 1 || d.Proxies[0].Name != "nginx-proxy" || d.Proxies[0].Group != "" || len(d.Proxies[0].ReloadCommand) != 3 {
 		t.Errorf("proxies = %+v, want nginx-proxy for every certificate", d.Proxies)
 	}
-	if len(d.Problems) != 1 || d.Problems[0].Label != "env ACME_HOST" || d.Problems[0].Container != "bad" {
-		t.Errorf("problems = %+v, want one naming env ACME_HOST on bad", d.Problems)
+	if len(d.Problems) != 2 || d.Problems[0].Label != "env ACME_HOST" || d.Problems[0].Container != "bad" ||
+		d.Problems[1].Label != "env ACME_KEYSIZE" || d.Problems[1].Container != "small" || !strings.Contains(d.Problems[1].Err, `"1024"`) {
+		t.Errorf("problems = %+v, want env ACME_HOST on bad and env ACME_KEYSIZE on small", d.Problems)
 	}
 }
 

@@ -93,7 +93,17 @@ func New(api dockerAPI, cfg Config, log *slog.Logger) *Watcher {
 	return &Watcher{api: api, cfg: cfg.withDefaults(), log: log, out: make(chan Desired, 1), envs: map[string]envVars{}}
 }
 
-type envVars struct{ hosts, which, email, challenge string }
+type envVars struct {
+	hosts, which, email, challenge string
+	keySize, keyVar, profile       string
+	single                         bool
+}
+
+// companionUnhonoured are acme-companion's variables on a proxied
+// container that edgecert does not take: each set one is named once.
+var companionUnhonoured = []string{"ACME_CA_URI", "LETSENCRYPT_TEST", "ACME_EAB_KID", "ACME_EAB_HMAC_KEY", "ZEROSSL_API_KEY",
+	"ACME_OCSP", "ACME_PRE_HOOK", "ACME_POST_HOOK", "ACME_PREFERRED_CHAIN", "ACME_RENEW_AFTER", "ACME_RENEW_PRIVATE_KEYS",
+	"ACME_RESTART_CONTAINER", "LETSENCRYPT_RESTART_CONTAINER"}
 
 // companionEnv reads (once per container) its acme-companion variables.
 func (w *Watcher) companionEnv(ctx context.Context, id string) (envVars, error) {
@@ -122,6 +132,22 @@ func (w *Watcher) companionEnv(ctx context.Context, id string) (envVars, error) 
 		}
 		v.email = cmp.Or(env["LETSENCRYPT_EMAIL"], env["ACME_EMAIL"])
 		v.challenge = env["ACME_CHALLENGE"]
+		v.single = strings.EqualFold(cmp.Or(env["ACME_SINGLE_DOMAIN_CERTS"], env["LETSENCRYPT_SINGLE_DOMAIN_CERTS"]), "true")
+		for _, k := range []string{"ACME_KEYSIZE", "LETSENCRYPT_KEYSIZE"} {
+			if env[k] != "" {
+				v.keySize, v.keyVar = env[k], k
+				break
+			}
+		}
+		v.profile = env["ACME_CERT_PROFILE"]
+		if v.hosts != "" {
+			for _, k := range companionUnhonoured {
+				if _, ok := env[k]; ok {
+					w.log.Warn("acme-companion variable not honoured on this container: edgecert's own settings apply (see README, Coming from acme-companion)",
+						"container", strings.TrimPrefix(info.Name, "/"), "var", k)
+				}
+			}
+		}
 		if _, ok := env["ACMESH_DNS_API_CONFIG"]; ok {
 			w.log.Warn("acme-companion's ACMESH_DNS_API_CONFIG is not translated: DNS-01 goes through edgecert's EDGECERT_DNS_PROVIDER and its credentials",
 				"container", strings.TrimPrefix(info.Name, "/"))
@@ -392,7 +418,8 @@ func (w *Watcher) sync(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				c.CompanionHosts, c.CompanionVar, c.CompanionEmail, c.CompanionChallenge = v.hosts, v.which, v.email, v.challenge
+				c.CompanionHosts, c.CompanionVar, c.CompanionEmail, c.CompanionChallenge, c.CompanionSingle = v.hosts, v.which, v.email, v.challenge, v.single
+				c.CompanionKeySize, c.CompanionKeyVar, c.CompanionProfile = v.keySize, v.keyVar, v.profile
 			}
 		}
 		if !hasPrefix(s.Labels, w.cfg.Prefix+".") && !c.NginxProxy && c.CompanionHosts == "" {

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"crypto/x509"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +53,41 @@ func TestCompanion(t *testing.T) {
 	}
 	if lines := grepLines(s.logs(), "email=owner@companion.test"); len(lines) == 0 {
 		t.Errorf("no ACME account was registered for LETSENCRYPT_EMAIL")
+	}
+
+	// ACME_SINGLE_DOMAIN_CERTS=true: a certificate for each name, each
+	// served through its own flat links.
+	shop, www := s.domain("shop"), s.domain("www")
+	s.point(shop, www)
+	for _, n := range []string{shop, www} {
+		s.writeConf("20-"+n+".conf", "server {\n    listen 443 ssl;\n    server_name "+n+";\n    ssl_certificate     /etc/nginx/certs/"+n+
+			".crt;\n    ssl_certificate_key /etc/nginx/certs/"+n+".key;\n    location / { return 200 \"ok\\n\"; }\n}\n")
+	}
+	runArgs = append([]string{"run", "-d", "--name", app + "-shop", "--network", s.netName(),
+		"-e", "VIRTUAL_HOST=" + shop + "," + www, "-e", "ACME_HOST=" + shop + "," + www, "-e", "ACME_SINGLE_DOMAIN_CERTS=true"}, s.labels()...)
+	if out, err := docker(append(runArgs, "edgecert-testapp:e2e")...); err != nil {
+		t.Fatal(out)
+	}
+	leaves := map[string]*x509.Certificate{}
+	if err := waitUntil(150*time.Second, func() error {
+		for _, n := range []string{shop, www} {
+			leaf, err := s.verified(roots, n)
+			if err != nil {
+				return err
+			}
+			leaves[n] = leaf
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the single-domain certificates were never served: %v", err)
+	}
+	for n, leaf := range leaves {
+		if !slices.Equal(leaf.DNSNames, []string{n}) {
+			t.Errorf("%s is served a certificate for %v, want one for %s alone", n, leaf.DNSNames, n)
+		}
+		if c, ok := s.cert(n); !ok || c.Name != n {
+			t.Errorf("status has no certificate named %s (%+v)", n, c)
+		}
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgecert/edgecert/acme"
 	"github.com/edgecert/edgecert/acme/legoissuer"
+	"github.com/edgecert/edgecert/dockerwatch"
 )
 
 // Config is edgecert's whole configuration, read from the environment.
@@ -269,10 +270,11 @@ func parseLevel(s string) (slog.Level, error) {
 // the EDGECERT_ variable of the same meaning is not set, and those it does
 // not honour (named once in the log, so that nothing is silently ignored).
 var (
-	companionKeySizes = map[string]string{"2048": "rsa2048", "3072": "rsa3072", "4096": "rsa4096", "ec-256": "ec256", "ec-384": "ec384"}
-	companionIgnored  = []string{"ACME_PRE_HOOK", "ACME_POST_HOOK", "RENEW_PRIVATE_KEYS", "REUSE_PRIVATE_KEYS",
+	companionIgnored = []string{"ACME_PRE_HOOK", "ACME_POST_HOOK", "RENEW_PRIVATE_KEYS", "REUSE_PRIVATE_KEYS",
 		"CERTS_UPDATE_INTERVAL", "ZEROSSL_API_KEY", "DHPARAM_BITS", "DHPARAM_SKIP", "DHPARAM_GENERATION", "ACME_CHALLENGE",
-		"CA_BUNDLE", "NGINX_PROXY_CONTAINER", "NGINX_DOCKER_GEN_CONTAINER", "DOCKER_PROVIDER", "ACME_OCSP", "ACME_PREFERRED_CHAIN"}
+		"CA_BUNDLE", "NGINX_PROXY_CONTAINER", "NGINX_DOCKER_GEN_CONTAINER", "DOCKER_PROVIDER", "ACME_OCSP", "ACME_PREFERRED_CHAIN",
+		"ACME_RENEW_AFTER", "DEFAULT_RENEW", "CREATE_DEFAULT_CERTIFICATE", "RELOAD_NGINX_ONLY_ONCE", "ACME_HTTP_CHALLENGE_LOCATION",
+		"DOCKER_CONTAINER_FILTERS", "FILES_UID", "FILES_GID", "FILES_PERMS", "FOLDERS_PERMS"}
 )
 
 func companionEnv(c *Config) error {
@@ -290,14 +292,15 @@ func companionEnv(c *Config) error {
 		take(&c.ACMEDirectory, "EDGECERT_ACME_DIRECTORY", "LETSENCRYPT_TEST", "staging")
 	}
 	take(&c.ACMEEmail, "EDGECERT_ACME_EMAIL", "DEFAULT_EMAIL", os.Getenv("DEFAULT_EMAIL"))
+	take(&c.ACMEProfile, "EDGECERT_ACME_PROFILE", "ACME_CERT_PROFILE", os.Getenv("ACME_CERT_PROFILE"))
 	for _, v := range []string{"ACME_KEYSIZE", "DEFAULT_KEY_SIZE"} {
 		raw := os.Getenv(v)
 		if raw == "" {
 			continue
 		}
-		kt, ok := companionKeySizes[strings.ToLower(raw)]
-		if !ok {
-			return fmt.Errorf("%s: %q: want 2048, 3072, 4096, ec-256 or ec-384 (acme-companion's key sizes)", v, raw)
+		kt, err := dockerwatch.CompanionKeyType(raw)
+		if err != nil {
+			return fmt.Errorf("%s: %w", v, err)
 		}
 		take(&c.KeyType, "EDGECERT_KEY_TYPE", v, kt)
 		break

@@ -79,13 +79,14 @@ func TestCompanionVariables(t *testing.T) {
 	t.Setenv("DEFAULT_EMAIL", "ops@example.com")
 	t.Setenv("ACME_KEYSIZE", "4096")
 	t.Setenv("ACME_POST_HOOK", "echo hi")
+	t.Setenv("ACME_CERT_PROFILE", "tlsserver")
 	c, err := loadConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ACMEDirectory != legoissuer.DirectoryStaging || c.ACMEEmail != "ops@example.com" || c.KeyType != "rsa4096" {
-		t.Errorf("directory %s email %s key %s; want staging (LETSENCRYPT_TEST wins over ACME_CA_URI), ops@example.com, rsa4096",
-			c.ACMEDirectory, c.ACMEEmail, c.KeyType)
+	if c.ACMEDirectory != legoissuer.DirectoryStaging || c.ACMEEmail != "ops@example.com" || c.KeyType != "rsa4096" || c.ACMEProfile != "tlsserver" {
+		t.Errorf("directory %s email %s key %s profile %s; want staging (LETSENCRYPT_TEST wins over ACME_CA_URI), ops@example.com, rsa4096, tlsserver",
+			c.ACMEDirectory, c.ACMEEmail, c.KeyType, c.ACMEProfile)
 	}
 	if notes := strings.Join(c.notes, "\n"); !strings.Contains(notes, "ACME_POST_HOOK is acme-companion's and is not honoured") ||
 		!strings.Contains(notes, "DEFAULT_EMAIL taken for EDGECERT_ACME_EMAIL") || strings.Contains(notes, "ops@example.com") {

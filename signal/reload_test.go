@@ -641,3 +641,40 @@ func TestBatcherRestsAProxyAfterASlowReload(t *testing.T) {
 		t.Errorf("after a fast reload the next began %s later (reports %+v)", reports[len(reports)-1].At.Sub(began), reports)
 	}
 }
+
+func TestReportForCertKeepsItsOwnHandshakesOnly(t *testing.T) {
+	rep := Report{Container: "nginx", Certs: []string{"a", "b"}, OK: false, Error: "not served", CertErrors: map[string]string{"b": "b: wrong leaf"},
+		Steps: []Step{{Step: "config_test", Detail: "ok"}, {Step: "handshake", Detail: "a: served"}, {Step: "handshake", Detail: "b: wrong leaf"},
+			{Step: "handshake", Detail: "c: not in this reload"}}}
+	a, b := rep.ForCert("a"), rep.ForCert("b")
+	steps := func(r Report) (out []string) {
+		for _, s := range r.Steps {
+			out = append(out, s.Detail)
+		}
+		return out
+	}
+	if got := steps(a); !slices.Equal(got, []string{"ok", "a: served", "c: not in this reload"}) || !a.OK || a.Batch != 2 || a.CertErrors != nil {
+		t.Errorf("a's view: steps %q ok %v batch %d errors %v", got, a.OK, a.Batch, a.CertErrors)
+	}
+	if got := steps(b); !slices.Equal(got, []string{"ok", "b: wrong leaf", "c: not in this reload"}) || b.OK || b.Error != "b: wrong leaf" {
+		t.Errorf("b's view: steps %q ok %v error %q", got, b.OK, b.Error)
+	}
+}
+
+// BenchmarkReportForCertThousand views a reload of 1,000 certificates (one
+// handshake each) for every one of them, as the Batcher does.
+func BenchmarkReportForCertThousand(b *testing.B) {
+	rep := Report{Container: "nginx", OK: true}
+	for i := range 1000 {
+		n := "c" + strconv.Itoa(i)
+		rep.Certs = append(rep.Certs, n)
+		rep.Steps = append(rep.Steps, Step{Step: "handshake", Detail: n + ": served"})
+	}
+	for b.Loop() {
+		for _, n := range rep.Certs {
+			if v := rep.ForCert(n); len(v.Steps) != 1 {
+				b.Fatalf("%s: %d steps", n, len(v.Steps))
+			}
+		}
+	}
+}

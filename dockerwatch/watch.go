@@ -394,11 +394,13 @@ func unixNano(t time.Time) string {
 // sync lists every container and publishes the resulting snapshot.
 func (w *Watcher) sync(ctx context.Context) error {
 	lctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	began := time.Now()
 	list, err := w.api.ContainerList(lctx, container.ListOptions{All: true})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
+	w.log.Debug("containers listed", "count", len(list), "took_ms", time.Since(began).Milliseconds())
 	cs := make([]Container, 0, len(list))
 	w.mu.Lock()
 	starts := w.starts

@@ -288,9 +288,10 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		return fail(fmt.Errorf("inspect %s: %w", p.Name, err))
 	}
 
-	if len(addrs) > 0 && allServed(ctx, addrs, cs) {
-		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: "already serving " + names})
+	if began := time.Now(); len(addrs) > 0 && allServed(ctx, addrs, cs) {
+		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: "already serving " + names, TookMS: time.Since(began).Milliseconds()})
 		rep.OK = true
+		r.log.Debug("proxy already serves the certificates; no signal", "container", p.Name, "certs", len(cs), "took_ms", time.Since(began).Milliseconds())
 		return rep
 	}
 	if startedAfter(started, cs) {

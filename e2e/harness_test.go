@@ -663,6 +663,16 @@ type statusDoc struct {
 func (s *stack) status() statusDoc {
 	s.t.Helper()
 	all, out, code := s.cliSplit("status", "--json")
+	// Just (re)started, the container may not run yet, or the daemon not
+	// listen yet: that is waited for.
+	starting := func() bool {
+		return code == 2 && strings.Contains(all, "cannot reach the edgecert daemon") ||
+			code != 0 && (strings.Contains(all, "is not running") || strings.Contains(all, "is restarting"))
+	}
+	for deadline := time.Now().Add(30 * time.Second); starting() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		all, out, code = s.cliSplit("status", "--json")
+	}
 	var doc statusDoc
 	// 1: something needs attention; 2 with a document: edgecert is not
 	// following the engine (yet, or any more). The JSON says what.

@@ -270,6 +270,37 @@ func (c *okChecker) CheckToken(ctx context.Context, domain, token, keyAuth strin
 	return nil
 }
 
+// laterChecker's proxies serve the token from the third check on (a proxy
+// mended, or reloaded, while the order runs).
+type laterChecker struct{ checked atomic.Int32 }
+
+func (c *laterChecker) CheckToken(ctx context.Context, domain, token, keyAuth string) error {
+	if c.checked.Add(1) < 3 {
+		return errors.New("404 from the proxy")
+	}
+	return nil
+}
+
+func TestTokenAcknowledgedOnceServed(t *testing.T) {
+	e := startEtcdServer(t)
+	check := &laterChecker{}
+	a := member(t, e, "a", Config{Webroot: t.TempDir(), AckWait: 20 * time.Second})
+	b := member(t, e, "b", Config{Webroot: t.TempDir(), Check: check})
+	if err := b.SetWishes(context.Background(), []Wish{{Name: "shop", Domains: []string{"shop.test"}, KeyType: "ec256"}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	withdraw, err := a.ShareToken(context.Background(), "shop.test", "tok-later", "tok-later.thumb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer withdraw()
+	if waited := time.Since(start); waited > 15*time.Second || check.checked.Load() < 3 {
+		t.Errorf("acknowledged after %s and %d checks; want b to check again until its proxies serve the token (third check), well before the 20 s wait ends",
+			waited, check.checked.Load())
+	}
+}
+
 func TestTokensReachEveryHost(t *testing.T) {
 	e := startEtcdServer(t)
 	rootA, rootB := t.TempDir(), t.TempDir()

@@ -178,10 +178,32 @@ func (c *Cluster) tokenPut(ctx context.Context, s *concurrency.Session, key stri
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
 		defer cancel()
 		if c.cfg.Check != nil && c.wanted(doc.Domain) {
-			if err := c.cfg.Check.CheckToken(cctx, doc.Domain, token, doc.KeyAuth); err != nil {
-				c.log.Warn("another host's HTTP-01 token is written but this host's proxies do not serve it; not acknowledged",
-					"domains", doc.Domain, "by", doc.By, "err", err)
-				return
+			// A proxy being mended or reloaded may serve it a moment later:
+			// checked again every second while the token is published, up
+			// to the orderer's wait for acknowledgements.
+			for failed := false; ; {
+				err := c.cfg.Check.CheckToken(cctx, doc.Domain, token, doc.KeyAuth)
+				if err == nil {
+					if failed {
+						c.log.Info("another host's HTTP-01 token is served now; acknowledged", "domains", doc.Domain, "by", doc.By)
+					}
+					break
+				}
+				if !failed {
+					c.log.Warn("another host's HTTP-01 token is written but this host's proxies do not serve it; not acknowledged until they do",
+						"domains", doc.Domain, "by", doc.By, "err", err)
+					failed = true
+				}
+				t := time.NewTimer(time.Second)
+				select {
+				case <-cctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				if _, err := os.Stat(path); err != nil {
+					return // withdrawn
+				}
 			}
 		}
 		if _, err := c.cli.Put(cctx, c.key("acks", token, c.cfg.Node), "", clientv3.WithLease(s.Lease())); err != nil {

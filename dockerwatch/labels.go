@@ -91,9 +91,11 @@ type Container struct {
 	NginxProxy                                          bool // labelled com.github.nginx-proxy.nginx
 }
 
+var companionKeySizes = map[string]string{"2048": "rsa2048", "3072": "rsa3072", "4096": "rsa4096", "ec-256": "ec256", "ec-384": "ec384"}
+
 // CompanionKeyType is edgecert's key type for acme-companion's ACME_KEYSIZE.
 func CompanionKeyType(size string) (string, error) {
-	kt, ok := map[string]string{"2048": "rsa2048", "3072": "rsa3072", "4096": "rsa4096", "ec-256": "ec256", "ec-384": "ec384"}[strings.ToLower(strings.TrimSpace(size))]
+	kt, ok := companionKeySizes[strings.ToLower(strings.TrimSpace(size))]
 	if !ok {
 		return "", fmt.Errorf("%q: want 2048, 3072, 4096, ec-256 or ec-384 (acme-companion's key sizes)", size)
 	}
@@ -195,7 +197,8 @@ func Parse(r Rules, containers []Container) Desired {
 			d.Problems = append(d.Problems, *prob)
 			return
 		}
-		if fromEnv := domainsFrom != p+labelDomains; fromEnv && spec.KeyType == "" && c.CompanionKeySize != "" {
+		fromEnv := domainsFrom != p+labelDomains // acme-companion's variables apply
+		if fromEnv && spec.KeyType == "" && c.CompanionKeySize != "" {
 			kt, err := CompanionKeyType(c.CompanionKeySize)
 			if err == nil && len(r.KeyTypes) > 0 && !slices.Contains(r.KeyTypes, kt) {
 				err = fmt.Errorf("%q: key type %s is not one edgecert orders", c.CompanionKeySize, kt)
@@ -206,14 +209,14 @@ func Parse(r Rules, containers []Container) Desired {
 			}
 			spec.KeyType = kt
 		}
-		if fromEnv := domainsFrom != p+labelDomains; fromEnv && spec.Profile == "" && c.CompanionProfile != "" {
+		if fromEnv && spec.Profile == "" && c.CompanionProfile != "" {
 			if !profileRE.MatchString(c.CompanionProfile) {
 				d.Problems = append(d.Problems, Problem{c.Name, "env ACME_CERT_PROFILE", fmt.Sprintf("%q is not an ACME profile name (letters, digits, '.', '_', '-')", c.CompanionProfile)})
 				return
 			}
 			spec.Profile = c.CompanionProfile
 		}
-		if spec.Email == "" && c.CompanionEmail != "" && domainsFrom != p+labelDomains {
+		if fromEnv && spec.Email == "" && c.CompanionEmail != "" {
 			if !emailRE.MatchString(c.CompanionEmail) {
 				d.Problems = append(d.Problems, Problem{c.Name, "env LETSENCRYPT_EMAIL", fmt.Sprintf("%q is not an email address", c.CompanionEmail)})
 				return

@@ -66,13 +66,14 @@ func serveControl(ctx context.Context, path string, d daemonState) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
-	// A socket left by an earlier run is removed; one that answers belongs
-	// to a running daemon and is left alone (the state lock should have
-	// stopped us before: this guards a socket shared across state dirs).
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("control socket %s: another edgecert daemon answers on it", path)
+	// The socket's lock decides who owns the socket file: its holder removes
+	// one left by an earlier run and makes its own; anyone else leaves it
+	// alone, whether it answers yet or not (lock.go).
+	lock, err := flockFile(path+".lock", errSocketHeld)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
 	}
+	defer lock.Close()
 	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {

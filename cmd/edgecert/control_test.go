@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,13 +72,17 @@ func serve(t *testing.T, d daemonState) {
 			t.Errorf("serveControl: %v", err)
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
+	// Ready is a socket that answers: the file exists from bind(2), before
+	// listen(2), and a dial in between is refused.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		c, err := net.DialTimeout("unix", sock, time.Second)
+		if err == nil {
+			c.Close()
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("control socket never appeared")
+			t.Fatalf("control socket never answered: %v", err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -213,8 +218,12 @@ func TestSecondDaemonLeavesTheFirstOneReachable(t *testing.T) {
 	d := &fakeDaemon{doc: sampleDoc()}
 	serve(t, d)
 	sock := os.Getenv("EDGECERT_SOCKET")
-	if err := serveControl(context.Background(), sock, d); err == nil || !strings.Contains(err.Error(), "answers") {
-		t.Fatalf("a second control server on a live socket: %v", err)
+	// Bounded: were the second server to take the socket, it would serve
+	// until this deadline instead of hanging the suite.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := serveControl(ctx, sock, d); !errors.Is(err, errSocketHeld) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+		t.Fatalf("a second control server on a live socket: %v, want errSocketHeld naming the holder", err)
 	}
 	if _, _, code := cli("status"); code != 0 {
 		t.Fatalf("status after a second daemon tried: exit %d, want the first still reachable", code)
@@ -238,5 +247,42 @@ func TestStatusExitsTwoWhenDockerIsNotFollowed(t *testing.T) {
 	out, errs, code := cli("status")
 	if code != 2 || !strings.Contains(errs, "not seen") || !strings.Contains(out, "Docker: not connected") {
 		t.Errorf("status while not connected: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// A socket file left by a daemon that died (no one holds its lock) is
+// replaced; the new daemon answers on it.
+func TestControlSocketLeftByADeadDaemonIsReplaced(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("the stale socket file: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- serveControl(ctx, sock, &fakeDaemon{doc: sampleDoc()}) }()
+	t.Setenv("EDGECERT_SOCKET", sock)
+	for {
+		out, _, code := cli("status")
+		if code == 0 && strings.Contains(out, "site") {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serveControl over a stale socket: %v", err)
+		case <-ctx.Done():
+			t.Fatal("no answer on the replaced socket")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serveControl: %v", err)
 	}
 }

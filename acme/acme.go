@@ -68,7 +68,26 @@ type Order struct {
 	DNSConfig string // a fingerprint of the DNS configuration (not sent anywhere)
 	// Forced: an operator asked for it (renew --force): past any retry wait.
 	Forced bool
+	// Current is the certificate this host serves for the name now (from
+	// any CA, with or without ARI), or nil. An issuer that can hand over a
+	// certificate it already has (the cluster) hands over only one newer
+	// than Current: a due or forced renewal never "succeeds" by returning
+	// the certificate it was asked to renew.
+	Current *x509.Certificate
+	// Asked is when the order was asked for. A forced order takes a
+	// certificate the issuer already has only when it was stored after
+	// Asked: `renew --force` after a rollback orders, and never puts back
+	// the certificate the operator rolled back from.
+	Asked time.Time
+	// TakeOnly: the issuer said it has a newer certificate (another host
+	// ordered it); hand it over, or fail with ErrNothingNewer, and never
+	// order.
+	TakeOnly bool
 }
+
+// ErrNothingNewer is an issuer's answer to a TakeOnly order when it has no
+// certificate newer than the current one: nothing to do, not a failure.
+var ErrNothingNewer = errors.New("the issuer has no certificate newer than the current one")
 
 // OrderError is a failed order, classified for the retry schedule.
 type OrderError struct {

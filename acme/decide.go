@@ -51,7 +51,7 @@ func needsOrder(e *entry, o Order, directory string, now time.Time) (bool, strin
 	switch {
 	case e.disk == nil || e.disk.Placeholder:
 		return true, "new certificate"
-	case !sameSet(e.disk.Domains, o.Domains):
+	case !SameNames(e.disk.Domains, o.Domains):
 		return true, "domains changed"
 	case e.st.Directory != "" && e.st.Directory != directory:
 		return true, "CA directory changed"
@@ -189,8 +189,8 @@ func dnsConfig(challenge string, d defaults) string {
 	return d.DNSConfig
 }
 
-// sameSet says whether a and b hold the same names, whatever their order.
-func sameSet(a, b []string) bool {
+// SameNames says whether a and b hold the same names, whatever their order.
+func SameNames(a, b []string) bool {
 	x, y := slices.Clone(a), slices.Clone(b)
 	slices.Sort(x)
 	slices.Sort(y)
@@ -200,4 +200,11 @@ func sameSet(a, b []string) bool {
 // renewal says when e's current certificate is due and why.
 func (e *entry) renewal() (time.Time, Source) {
 	return renewalTime(e.disk.NotBefore, e.disk.NotAfter, e.st.ARI)
+}
+
+// offerNewer says whether a certificate the issuer offers (another host of
+// the cluster stored it) is worth a take-only order: the volume holds none,
+// or an older one. The issuer applies the full rule when it is asked.
+func offerNewer(disk *Info, o Offered) bool {
+	return disk == nil || disk.Placeholder || (disk.Serial != o.Serial && o.NotAfter.After(disk.NotAfter))
 }

@@ -304,7 +304,7 @@ func (m *Manager) takeInbox() {
 	}
 	for _, o := range in.refresh {
 		e := m.certs[o.Name]
-		if e == nil || (e.disk != nil && !e.disk.Placeholder && (e.disk.Serial == o.Serial || !o.NotAfter.After(e.disk.NotAfter))) {
+		if e == nil || !offerNewer(e.disk, o) {
 			continue // not wanted here, or the volume's is as new
 		}
 		m.log.Info("the issuer has a newer certificate; taking it", "cert", o.Name, "serial", o.Serial, "by", o.By)

@@ -233,7 +233,7 @@ func (m *Manager) rollback(r renewReq) {
 	case !now.Before(v.NotAfter):
 		fail("refused: serial %s expired at %s", v.Serial, v.NotAfter.UTC().Format(time.RFC3339))
 		return
-	case !sameSet(v.Domains, o.Domains):
+	case !SameNames(v.Domains, o.Domains):
 		fail("refused: serial %s is for %s; %s is for %s", v.Serial, strings.Join(v.Domains, ", "), e.name, strings.Join(o.Domains, ", "))
 		return
 	}

@@ -131,6 +131,11 @@ func (m *Manager) applyOrder(e *entry, r result) {
 	e.ordering, e.phase = false, ""
 	e.st.LastAttempt = now
 	switch {
+	case errors.Is(r.err, ErrNothingNewer):
+		// Offered a newer certificate that turned out not to be (not for
+		// this wish, or not newer): nothing changes, nothing is ordered.
+		m.log.Info("the issuer has nothing newer to take; no order", "cert", e.name, "err", r.err)
+		e.wait.orderFailed(RenewResult{Name: e.name, Message: "nothing newer to take (no order)"})
 	case r.err != nil:
 		m.orderFailed(e, r)
 	case r.werr != nil:

@@ -50,12 +50,15 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		e.st.WishOrders = append(within(e.st.WishOrders, now, flapWindow), now)
 		m.save(e)
 	}
-	o.Forced = e.forced
+	o.Forced, o.Asked, o.TakeOnly = e.forced, now, reason == string(SourceCluster)
 	e.ordering, e.force, e.forced, e.refresh = true, false, false, false
 	e.orderReason = reason
 	e.wait.orderStarted()
 	if old := replaces(e, o, m.cfg.Directory); old != nil {
 		o.Replaces = old.Leaf
+	}
+	if e.disk != nil && !e.disk.Placeholder {
+		o.Current = e.disk.Leaf
 	}
 	name, combined := e.name, e.want != nil && e.want.CombinedPEM
 	m.log.Info("ordering certificate", "cert", name, "domains", strings.Join(o.Domains, ","), "reason", reason,
@@ -70,7 +73,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		err := m.cfg.Store.CheckWritable(name)
 		if err != nil {
 			err = fmt.Errorf("the certificate volume cannot take it (no order placed): %w", err)
-		} else if o.Challenge == "" {
+		} else if o.Challenge == "" && !o.TakeOnly {
 			err = m.preflight(ctx, o.Domains) // HTTP-01 only: a DNS-01 name need not be on a proxy's port 80
 		}
 		pre := time.Since(pstart)

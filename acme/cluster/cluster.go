@@ -19,7 +19,9 @@
 //	accounts/<id>             the ACME account: key (sealed) and registration
 //
 // <cert> is the certificate's identity across hosts: a hash of its sorted
-// names and key type, so hosts that name it differently share it.
+// names, key type, ACME profile and CA directory, so hosts that name it
+// differently share it, and hosts on different CAs (a rolling move from
+// staging to production) never see, take or wake on each other's.
 package cluster
 
 import (
@@ -53,6 +55,7 @@ type Config struct {
 	Prefix    string // every key lives under it; ends with "/"
 	Node      string // this host's name, unique in the cluster
 	Secret    []byte // seals private keys
+	Directory string // the CA directory this host orders from (part of every certificate's identity)
 	// TTL is the lease of this host's session: a host that dies lets go of
 	// its locks, tokens and wishes this long after.
 	TTL time.Duration
@@ -94,20 +97,26 @@ type Cluster struct {
 	changed chan struct{}        // closed and replaced at every change of reachability
 }
 
-// Wish is one certificate this host's containers ask for.
+// Wish is one certificate this host's containers ask for, its key type and
+// profile resolved (the defaults filled in).
 type Wish struct {
 	Name    string   `json:"name"`
 	Domains []string `json:"domains"`
 	KeyType string   `json:"key_type,omitempty"`
+	Profile string   `json:"profile,omitempty"`
 }
 
-// ID is a certificate's identity across hosts.
-func ID(domains []string, keyType string) string {
+// ID is a certificate's identity across hosts: its names (in any order),
+// key type, profile and CA directory.
+func ID(domains []string, keyType, profile, directory string) string {
 	d := slices.Clone(domains)
 	slices.Sort(d)
-	sum := sha256.Sum256([]byte(strings.Join(d, ",") + "|" + keyType))
+	sum := sha256.Sum256([]byte(strings.Join(d, ",") + "|" + keyType + "|" + profile + "|" + directory))
 	return hex.EncodeToString(sum[:10])
 }
+
+// id is the identity of this host's wish w.
+func (c *Cluster) id(w Wish) string { return ID(w.Domains, w.KeyType, w.Profile, c.cfg.Directory) }
 
 // TLSConfig is the client TLS for etcd, as etcdctl's --cacert, --cert and
 // --key give it: ca (PEM) instead of the system roots when set, and a

@@ -220,7 +220,7 @@ func TestOneOrderAcrossHosts(t *testing.T) {
 	// Renewing what host a has: one order; then b, which has the old one
 	// too, takes the new one.
 	old, _ := leafOf(string(chains[0]))
-	o.Replaces = old
+	o.Replaces, o.Current = old, old
 	renewed, _, err := hosts[0].Issuer(ca).Obtain(context.Background(), o)
 	if err != nil || ca.orders.Load() != 2 {
 		t.Fatalf("renewal: %v, %d orders", err, ca.orders.Load())
@@ -230,9 +230,9 @@ func TestOneOrderAcrossHosts(t *testing.T) {
 		t.Fatalf("b after a renewed: %v, same=%v, %d orders", err, string(got) == string(renewed), ca.orders.Load())
 	}
 	// Forced, b orders even so.
-	o.Forced, o.Replaces = true, nil
+	o.Forced, o.Asked, o.Replaces = true, time.Now(), nil
 	if r, _ := leafOf(string(renewed)); r != nil {
-		o.Replaces = r
+		o.Replaces, o.Current = r, r
 	}
 	if _, _, err := hosts[1].Issuer(ca).Obtain(context.Background(), o); err != nil || ca.orders.Load() != 3 {
 		t.Fatalf("forced: %v, %d orders", err, ca.orders.Load())
@@ -390,21 +390,6 @@ func TestRenewalInfoShared(t *testing.T) {
 	}
 	if !second.Start.Equal(first.Start) || !second.End.Equal(first.End) || second.RetryAfter > first.RetryAfter || second.RetryAfter <= 0 {
 		t.Errorf("b's answer %+v, a's %+v", second, first)
-	}
-}
-
-// A certificate from another CA (hosts moved from staging to production)
-// is not taken: ordered anew.
-func TestOtherCANotTaken(t *testing.T) {
-	e := startEtcdServer(t)
-	staging, production := &fakeCA{}, &otherCA{}
-	a := member(t, e, "a", Config{})
-	o := acme.Order{Domains: []string{"move.test"}, KeyType: "ec256"}
-	if _, _, err := a.Issuer(staging).Obtain(context.Background(), o); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := a.Issuer(production).Obtain(context.Background(), o); err != nil || production.orders.Load() != 1 {
-		t.Fatalf("after the move: %v, %d orders from the new CA (want 1)", err, production.orders.Load())
 	}
 }
 

@@ -47,6 +47,7 @@ func (c *Cluster) Issuer(ca caIssuer) *Issuer { return &Issuer{c: c, ca: ca} }
 type certDoc struct {
 	Domains  []string  `json:"domains"`
 	KeyType  string    `json:"key_type"`
+	Profile  string    `json:"profile,omitempty"`
 	Serial   string    `json:"serial"`
 	NotAfter time.Time `json:"not_after"`
 	Chain    string    `json:"chain"`
@@ -125,8 +126,10 @@ func (i *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme
 	return ri, err
 }
 
-// Obtain returns the cluster's certificate for o when it is newer than the
-// one o replaces, and orders one (once, cluster-wide) otherwise.
+// Obtain returns the cluster's certificate for o when it is one this host
+// should take (take), and orders one (once, cluster-wide) otherwise. A
+// TakeOnly order never orders: without a certificate to take it fails with
+// acme.ErrNothingNewer.
 func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, err error) {
 	c := i.c
 	s, err := c.current()
@@ -144,7 +147,16 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		case <-ctx.Done():
 		}
 	}()
-	id := ID(o.Domains, o.KeyType)
+	id := ID(o.Domains, o.KeyType, o.Profile, i.ca.Directory())
+	if o.TakeOnly {
+		// Another host stored it: read it, no lock (a store is one
+		// transaction, never seen half done).
+		doc, _, err := i.read(ctx, id)
+		if err != nil {
+			return nil, nil, &acme.OrderError{Err: i.lost(s, err)}
+		}
+		return i.take(id, doc, o)
+	}
 	mu := concurrency.NewMutex(s, c.key("locks", id))
 	if err := mu.Lock(ctx); err != nil {
 		return nil, nil, &acme.OrderError{Err: fmt.Errorf("cluster: wait for the certificate's lock: %w", i.lost(s, err))}
@@ -158,15 +170,8 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 	if err != nil {
 		return nil, nil, &acme.OrderError{Err: i.lost(s, err)}
 	}
-	// Only from the same CA: hosts moved from staging to production order
-	// anew, as one host would.
-	if doc != nil && doc.CA == i.ca.Directory() && newer(doc, o.Replaces) {
-		key, err := c.seal.open(c.key("certs", id), doc.Key)
-		if err != nil {
-			return nil, nil, &acme.OrderError{Err: err, Config: true}
-		}
-		c.log.Info("certificate taken from the cluster, no order", "domains", strings.Join(o.Domains, ","), "serial", doc.Serial, "by", doc.By)
-		return []byte(doc.Chain), key, nil
+	if chain, key, err := i.take(id, doc, o); !errors.Is(err, acme.ErrNothingNewer) {
+		return chain, key, err
 	}
 	replaces := ""
 	if o.Replaces != nil {
@@ -190,6 +195,51 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		c.log.Error("cannot store the issued certificate in the cluster; this host keeps it", "domains", strings.Join(o.Domains, ","), "err", err)
 	}
 	return chain, key, nil
+}
+
+// take hands over the cluster's certificate doc for o when taking applies
+// (takes), and fails with acme.ErrNothingNewer when it does not.
+func (i *Issuer) take(id string, doc *certDoc, o acme.Order) (chain, key []byte, err error) {
+	if doc == nil {
+		return nil, nil, acme.ErrNothingNewer
+	}
+	if why := takes(doc, o, i.ca.Directory(), time.Now()); why != "" {
+		return nil, nil, fmt.Errorf("serial %s by %s: %s: %w", doc.Serial, doc.By, why, acme.ErrNothingNewer)
+	}
+	key, err = i.c.seal.open(i.c.key("certs", id), doc.Key)
+	if err != nil {
+		return nil, nil, &acme.OrderError{Err: err, Config: true}
+	}
+	i.c.log.Info("certificate taken from the cluster, no order", "domains", strings.Join(o.Domains, ","), "serial", doc.Serial, "by", doc.By)
+	return []byte(doc.Chain), key, nil
+}
+
+// takes is the one rule for taking a certificate from the cluster instead
+// of ordering: it must match the wish (names, key type, profile, CA
+// directory), be valid now, and be newer than the one this host serves (a
+// due or forced renewal never gets its own certificate back); a forced
+// order takes only one stored after it was asked for. It says why not, or
+// "" when the certificate is to be taken.
+func takes(doc *certDoc, o acme.Order, directory string, now time.Time) string {
+	switch {
+	case !acme.SameNames(doc.Domains, o.Domains) || doc.KeyType != o.KeyType || doc.Profile != o.Profile:
+		return "stored for another wish"
+	case doc.CA != directory:
+		return "from another CA directory"
+	}
+	leaf, err := leafOf(doc.Chain)
+	current := cmp.Or(o.Current, o.Replaces)
+	switch {
+	case err != nil:
+		return "unreadable"
+	case now.After(leaf.NotAfter):
+		return "expired"
+	case current != nil && (serialHex(leaf) == serialHex(current) || !leaf.NotAfter.After(current.NotAfter)):
+		return "not newer than the one this host serves"
+	case o.Forced && !doc.At.After(o.Asked):
+		return "stored before the forced renewal was asked for"
+	}
+	return ""
 }
 
 // lost says "cluster unreachable" when err comes from the session ending.
@@ -227,20 +277,6 @@ func (i *Issuer) read(ctx context.Context, id string) (*certDoc, *retryDoc, erro
 	return doc, retry, nil
 }
 
-// newer says whether the cluster's certificate is one this host should
-// take instead of ordering: valid, and newer than the one it replaces (any
-// valid one when this host has none).
-func newer(doc *certDoc, replaces *x509.Certificate) bool {
-	leaf, err := leafOf(doc.Chain)
-	if err != nil || time.Now().After(leaf.NotAfter) {
-		return false
-	}
-	if replaces == nil {
-		return true
-	}
-	return serialHex(leaf) != serialHex(replaces) && leaf.NotAfter.After(replaces.NotAfter)
-}
-
 func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o acme.Order, chain, key []byte, replaces string) error {
 	c := i.c
 	leaf, err := leafOf(string(chain))
@@ -248,7 +284,7 @@ func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o 
 		return err
 	}
 	k := c.key("certs", id)
-	data, err := json.Marshal(certDoc{Domains: o.Domains, KeyType: o.KeyType, Serial: serialHex(leaf), NotAfter: leaf.NotAfter,
+	data, err := json.Marshal(certDoc{Domains: o.Domains, KeyType: o.KeyType, Profile: o.Profile, Serial: serialHex(leaf), NotAfter: leaf.NotAfter,
 		Chain: string(chain), CA: i.ca.Directory(), Key: c.seal.seal(k, key), By: c.cfg.Node, At: time.Now().UTC()})
 	if err != nil {
 		return err

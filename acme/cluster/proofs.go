@@ -48,7 +48,7 @@ func (c *Cluster) idOf(name string) (string, bool) {
 	defer c.mu.Unlock()
 	for _, w := range c.wants {
 		if w.Name == name {
-			return ID(w.Domains, w.KeyType), true
+			return c.id(w), true
 		}
 	}
 	return "", false
@@ -63,7 +63,7 @@ func (c *Cluster) Proofs(ctx context.Context) (map[string][]Proof, error) {
 	names := map[string][]string{} // cluster identity -> this host's names
 	c.mu.Lock()
 	for _, w := range c.wants {
-		id := ID(w.Domains, w.KeyType)
+		id := c.id(w)
 		names[id] = append(names[id], w.Name)
 	}
 	c.mu.Unlock()
@@ -146,7 +146,7 @@ func (c *Cluster) certPut(key string, value []byte) {
 	c.mu.Lock()
 	var names []string
 	for _, w := range c.wants {
-		if ID(w.Domains, w.KeyType) == id {
+		if c.id(w) == id {
 			names = append(names, w.Name)
 		}
 	}

@@ -36,10 +36,21 @@ func TestSeal(t *testing.T) {
 }
 
 func TestID(t *testing.T) {
-	if ID([]string{"b.test", "a.test"}, "ec256") != ID([]string{"a.test", "b.test"}, "ec256") {
-		t.Error("the order of names changes the identity")
-	}
-	if ID([]string{"a.test"}, "ec256") == ID([]string{"a.test"}, "rsa2048") {
-		t.Error("the key type does not change the identity")
+	const dir = "https://ca.test/dir"
+	base := ID([]string{"a.test", "b.test"}, "ec256", "", dir)
+	for _, tc := range []struct {
+		desc string
+		id   string
+		same bool
+	}{
+		{desc: "names in another order", id: ID([]string{"b.test", "a.test"}, "ec256", "", dir), same: true},
+		{desc: "another key type", id: ID([]string{"a.test", "b.test"}, "rsa2048", "", dir)},
+		{desc: "another profile", id: ID([]string{"a.test", "b.test"}, "ec256", "shortlived", dir)},
+		{desc: "another CA directory", id: ID([]string{"a.test", "b.test"}, "ec256", "", "https://staging.test/dir")},
+		{desc: "another name", id: ID([]string{"a.test", "c.test"}, "ec256", "", dir)},
+	} {
+		if (tc.id == base) != tc.same {
+			t.Errorf("%s: same identity = %v, want %v", tc.desc, tc.id == base, tc.same)
+		}
 	}
 }

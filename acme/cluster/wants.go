@@ -18,7 +18,7 @@ func (c *Cluster) SetWishes(ctx context.Context, ws []Wish) error {
 	slices.SortFunc(ws, func(a, b Wish) int { return strings.Compare(a.Name, b.Name) })
 	c.mu.Lock()
 	same := slices.EqualFunc(c.wants, ws, func(a, b Wish) bool {
-		return a.Name == b.Name && a.KeyType == b.KeyType && slices.Equal(a.Domains, b.Domains)
+		return a.Name == b.Name && a.KeyType == b.KeyType && a.Profile == b.Profile && slices.Equal(a.Domains, b.Domains)
 	})
 	c.wants = ws
 	c.mu.Unlock()

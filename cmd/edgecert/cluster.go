@@ -38,7 +38,7 @@ func newCluster(cfg Config, check cluster.TokenChecker, onCert func(cluster.Stor
 		}
 	}
 	return cluster.New(cluster.Config{Endpoints: cfg.EtcdEndpoints, TLS: tc, Username: cfg.EtcdUser, Password: cfg.EtcdPassword,
-		Prefix: cfg.EtcdPrefix, Node: cfg.Node, Secret: []byte(cfg.ClusterSecret), TTL: cfg.ClusterTTL, AckWait: cfg.ClusterAckWait,
+		Prefix: cfg.EtcdPrefix, Node: cfg.Node, Secret: []byte(cfg.ClusterSecret), Directory: cfg.ACMEDirectory, TTL: cfg.ClusterTTL, AckWait: cfg.ClusterAckWait,
 		Webroot: cfg.Webroot, Check: check, OnCert: onCert, Log: log})
 }
 
@@ -67,12 +67,13 @@ func (h *holds) set(source, reason string) {
 }
 
 // wishes are this host's wanted certificates as the cluster shares them,
-// their key types resolved (the cluster identifies a certificate by names
-// and key type).
-func wishes(certs []dockerwatch.CertSpec, defaultKeyType string) []cluster.Wish {
+// their key types and profiles resolved as the Manager resolves them (the
+// cluster identifies a certificate by names, key type, profile and CA).
+func wishes(certs []dockerwatch.CertSpec, defaultKeyType, defaultProfile string) []cluster.Wish {
 	out := make([]cluster.Wish, 0, len(certs))
 	for _, c := range certs {
-		out = append(out, cluster.Wish{Name: c.Name, Domains: c.Domains, KeyType: cmp.Or(c.KeyType, defaultKeyType)})
+		out = append(out, cluster.Wish{Name: c.Name, Domains: c.Domains, KeyType: cmp.Or(c.KeyType, defaultKeyType),
+			Profile: cmp.Or(c.Profile, defaultProfile)})
 	}
 	return out
 }

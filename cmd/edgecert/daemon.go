@@ -236,7 +236,7 @@ func (d *daemon) apply(snap dockerwatch.Desired) {
 		// Before the Manager hears of them: an order's tokens are then
 		// checked by every host that wants its names.
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ClusterTTL)
-		if err := d.cluster.SetWishes(ctx, wishes(snap.Certs, d.cfg.KeyType)); err != nil {
+		if err := d.cluster.SetWishes(ctx, wishes(snap.Certs, d.cfg.KeyType, d.cfg.ACMEProfile)); err != nil {
 			d.log.Warn("cannot publish this host's certificates to the cluster (again at the next connection)", "err", err)
 		}
 		cancel()

@@ -1,0 +1,233 @@
+package cluster
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgecert/edgecert/acme"
+)
+
+// bounded is a test's context for one call that can block on etcd.
+func bounded(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// issue makes a chain from ca for o (no cluster), and its leaf.
+func issue(t *testing.T, ca *fakeCA, o acme.Order) (string, *x509.Certificate) {
+	t.Helper()
+	chain, _, err := ca.Obtain(bounded(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := leafOf(string(chain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(chain), leaf
+}
+
+func TestTakesRule(t *testing.T) {
+	ca := &fakeCA{}
+	o := acme.Order{Domains: []string{"a.test", "b.test"}, KeyType: "ec256", Profile: "classic"}
+	oldChain, old := issue(t, ca, o)
+	newChain, _ := issue(t, ca, o) // later NotAfter (fakeCA adds an hour per order)
+	now := time.Now()
+	stored := now.Add(-time.Minute)
+	doc := func(chain string, mod func(*certDoc)) *certDoc {
+		d := &certDoc{Domains: []string{"b.test", "a.test"}, KeyType: "ec256", Profile: "classic", CA: ca.Directory(), Chain: chain, At: stored}
+		if mod != nil {
+			mod(d)
+		}
+		return d
+	}
+	with := func(mod func(*acme.Order)) acme.Order {
+		x := o
+		mod(&x)
+		return x
+	}
+	for _, tc := range []struct {
+		desc string
+		doc  *certDoc
+		o    acme.Order
+		want string // "" takes
+	}{
+		{desc: "nothing served here: any matching valid one", doc: doc(oldChain, nil), o: o},
+		{desc: "newer than the one served", doc: doc(newChain, nil), o: with(func(x *acme.Order) { x.Current = old })},
+		{desc: "the one served (no ARI: no replaces)", doc: doc(oldChain, nil), o: with(func(x *acme.Order) { x.Current = old }),
+			want: "not newer than the one this host serves"},
+		{desc: "the one replaced (replaces only)", doc: doc(oldChain, nil), o: with(func(x *acme.Order) { x.Replaces = old }),
+			want: "not newer than the one this host serves"},
+		{desc: "older than the one served", doc: doc(oldChain, nil), o: with(func(x *acme.Order) { x.Current, _ = leafOf(newChain) }),
+			want: "not newer than the one this host serves"},
+		{desc: "forced: stored before it was asked (the certificate rolled back from)", doc: doc(newChain, nil),
+			o: with(func(x *acme.Order) { x.Current, x.Forced, x.Asked = old, true, now }), want: "stored before the forced renewal was asked for"},
+		{desc: "forced: stored after it was asked (another host's forced order)", doc: doc(newChain, func(d *certDoc) { d.At = now.Add(time.Second) }),
+			o: with(func(x *acme.Order) { x.Current, x.Forced, x.Asked = old, true, now })},
+		{desc: "another CA directory", doc: doc(oldChain, func(d *certDoc) { d.CA = "https://staging.test/dir" }), o: o, want: "from another CA directory"},
+		{desc: "another key type", doc: doc(oldChain, func(d *certDoc) { d.KeyType = "rsa2048" }), o: o, want: "stored for another wish"},
+		{desc: "another profile", doc: doc(oldChain, func(d *certDoc) { d.Profile = "shortlived" }), o: o, want: "stored for another wish"},
+		{desc: "other names", doc: doc(oldChain, func(d *certDoc) { d.Domains = []string{"a.test"} }), o: o, want: "stored for another wish"},
+		{desc: "unreadable chain", doc: doc("junk", nil), o: o, want: "unreadable"},
+		{desc: "expired", doc: doc(oldChain, nil), o: o, want: "expired"},
+	} {
+		at := now
+		if tc.want == "expired" {
+			at = old.NotAfter.Add(time.Second)
+		}
+		if got := takes(tc.doc, tc.o, ca.Directory(), at); got != tc.want {
+			t.Errorf("%s: takes = %q, want %q", tc.desc, got, tc.want)
+		}
+	}
+}
+
+// Finding 1 of issue 19: with no ARI (no replaces), a due renewal took back
+// the very certificate it was renewing, in a loop, with no order. Now each
+// renewal orders once and gets a new serial.
+func TestRenewalWithoutARIOrdersOnceEach(t *testing.T) {
+	e := startEtcdServer(t)
+	ca := &fakeCA{}
+	a, b := member(t, e, "a", Config{}), member(t, e, "b", Config{})
+	o := acme.Order{Domains: []string{"noari.test"}, KeyType: "ec256"}
+	chain, _, err := a.Issuer(ca).Obtain(bounded(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 5; round++ {
+		cur, _ := leafOf(string(chain))
+		due := o
+		due.Current = cur // what the Manager sets; Replaces stays nil without ARI
+		host := []*Cluster{a, b}[round%2]
+		got, _, err := host.Issuer(ca).Obtain(bounded(t), due)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		leaf, _ := leafOf(string(got))
+		if serialHex(leaf) == serialHex(cur) {
+			t.Fatalf("round %d: the renewal returned the certificate it renews (serial %s)", round, serialHex(cur))
+		}
+		if n := ca.orders.Load(); n != int32(round+1) {
+			t.Fatalf("round %d: %d orders, want %d (one per renewal)", round, n, round+1)
+		}
+		// The other host, still on cur, takes the renewed one: no order.
+		other := []*Cluster{b, a}[round%2]
+		took, _, err := other.Issuer(ca).Obtain(bounded(t), due)
+		if err != nil || string(took) != string(got) || ca.orders.Load() != int32(round+1) {
+			t.Fatalf("round %d: the other host: %v, same=%v, %d orders", round, err, string(took) == string(got), ca.orders.Load())
+		}
+		chain = got
+	}
+}
+
+// A forced renewal after a rollback orders; it never puts back the
+// certificate the operator rolled back from.
+func TestForcedAfterRollbackOrders(t *testing.T) {
+	e := startEtcdServer(t)
+	ca := &fakeCA{}
+	a := member(t, e, "a", Config{})
+	o := acme.Order{Domains: []string{"rb.test"}, KeyType: "ec256"}
+	first, _, err := a.Issuer(ca).Obtain(bounded(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, _ := leafOf(string(first))
+	renew := o
+	renew.Current = x
+	bad, _, err := a.Issuer(ca).Obtain(bounded(t), renew)
+	if err != nil || ca.orders.Load() != 2 {
+		t.Fatalf("renewal: %v, %d orders", err, ca.orders.Load())
+	}
+	// Rolled back to x; then `renew --force`.
+	forced := o
+	forced.Current, forced.Forced, forced.Asked = x, true, time.Now()
+	got, _, err := a.Issuer(ca).Obtain(bounded(t), forced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) == string(bad) || ca.orders.Load() != 3 {
+		t.Fatalf("forced after rollback: got the rolled-back-from certificate=%v, %d orders (want a new order)", string(got) == string(bad), ca.orders.Load())
+	}
+}
+
+// A TakeOnly order (another host said it stored a newer one) never orders.
+func TestTakeOnlyNeverOrders(t *testing.T) {
+	e := startEtcdServer(t)
+	ca := &fakeCA{}
+	a := member(t, e, "a", Config{})
+	o := acme.Order{Domains: []string{"take.test"}, KeyType: "ec256", TakeOnly: true}
+	if _, _, err := a.Issuer(ca).Obtain(bounded(t), o); !errors.Is(err, acme.ErrNothingNewer) || ca.orders.Load() != 0 {
+		t.Fatalf("take-only with nothing stored: %v, %d orders", err, ca.orders.Load())
+	}
+	o.TakeOnly = false
+	chain, _, err := a.Issuer(ca).Obtain(bounded(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := leafOf(string(chain))
+	o.TakeOnly, o.Current = true, cur
+	if _, _, err := a.Issuer(ca).Obtain(bounded(t), o); !errors.Is(err, acme.ErrNothingNewer) || ca.orders.Load() != 1 {
+		t.Fatalf("take-only of the one served: %v, %d orders", err, ca.orders.Load())
+	}
+}
+
+// Finding 2 of issue 19: hosts on different CA directories (a rolling move
+// from staging to production) ordered against each other without end. Now
+// they never see each other's certificates: one order each, no wake-ups.
+func TestHostsOnOtherCAsNeverWakeEachOther(t *testing.T) {
+	e := startEtcdServer(t)
+	staging, production := &fakeCA{}, &otherCA{}
+	var wokeA, wokeB atomic.Int32
+	a := member(t, e, "a", Config{Directory: staging.Directory(), OnCert: func(StoredCert) { wokeA.Add(1) }})
+	b := member(t, e, "b", Config{Directory: production.Directory(), OnCert: func(StoredCert) { wokeB.Add(1) }})
+	w := []Wish{{Name: "move", Domains: []string{"move.test"}, KeyType: "ec256"}}
+	for _, h := range []*Cluster{a, b} {
+		if err := h.SetWishes(bounded(t), w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := acme.Order{Domains: []string{"move.test"}, KeyType: "ec256"}
+	if _, _, err := a.Issuer(staging).Obtain(bounded(t), o); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Issuer(production).Obtain(bounded(t), o); err != nil {
+		t.Fatal(err)
+	}
+	// Each host's own certificate marks the point by which the other's
+	// watch has seen anything before it: a third store, by a host on the
+	// production CA, must wake b and still not a.
+	c := member(t, e, "c", Config{Directory: production.Directory()})
+	cur, _ := leafOf(func() string { ch, _, _ := production.Obtain(bounded(t), o); return string(ch) }())
+	renew := o
+	renew.Current = cur
+	if _, _, err := c.Issuer(production).Obtain(bounded(t), renew); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		if wokeB.Load() == 0 {
+			return errors.New("b never heard of c's certificate from its own CA")
+		}
+		return nil
+	})
+	if n := wokeA.Load(); n != 0 {
+		t.Errorf("a (staging) was woken %d times by production certificates", n)
+	}
+	if staging.orders.Load() != 1 {
+		t.Errorf("%d staging orders, want 1", staging.orders.Load())
+	}
+	// b takes only from its own CA: take-only finds c's, no order.
+	take := o
+	take.TakeOnly = true
+	if _, _, err := b.Issuer(production).Obtain(bounded(t), take); err != nil {
+		t.Errorf("b taking c's production certificate: %v", err)
+	}
+	take.Current = cur
+	if _, _, err := a.Issuer(staging).Obtain(bounded(t), take); !errors.Is(err, acme.ErrNothingNewer) {
+		t.Errorf("a (staging) offered a production certificate: %v", err)
+	}
+}

@@ -1,0 +1,64 @@
+package acme
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// An offer of a newer certificate from the issuer (another host of the
+// cluster stored one) is a take-only order, with the certificate served
+// now as Current; when the issuer has nothing newer after all, that is no
+// failure and nothing is ordered.
+func TestOfferIsTakeOnlyAndNothingNewerIsNoFailure(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	h := start(t, certs, st, iss, &fakeDeployer{})
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "valid and deployed", func() bool { s := state(h.m, "site"); return s.State == "valid" && s.Deployed })
+	first := iss.lastOrder()
+	if first.TakeOnly || first.Current != nil {
+		t.Fatalf("the first order: take-only %v, current %v", first.TakeOnly, first.Current)
+	}
+	s := state(h.m, "site")
+
+	iss.mu.Lock()
+	iss.fail = fmt.Errorf("serial 0f by b: not newer than the one this host serves: %w", ErrNothingNewer)
+	iss.mu.Unlock()
+	h.m.Refresh(Offered{Name: "site", Serial: "0f", NotAfter: s.NotAfter.Add(time.Hour), By: "b"})
+	waitFor(t, "the take-only order", func() bool { return iss.count() == 2 })
+	o := iss.lastOrder()
+	if !o.TakeOnly || o.Current == nil || fmt.Sprintf("%x", o.Current.SerialNumber) == "" || o.Asked.IsZero() {
+		t.Fatalf("the offer's order: take-only %v, current %v, asked %v", o.TakeOnly, o.Current != nil, o.Asked)
+	}
+	waitFor(t, "the order to end", func() bool {
+		now := state(h.m, "site")
+		return now.Phase == "" && now.LastAttempt.After(s.LastAttempt)
+	})
+	if s := state(h.m, "site"); s.Failures != 0 || s.LastError != "" || s.State != "valid" {
+		t.Errorf("after nothing newer: failures %d, last error %q, state %s", s.Failures, s.LastError, s.State)
+	}
+}
+
+func TestOfferTaken(t *testing.T) {
+	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	disk := &Info{Serial: "0a", NotAfter: now.Add(60 * 24 * time.Hour)}
+	for _, tc := range []struct {
+		desc string
+		disk *Info
+		o    Offered
+		want bool
+	}{
+		{desc: "nothing on the volume", o: Offered{Serial: "0b", NotAfter: now}, want: true},
+		{desc: "a placeholder on the volume", disk: &Info{Placeholder: true}, o: Offered{Serial: "0b", NotAfter: now}, want: true},
+		{desc: "newer", disk: disk, o: Offered{Serial: "0b", NotAfter: disk.NotAfter.Add(time.Hour)}, want: true},
+		{desc: "the one on the volume", disk: disk, o: Offered{Serial: "0a", NotAfter: disk.NotAfter}},
+		{desc: "the same serial with a later date (forged or garbled)", disk: disk, o: Offered{Serial: "0a", NotAfter: disk.NotAfter.Add(time.Hour)}},
+		{desc: "older", disk: disk, o: Offered{Serial: "0b", NotAfter: disk.NotAfter.Add(-time.Hour)}},
+		{desc: "as old", disk: disk, o: Offered{Serial: "0b", NotAfter: disk.NotAfter}},
+	} {
+		if got := offerNewer(tc.disk, tc.o); got != tc.want {
+			t.Errorf("%s: offerNewer = %v, want %v", tc.desc, got, tc.want)
+		}
+	}
+}

@@ -244,6 +244,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-m.wake:
 			m.takeInbox()
 		case r := <-m.renews:
+			m.takeInbox() // a hold said before the request counts for it
 			m.renew(r)
 		case r := <-m.results:
 			m.apply(r)

@@ -110,6 +110,14 @@ func (m *Manager) renew(r renewReq) {
 		}
 	}
 	e.force, e.forced = true, e.forced || r.force
+	if m.hold != "" {
+		// Orders wait (the cluster unreachable, no proxy running): the
+		// operator is told at once, not when the caller gives up; the
+		// renewal is kept and placed once, when the hold clears.
+		r.reply <- RenewResult{Name: e.name, Message: "held, nothing ordered now",
+			Err: fmt.Sprintf("orders wait (%s); this renewal is kept and placed once, as soon as that clears (see edgecert status)", m.hold)}
+		return
+	}
 	e.wait.awaitOrder(r.reply)
 }
 

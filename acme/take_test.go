@@ -1,7 +1,9 @@
 package acme
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,5 +62,31 @@ func TestOfferTaken(t *testing.T) {
 		if got := offerNewer(tc.disk, tc.o); got != tc.want {
 			t.Errorf("%s: offerNewer = %v, want %v", tc.desc, got, tc.want)
 		}
+	}
+}
+
+// Finding 7 of issue 19: `renew` while orders are held (the cluster
+// unreachable) waited until the caller gave up. It answers at once, and
+// the renewal is placed once when the hold clears.
+func TestRenewWhileHeldAnswersAtOnce(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	h := start(t, certs, st, iss, &fakeDeployer{})
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "valid and deployed", func() bool { s := state(h.m, "site"); return s.State == "valid" && s.Deployed })
+	h.m.Hold("cluster unreachable: etcd lease lost")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := h.m.Renew(ctx, "site", true)
+	if !strings.Contains(res.Err, "cluster unreachable") || !strings.Contains(res.Err, "placed once") {
+		t.Fatalf("renew --force while held: %+v", res)
+	}
+	if n := iss.count(); n != 1 {
+		t.Fatalf("%d orders while held, want 1 (the first)", n)
+	}
+	h.m.Hold("")
+	waitFor(t, "the kept renewal", func() bool { return iss.count() == 2 })
+	if o := iss.lastOrder(); !o.Forced {
+		t.Errorf("the kept renewal was not forced: %+v", o)
 	}
 }

@@ -40,6 +40,11 @@ type ManagerConfig struct {
 	// failed (default 2m): a Deployer that never returns must not leave a
 	// certificate "deploying", unreported, for good.
 	DeployTimeout time.Duration
+	// OrderTimeout bounds one order as a whole (default 15m): waiting for
+	// the cluster's lock, DNS records and their propagation, validation,
+	// finalize. Past it the order fails (and is retried on the schedule);
+	// a provider's program still running is killed.
+	OrderTimeout time.Duration
 
 	Store     *Store
 	Issuer    issuer      // orders certificates
@@ -152,6 +157,9 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	if cfg.DeployTimeout <= 0 {
 		cfg.DeployTimeout = 2 * time.Minute
+	}
+	if cfg.OrderTimeout <= 0 {
+		cfg.OrderTimeout = 15 * time.Minute
 	}
 	cfg.DefaultKeyType = cmp.Or(cfg.DefaultKeyType, KeyTypes[0])
 	m := &Manager{

@@ -145,6 +145,12 @@ func startAt(t *testing.T, certs, state string, iss *fakeIssuer, dep *fakeDeploy
 // launch runs a Manager with any Deployer until the test ends.
 func launch(t *testing.T, certs, state string, iss *fakeIssuer, dep Deployer, clk *clock) *harness {
 	t.Helper()
+	return launchWith(t, certs, state, iss, dep, clk, nil)
+}
+
+// launchWith is launch with the configuration changed by mod first.
+func launchWith(t *testing.T, certs, state string, iss *fakeIssuer, dep Deployer, clk *clock, mod func(*ManagerConfig)) *harness {
+	t.Helper()
 	store, err := NewStore(certs, DefaultOwner)
 	if err != nil {
 		t.Fatal(err)
@@ -154,6 +160,9 @@ func launch(t *testing.T, certs, state string, iss *fakeIssuer, dep Deployer, cl
 	if clk != nil {
 		cfg.Now = clk.Now
 		iss.ca.now = clk.Now
+	}
+	if mod != nil {
+		mod(&cfg)
 	}
 	m := NewManager(cfg)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -90,3 +90,18 @@ func TestRenewWhileHeldAnswersAtOnce(t *testing.T) {
 		t.Errorf("the kept renewal was not forced: %+v", o)
 	}
 }
+
+// Finding 5 of issue 19: an order had no deadline; a hung DNS hook or lock
+// wait held its slot for ever. Past EDGECERT_ORDER_TIMEOUT it fails, says
+// so, and is retried on the schedule.
+func TestOrderTimesOut(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour, gate: make(chan struct{})} // never released
+	h := launchWith(t, certs, st, iss, &fakeDeployer{}, nil, func(c *ManagerConfig) { c.OrderTimeout = 300 * time.Millisecond })
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "the order to fail at its deadline", func() bool { return state(h.m, "site").Failures == 1 })
+	s := state(h.m, "site")
+	if !strings.Contains(s.LastError, "EDGECERT_ORDER_TIMEOUT") || s.NextRetry.IsZero() || s.Phase != "" {
+		t.Errorf("after the deadline: error %q, next retry %v, phase %q", s.LastError, s.NextRetry, s.Phase)
+	}
+}

@@ -3,6 +3,7 @@ package acme
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -83,7 +84,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 				o.Key, _ = m.cfg.Store.Key(name) // none or unreadable: a new key
 			}
 			start := time.Now()
-			chain, key, err = m.cfg.Issuer.Obtain(ctx, o)
+			chain, key, err = m.obtain(ctx, o)
 			took = time.Since(start)
 		}
 		r := result{kind: orderDone, name: name, err: err, took: took, pre: pre, fp: specKey(o)}
@@ -100,6 +101,17 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		}
 		m.send(ctx, r)
 	}()
+}
+
+// obtain runs one order under the order's whole deadline.
+func (m *Manager) obtain(ctx context.Context, o Order) (chain, key []byte, err error) {
+	octx, cancel := context.WithTimeout(ctx, m.cfg.OrderTimeout)
+	defer cancel()
+	chain, key, err = m.cfg.Issuer.Obtain(octx, o)
+	if err != nil && ctx.Err() == nil && errors.Is(octx.Err(), context.DeadlineExceeded) {
+		err = &OrderError{Err: fmt.Errorf("the order did not finish within EDGECERT_ORDER_TIMEOUT (%s): %w", m.cfg.OrderTimeout, err)}
+	}
+	return chain, key, err
 }
 
 // startWrite writes e's pending pair to the volume again. m.mu is held.

@@ -94,7 +94,11 @@ type Cluster struct {
 	down    string               // why etcd is unreachable ("" when reachable)
 	since   time.Time            // when down last changed
 	wants   []Wish               // this host's, republished on every new session
-	changed chan struct{}        // closed and replaced at every change of reachability
+	// kept are certificates this host was issued but could not store (its
+	// lease was lost while it ordered): stored at the next session, unless
+	// the cluster has a newer one by then.
+	kept    map[string]keptCert
+	changed chan struct{} // closed and replaced at every change of reachability
 }
 
 // Wish is one certificate this host's containers ask for, its key type and
@@ -334,6 +338,7 @@ func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
 	if err := c.publishWants(ctx); err != nil {
 		c.log.Warn("cannot publish this host's certificates", "err", err)
 	}
+	c.publishKept(ctx)
 	c.log.Info("in the cluster", "lease", fmt.Sprintf("%x", s.Lease()))
 	select {
 	case <-ctx.Done():

@@ -95,10 +95,16 @@ type fakeCA struct {
 	ari    atomic.Int32
 	fail   atomic.Bool
 	delay  time.Duration
+	// finalized: each order is past finalize from its start, so it
+	// finishes whatever happens to its context (as legoissuer's do).
+	finalized bool
 }
 
 func (f *fakeCA) Obtain(ctx context.Context, o acme.Order) ([]byte, []byte, error) {
 	f.orders.Add(1)
+	if f.finalized {
+		ctx = context.WithoutCancel(ctx)
+	}
 	select {
 	case <-time.After(f.delay):
 	case <-ctx.Done():

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -190,11 +191,77 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		return nil, nil, err
 	}
 	if err := i.store(ctx, mu, id, o, chain, key, replaces); err != nil {
-		// Issued is never thrown away: this host writes it; the others
-		// order their own when they need one.
-		c.log.Error("cannot store the issued certificate in the cluster; this host keeps it", "domains", strings.Join(o.Domains, ","), "err", err)
+		// Issued is never thrown away: this host writes it, and stores it
+		// in the cluster at its next session unless a newer one is there.
+		c.log.Error("cannot store the issued certificate in the cluster; this host keeps it and stores it when it can", "domains", strings.Join(o.Domains, ","), "err", err)
 	}
 	return chain, key, nil
+}
+
+// keptCert is an issued certificate waiting to be stored in the cluster.
+type keptCert struct {
+	doc      []byte // the certDoc, key sealed
+	notAfter time.Time
+}
+
+// keep holds a certificate this host could not store, for publishKept.
+func (c *Cluster) keep(id string, doc []byte, notAfter time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kept == nil {
+		c.kept = map[string]keptCert{}
+	}
+	if k, ok := c.kept[id]; !ok || notAfter.After(k.notAfter) {
+		c.kept[id] = keptCert{doc: doc, notAfter: notAfter}
+	}
+}
+
+// publishKept stores each kept certificate, at a new session, where the
+// cluster has none or an older one (compared and put in one transaction).
+func (c *Cluster) publishKept(ctx context.Context) {
+	c.mu.Lock()
+	kept := maps.Clone(c.kept)
+	c.mu.Unlock()
+	for id, k := range kept {
+		err := c.publishOne(ctx, id, k)
+		if err != nil {
+			c.log.Warn("cannot store a kept certificate in the cluster yet", "id", id, "err", err)
+			continue
+		}
+		c.mu.Lock()
+		if c.kept[id].notAfter.Equal(k.notAfter) {
+			delete(c.kept, id)
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *Cluster) publishOne(ctx context.Context, id string, k keptCert) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	defer cancel()
+	key := c.key("certs", id)
+	resp, err := c.cli.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	cmpRev := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	if len(resp.Kvs) > 0 {
+		var doc certDoc
+		if json.Unmarshal(resp.Kvs[0].Value, &doc) == nil && !doc.NotAfter.Before(k.notAfter) {
+			c.log.Info("a kept certificate is not stored: the cluster has one as new", "id", id, "serial", doc.Serial, "by", doc.By)
+			return nil
+		}
+		cmpRev = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
+	}
+	put, err := c.cli.Txn(ctx).If(cmpRev).Then(clientv3.OpPut(key, string(k.doc))).Commit()
+	switch {
+	case err != nil:
+		return err
+	case !put.Succeeded:
+		return errors.New("the certificate changed meanwhile; compared again at the next session")
+	}
+	c.log.Info("a kept certificate is stored in the cluster", "id", id)
+	return nil
 }
 
 // take hands over the cluster's certificate doc for o when taking applies
@@ -304,18 +371,23 @@ func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o 
 		case err == nil && resp.Succeeded:
 			return nil
 		case err == nil:
+			c.keep(id, data, leaf.NotAfter)
 			return errors.New("this host lost the certificate's lock while ordering")
 		}
 		last = err
+		if ctx.Err() != nil {
+			break // the session is gone: kept for the next one, the volume is not kept waiting
+		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 	}
+	c.keep(id, data, leaf.NotAfter)
 	return fmt.Errorf("etcd: store the certificate: %w", last)
 }
 
 // failed sets the cluster's retry schedule after a failed order.
 func (i *Issuer) failed(ctx context.Context, mu *concurrency.Mutex, id string, prev *retryDoc, replaces string, err error) {
-	if ctx.Err() != nil {
-		return // cancelled, not failed
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return // cancelled (a stop, a lost lease), not failed; past its deadline it failed
 	}
 	c := i.c
 	n := 1
@@ -328,7 +400,7 @@ func (i *Issuer) failed(ctx context.Context, mu *concurrency.Mutex, id string, p
 		wait = oe.RetryAfter
 	}
 	data, _ := json.Marshal(retryDoc{Failures: n, NotBefore: time.Now().Add(wait).UTC(), Err: err.Error(), By: c.cfg.Node, Replaces: replaces})
-	pctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
 	defer cancel()
 	if _, perr := c.cli.Txn(pctx).If(mu.IsOwner()).Then(clientv3.OpPut(c.key("retry", id), string(data))).Commit(); perr != nil {
 		c.log.Warn("cannot record the failed order in the cluster", "err", perr)

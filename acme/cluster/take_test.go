@@ -231,3 +231,64 @@ func TestHostsOnOtherCAsNeverWakeEachOther(t *testing.T) {
 		t.Errorf("a (staging) offered a production certificate: %v", err)
 	}
 }
+
+// Finding 4 of issue 19: a lease lost after finalize threw the issued
+// certificate away, and the next lock holder ordered again. Now the host
+// keeps it, serves it, and stores it in the cluster when its session is
+// back; the other host takes it, no second order.
+func TestCertificateIssuedAsTheLeaseIsLostIsKept(t *testing.T) {
+	e := startEtcdServer(t)
+	ca := &fakeCA{delay: 3 * time.Second, finalized: true}
+	a, b := member(t, e, "a", Config{}), member(t, e, "b", Config{})
+	o := acme.Order{Domains: []string{"kept.test"}, KeyType: "ec256"}
+	type answer struct {
+		chain []byte
+		err   error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		chain, _, err := a.Issuer(ca).Obtain(bounded(t), o)
+		done <- answer{chain, err}
+	}()
+	waitFor(t, 20*time.Second, func() error {
+		if ca.orders.Load() == 0 {
+			return errors.New("the order never reached the CA")
+		}
+		return nil
+	})
+	e.stop() // the lease is lost while the CA issues
+	var got answer
+	select {
+	case got = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Obtain never returned after its lease was lost")
+	}
+	if got.err != nil || len(got.chain) == 0 {
+		t.Fatalf("the certificate issued as the lease was lost: %v", got.err)
+	}
+	e.start()
+	waitFor(t, 30*time.Second, func() error {
+		for _, h := range []*Cluster{a, b} {
+			if ok, why, _ := h.Reachable(); !ok {
+				return errors.New(why)
+			}
+		}
+		return nil
+	})
+	// b takes what a kept, once a has stored it: no second order.
+	waitFor(t, 30*time.Second, func() error {
+		take := o
+		take.TakeOnly = true
+		chain, _, err := b.Issuer(ca).Obtain(bounded(t), take)
+		if err != nil {
+			return err
+		}
+		if string(chain) != string(got.chain) {
+			return errors.New("b took another certificate than the one a kept")
+		}
+		return nil
+	})
+	if n := ca.orders.Load(); n != 1 {
+		t.Errorf("%d orders, want 1", n)
+	}
+}

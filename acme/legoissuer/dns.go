@@ -17,7 +17,6 @@ import (
 	"github.com/go-acme/lego/v4/challenge"
 	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/go-acme/lego/v4/platform/config/env"
-	"github.com/go-acme/lego/v4/providers/dns/exec"
 	"github.com/go-acme/lego/v4/providers/dns/httpreq"
 	"github.com/go-acme/lego/v4/providers/dns/rfc2136"
 )
@@ -37,7 +36,7 @@ import (
 // bridge to any API (exec, httpreq).
 var dnsProviders = map[string]func() (challenge.Provider, error){
 	"rfc2136": newRFC2136,
-	"exec":    func() (challenge.Provider, error) { return exec.NewDNSProvider() },
+	"exec":    newExecProvider, // ours (execdns.go): lego's variables, a bounded run, a bare environment
 	"httpreq": func() (challenge.Provider, error) { return httpreq.NewDNSProvider() },
 }
 
@@ -160,7 +159,7 @@ func (r *orderRun) proveDNS(ctx context.Context, authz legoacme.Authorization) e
 		}
 		return check(fqdn, value)
 	}))
-	ch := dns01.NewChallenge(r.core, validate, r.dns, opts...)
+	ch := dns01.NewChallenge(r.core, validate, boundProvider{ctx: ctx, p: r.dns}, opts...)
 	if err := ch.PreSolve(authz); err != nil {
 		return fmt.Errorf("%s: %w", name, dnsError{err})
 	}

@@ -180,11 +180,11 @@ func (l *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		if err != nil {
 			return nil, nil, classify(ctx, err)
 		}
-		core, err := l.newCore(ctx, acct.Registration.URI, acct.key)
+		core, tr, err := l.newCore(ctx, acct.Registration.URI, acct.key)
 		if err != nil {
 			return nil, nil, classify(ctx, err)
 		}
-		run := &orderRun{core: core, webroot: l.cfg.Webroot, domains: domains, log: l.log.Warn, share: l.cfg.Tokens}
+		run := &orderRun{core: core, tr: tr, webroot: l.cfg.Webroot, domains: domains, log: l.log.Warn, share: l.cfg.Tokens}
 		if o.Challenge == acme.ChallengeDNS {
 			if run.dns = l.dns[o.DNS]; run.dns == nil {
 				return nil, nil, &acme.OrderError{Err: fmt.Errorf("DNS provider %q is not configured (EDGECERT_DNS_PROVIDER)", o.DNS), Config: true}

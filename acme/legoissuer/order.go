@@ -41,6 +41,7 @@ const (
 // whose HTTP requests all carry the order's context.
 type orderRun struct {
 	core    *api.Core
+	tr      *ctxTransport // core's: detached from the order's context at finalize
 	webroot string
 	share   TokenSharer // nil: the token is served by this host only
 	domains []string
@@ -55,28 +56,48 @@ type orderRun struct {
 
 // ctxTransport sends each request with the order's context, so cancelling
 // the order cancels the request in flight (lego's api layer takes none).
+// The context is swapped once the order is finalized (detach).
 type ctxTransport struct {
+	mu   sync.Mutex
 	ctx  context.Context
 	base http.RoundTripper
 }
 
-func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return t.base.RoundTrip(r.WithContext(t.ctx))
+func (t *ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.mu.Lock()
+	ctx := t.ctx
+	t.mu.Unlock()
+	return t.base.RoundTrip(r.WithContext(ctx))
+}
+
+func (t *ctxTransport) set(ctx context.Context) {
+	t.mu.Lock()
+	t.ctx = ctx
+	t.mu.Unlock()
 }
 
 // newCore opens the order's connection to the CA for the account kid/key.
-// A cancelled ctx cancels every request made through it.
-func (l *Issuer) newCore(ctx context.Context, kid string, key crypto.PrivateKey) (*api.Core, error) {
-	hc := &http.Client{Timeout: l.http.Timeout, Transport: ctxTransport{ctx: ctx, base: l.http.Transport}}
+// A cancelled ctx cancels every request made through it, until the
+// transport is given another context.
+func (l *Issuer) newCore(ctx context.Context, kid string, key crypto.PrivateKey) (*api.Core, *ctxTransport, error) {
+	tr := &ctxTransport{ctx: ctx, base: l.http.Transport}
+	hc := &http.Client{Timeout: l.http.Timeout, Transport: tr}
 	core, err := api.New(hc, "edgecert", l.cfg.Directory, kid, key)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("ACME directory %s: %w", l.cfg.Directory, err)
+		return nil, nil, fmt.Errorf("ACME directory %s: %w", l.cfg.Directory, err)
 	}
-	return core, nil
+	return core, tr, nil
 }
+
+// finishTimeout bounds what follows finalize: the order's settling and the
+// certificate's download. They run on a context of their own: once the CA
+// has been asked to issue, the certificate is fetched whatever happens to
+// the order's context (its deadline, a lost cluster lease, a stop), so an
+// issued certificate is never thrown away and never ordered twice.
+const finishTimeout = 2 * time.Minute
 
 // obtain places the order, proves every name and returns the issued chain
 // (leaf first, PEM) for a CSR signed by pk.
@@ -97,6 +118,12 @@ func (r *orderRun) obtain(ctx context.Context, opts *api.OrderOptions, pk crypto
 	if err != nil {
 		return nil, fmt.Errorf("certificate request: %w", err)
 	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err() // not finalized: nothing issued yet
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	r.tr.set(ctx)
 	final, err := r.core.Orders.UpdateForCSR(ready.Finalize, csr)
 	if err != nil {
 		return nil, fmt.Errorf("finalize: %w", err)

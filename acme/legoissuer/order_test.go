@@ -2,12 +2,18 @@ package legoissuer
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -92,4 +98,105 @@ func TestObtainStopsWhenItsContextEnds(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Obtain still waits on the CA after its context was cancelled")
 	}
+}
+
+// finalizingCA is an ACME server whose orders need no authorization: each
+// is ready at once, and finalize calls onFinalize before it answers (after
+// a pause), then the certificate is served.
+func finalizingCA(t *testing.T, chain []byte, onFinalize func()) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var orders atomic.Int32
+	var srv *httptest.Server
+	var nonce atomic.Int64
+	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Replay-Nonce", fmt.Sprintf("n%d", nonce.Add(1)))
+		w.Header().Set("Content-Type", "application/json")
+		order := func(status string) string {
+			return fmt.Sprintf(`{"status":%q,"identifiers":[{"type":"dns","value":"a.example.com"}],"authorizations":[],"finalize":%q,"certificate":%q}`,
+				status, srv.URL+"/finalize/1", srv.URL+"/cert/1")
+		}
+		switch r.URL.Path {
+		case "/dir":
+			_ = json.NewEncoder(w).Encode(map[string]string{"newNonce": srv.URL + "/nonce", "newAccount": srv.URL + "/acct", "newOrder": srv.URL + "/order"})
+		case "/nonce":
+			w.WriteHeader(http.StatusOK)
+		case "/acct":
+			w.Header().Set("Location", srv.URL+"/acct/1")
+			w.WriteHeader(http.StatusCreated)
+			_, _ = io.WriteString(w, `{"status":"valid"}`)
+		case "/order":
+			orders.Add(1)
+			w.Header().Set("Location", srv.URL+"/order/1")
+			w.WriteHeader(http.StatusCreated)
+			_, _ = io.WriteString(w, order("ready"))
+		case "/order/1":
+			_, _ = io.WriteString(w, order("ready"))
+		case "/finalize/1":
+			onFinalize()
+			time.Sleep(200 * time.Millisecond) // the order's context is gone by the answer
+			w.Header().Set("Location", srv.URL+"/order/1")
+			_, _ = io.WriteString(w, order("valid"))
+		case "/cert/1":
+			w.Header().Set("Content-Type", "application/pem-certificate-chain")
+			_, _ = w.Write(chain)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &orders
+}
+
+// Finding 4 of issue 19: an order whose context ended after finalize (a lost
+// cluster lease, a stop, its deadline) threw the issued certificate away.
+// From finalize on, the order finishes on a context of its own.
+func TestObtainKeepsACertificateFinalizedAsItsContextEnds(t *testing.T) {
+	dir := t.TempDir()
+	chain := selfSigned(t, "a.example.com")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, orders := finalizingCA(t, chain, cancel)
+	roots := filepath.Join(dir, "roots.pem")
+	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iss, err := New(Config{Directory: srv.URL + "/dir", KeyType: "ec256", Webroot: dir, StateDir: dir, RootsFile: roots},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var got []byte
+	go func() {
+		var err error
+		got, _, err = iss.Obtain(ctx, acme.Order{Domains: []string{"a.example.com"}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil || string(got) != string(chain) {
+			t.Fatalf("Obtain after its context ended at finalize: %v (chain kept: %v)", err, string(got) == string(chain))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Obtain never returned")
+	}
+	if ctx.Err() == nil || orders.Load() != 1 {
+		t.Errorf("context ended: %v; %d orders, want 1", ctx.Err() != nil, orders.Load())
+	}
+}
+
+// selfSigned is a PEM certificate for name.
+func selfSigned(t *testing.T, name string) []byte {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

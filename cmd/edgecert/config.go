@@ -44,6 +44,7 @@ type Config struct {
 	ReuseKey      bool          `env:"EDGECERT_REUSE_KEY"`
 	ForcedLimit   int           `env:"EDGECERT_FORCED_RENEWALS" envDefault:"5"`
 	ReloadTimeout time.Duration `env:"EDGECERT_RELOAD_TIMEOUT" envDefault:"30s"`
+	OrderTimeout  time.Duration `env:"EDGECERT_ORDER_TIMEOUT" envDefault:"15m"`
 	Debounce      time.Duration `env:"EDGECERT_DEBOUNCE" envDefault:"0s"`
 	DockerResync  time.Duration `env:"EDGECERT_DOCKER_RESYNC" envDefault:"1m"`
 	Webhooks      []string      `env:"EDGECERT_WEBHOOK_URLS" envSeparator:","`
@@ -152,6 +153,9 @@ func loadConfig() (Config, error) {
 	}
 	if c.ReloadTimeout < time.Second {
 		return bad("EDGECERT_RELOAD_TIMEOUT", "%s: want at least 1s", c.ReloadTimeout)
+	}
+	if c.OrderTimeout < time.Minute || c.OrderTimeout > 24*time.Hour {
+		return bad("EDGECERT_ORDER_TIMEOUT", "%s: want 1m to 24h", c.OrderTimeout)
 	}
 	if c.Debounce < 0 || c.Debounce > time.Minute {
 		return bad("EDGECERT_DEBOUNCE", "%s: want 0 to 1m", c.Debounce)

@@ -173,6 +173,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		// (as long as it took), then has its own: each at most
 		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
 		DeployTimeout: cfg.ReloadWindow + 3*cfg.ReloadTimeout + 30*time.Second,
+		OrderTimeout:  cfg.OrderTimeout,
 		Store:         store, Issuer: iss, DryRun: dry, Swaps: files,
 		Deployer:  deployer,
 		Preflight: preflight,

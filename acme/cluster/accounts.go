@@ -35,8 +35,14 @@ func (c *Cluster) LoadAccount(ctx context.Context, id string) (key, registration
 		return nil, nil, fs.ErrNotExist
 	}
 	var doc accountDoc
-	if err := json.Unmarshal(resp.Kvs[0].Value, &doc); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", k, err)
+	if _, err := c.seal.verify(k, resp.Kvs[0].Value, &doc); err != nil {
+		// Written before documents were signed: its key, sealed with
+		// authentication, opens only with the secret; it is signed at the
+		// next save. Anything else that does not verify is not used.
+		if json.Unmarshal(resp.Kvs[0].Value, &doc) != nil || len(doc.Key) == 0 || doc.Key[0] != sealV1 {
+			c.rejected(k, err)
+			return nil, nil, fs.ErrNotExist
+		}
 	}
 	key, err = c.seal.open(k, doc.Key)
 	if err != nil {
@@ -51,7 +57,7 @@ func (c *Cluster) SaveAccount(ctx context.Context, id string, key, registration 
 		return err
 	}
 	k := c.key("accounts", id)
-	data, err := json.Marshal(accountDoc{Key: c.seal.seal(k, key), Registration: registration})
+	data, err := c.seal.sign(k, accountDoc{Key: c.seal.seal(k, key), Registration: registration})
 	if err != nil {
 		return err
 	}

@@ -54,8 +54,12 @@ type Config struct {
 	Password  string
 	Prefix    string // every key lives under it; ends with "/"
 	Node      string // this host's name, unique in the cluster
-	Secret    []byte // seals private keys
-	Directory string // the CA directory this host orders from (part of every certificate's identity)
+	Secret    []byte // seals private keys, signs every document
+	// PreviousSecret, while the secret is rotated: what it sealed and
+	// signed still opens, and the first host that has both moves the
+	// cluster to Secret.
+	PreviousSecret []byte
+	Directory      string // the CA directory this host orders from (part of every certificate's identity)
 	// TTL is the lease of this host's session: a host that dies lets go of
 	// its locks, tokens and wishes this long after.
 	TTL time.Duration
@@ -97,8 +101,11 @@ type Cluster struct {
 	// kept are certificates this host was issued but could not store (its
 	// lease was lost while it ordered): stored at the next session, unless
 	// the cluster has a newer one by then.
-	kept    map[string]keptCert
-	changed chan struct{} // closed and replaced at every change of reachability
+	kept map[string]keptCert
+	// reported: the documents that did not verify, by key, and why (each
+	// reported once).
+	reported map[string]string
+	changed  chan struct{} // closed and replaced at every change of reachability
 }
 
 // Wish is one certificate this host's containers ask for, its key type and
@@ -168,7 +175,7 @@ func New(cfg Config) (*Cluster, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	s, err := newSealer(cfg.Secret)
+	s, err := newKeyring(cfg.Secret, cfg.PreviousSecret)
 	if err != nil {
 		return nil, err
 	}
@@ -284,23 +291,38 @@ func (c *Cluster) Run(ctx context.Context) error {
 			return nil
 		}
 		c.setSession(nil, err.Error())
-		c.log.Warn("cluster unreachable; serving what this host has, ordering nothing", "err", err)
 		if joined {
 			backoff = first // a session was lost: try again soon
+		}
+		wait := backoff
+		var se *SecretError
+		if errors.As(err, &se) {
+			// Not a blip: checked again every 30 s, and said each time.
+			c.log.Error("not joining the cluster", "err", err)
+			wait = secretRecheck
+		} else {
+			c.log.Warn("cluster unreachable; serving what this host has, ordering nothing", "err", err)
+			backoff = min(2*backoff, 5*time.Second)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
+
+// secretRecheck is how often a host whose secret is not the cluster's
+// checks again (a variable for tests).
+var secretRecheck = 30 * time.Second
 
 // runSession is one session: it returns when the lease is lost or a watch
 // fails.
 func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
 	if err := c.connect(); err != nil {
+		return false, err
+	}
+	if err := c.checkKey(ctx); err != nil {
 		return false, err
 	}
 	gctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)

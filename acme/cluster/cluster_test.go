@@ -151,7 +151,9 @@ func member(t *testing.T, e *etcdServer, node string, cfg Config) *Cluster {
 // runs it until stop.
 func running(t *testing.T, cfg Config) (c *Cluster, stop func()) {
 	t.Helper()
-	cfg.Secret = []byte("the test cluster's secret")
+	if cfg.Secret == nil {
+		cfg.Secret = []byte("the test cluster's secret")
+	}
 	cfg.TTL = 2 * time.Second
 	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	c, err := New(cfg)

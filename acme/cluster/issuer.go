@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -100,7 +99,7 @@ func (i *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme
 		resp, err := c.cli.Get(gctx, k)
 		cancel()
 		var doc ariDoc
-		if err == nil && len(resp.Kvs) > 0 && json.Unmarshal(resp.Kvs[0].Value, &doc) == nil {
+		if err == nil && len(resp.Kvs) > 0 && c.verified(k, resp.Kvs[0].Value, &doc) {
 			fresh := cmp.Or(doc.RetryAfter, ariFresh)
 			if age := time.Since(doc.Fetched); age >= 0 && age < fresh {
 				if doc.None {
@@ -119,9 +118,9 @@ func (i *Issuer) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*acme
 		return nil, err
 	}
 	if _, cerr := c.current(); cerr == nil {
-		data, _ := json.Marshal(doc)
+		data, _ := c.seal.sign(k, doc)
 		pctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
-		_, _ = c.cli.Put(pctx, k, string(data)) // best effort: the next host asks the CA itself
+		_, _ = c.cli.Put(pctx, k, data) // best effort: the next host asks the CA itself
 		cancel()
 	}
 	return ri, err
@@ -200,12 +199,12 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 
 // keptCert is an issued certificate waiting to be stored in the cluster.
 type keptCert struct {
-	doc      []byte // the certDoc, key sealed
+	doc      string // the certDoc, key sealed, signed
 	notAfter time.Time
 }
 
 // keep holds a certificate this host could not store, for publishKept.
-func (c *Cluster) keep(id string, doc []byte, notAfter time.Time) {
+func (c *Cluster) keep(id string, doc string, notAfter time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.kept == nil {
@@ -247,13 +246,13 @@ func (c *Cluster) publishOne(ctx context.Context, id string, k keptCert) error {
 	cmpRev := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 	if len(resp.Kvs) > 0 {
 		var doc certDoc
-		if json.Unmarshal(resp.Kvs[0].Value, &doc) == nil && !doc.NotAfter.Before(k.notAfter) {
+		if c.verified(key, resp.Kvs[0].Value, &doc) && !doc.NotAfter.Before(k.notAfter) {
 			c.log.Info("a kept certificate is not stored: the cluster has one as new", "id", id, "serial", doc.Serial, "by", doc.By)
 			return nil
 		}
 		cmpRev = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
 	}
-	put, err := c.cli.Txn(ctx).If(cmpRev).Then(clientv3.OpPut(key, string(k.doc))).Commit()
+	put, err := c.cli.Txn(ctx).If(cmpRev).Then(clientv3.OpPut(key, k.doc)).Commit()
 	switch {
 	case err != nil:
 		return err
@@ -331,13 +330,13 @@ func (i *Issuer) read(ctx context.Context, id string) (*certDoc, *retryDoc, erro
 	var retry *retryDoc
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		doc = &certDoc{}
-		if err := json.Unmarshal(kvs[0].Value, doc); err != nil {
-			doc = nil // unreadable: ordered again, and overwritten
+		if !c.verified(c.key("certs", id), kvs[0].Value, doc) {
+			doc = nil // unreadable or forged: ordered again, and overwritten
 		}
 	}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		retry = &retryDoc{}
-		if err := json.Unmarshal(kvs[0].Value, retry); err != nil {
+		if !c.verified(c.key("retry", id), kvs[0].Value, retry) {
 			retry = nil
 		}
 	}
@@ -351,7 +350,7 @@ func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o 
 		return err
 	}
 	k := c.key("certs", id)
-	data, err := json.Marshal(certDoc{Domains: o.Domains, KeyType: o.KeyType, Profile: o.Profile, Serial: serialHex(leaf), NotAfter: leaf.NotAfter,
+	data, err := c.seal.sign(k, certDoc{Domains: o.Domains, KeyType: o.KeyType, Profile: o.Profile, Serial: serialHex(leaf), NotAfter: leaf.NotAfter,
 		Chain: string(chain), CA: i.ca.Directory(), Key: c.seal.seal(k, key), By: c.cfg.Node, At: time.Now().UTC()})
 	if err != nil {
 		return err
@@ -361,7 +360,7 @@ func (i *Issuer) store(ctx context.Context, mu *concurrency.Mutex, id string, o 
 	var last error
 	for attempt := 0; attempt < 5; attempt++ {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
-		ops := []clientv3.Op{clientv3.OpPut(k, string(data)), clientv3.OpDelete(c.key("retry", id))}
+		ops := []clientv3.Op{clientv3.OpPut(k, data), clientv3.OpDelete(c.key("retry", id))}
 		if replaces != "" {
 			ops = append(ops, clientv3.OpDelete(c.key("ari", replaces))) // the replaced one's renewal info
 		}
@@ -399,10 +398,10 @@ func (i *Issuer) failed(ctx context.Context, mu *concurrency.Mutex, id string, p
 	if errors.As(err, &oe) && oe.RetryAfter > wait {
 		wait = oe.RetryAfter
 	}
-	data, _ := json.Marshal(retryDoc{Failures: n, NotBefore: time.Now().Add(wait).UTC(), Err: err.Error(), By: c.cfg.Node, Replaces: replaces})
+	data, _ := c.seal.sign(c.key("retry", id), retryDoc{Failures: n, NotBefore: time.Now().Add(wait).UTC(), Err: err.Error(), By: c.cfg.Node, Replaces: replaces})
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
 	defer cancel()
-	if _, perr := c.cli.Txn(pctx).If(mu.IsOwner()).Then(clientv3.OpPut(c.key("retry", id), string(data))).Commit(); perr != nil {
+	if _, perr := c.cli.Txn(pctx).If(mu.IsOwner()).Then(clientv3.OpPut(c.key("retry", id), data)).Commit(); perr != nil {
 		c.log.Warn("cannot record the failed order in the cluster", "err", perr)
 	}
 }

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,10 +32,11 @@ func (c *Cluster) Proven(ctx context.Context, name, serial string) error {
 	if _, err := c.current(); err != nil {
 		return err
 	}
-	data, _ := json.Marshal(Proof{Node: c.cfg.Node, Serial: serial, At: time.Now().UTC()})
+	k := c.key("proofs", id, c.cfg.Node)
+	data, _ := c.seal.sign(k, Proof{Node: c.cfg.Node, Serial: serial, At: time.Now().UTC()})
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
 	defer cancel()
-	if _, err := c.cli.Put(ctx, c.key("proofs", id, c.cfg.Node), string(data)); err != nil {
+	if _, err := c.cli.Put(ctx, k, data); err != nil {
 		return fmt.Errorf("etcd: publish the proof: %w", err)
 	}
 	return nil
@@ -83,7 +83,7 @@ func (c *Cluster) Proofs(ctx context.Context) (map[string][]Proof, error) {
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		id, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), c.key("proofs")+"/"), "/")
 		var p Proof
-		if len(names[id]) == 0 || json.Unmarshal(kv.Value, &p) != nil {
+		if len(names[id]) == 0 || !c.verified(string(kv.Key), kv.Value, &p) {
 			continue
 		}
 		p.Alive = alive[p.Node]
@@ -139,7 +139,7 @@ type StoredCert struct {
 
 func (c *Cluster) certPut(key string, value []byte) {
 	var doc certDoc
-	if c.cfg.OnCert == nil || json.Unmarshal(value, &doc) != nil || doc.By == c.cfg.Node {
+	if c.cfg.OnCert == nil || !c.verified(key, value, &doc) || doc.By == c.cfg.Node {
 		return
 	}
 	id := strings.TrimPrefix(key, c.key("certs")+"/")

@@ -54,3 +54,33 @@ func TestID(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyringOpensWhatThePreviousSecretMade(t *testing.T) {
+	old, _ := newSealer([]byte("the old cluster secret, long"))
+	rotating, err := newKeyring([]byte("the new cluster secret, long"), []byte("the old cluster secret, long"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := newSealer([]byte("the new cluster secret, long"))
+	sealed := old.seal("/p/certs/x", []byte("key"))
+	if got, err := rotating.open("/p/certs/x", sealed); err != nil || string(got) != "key" {
+		t.Errorf("the rotating host opening the old key's value: %q, %v", got, err)
+	}
+	if _, err := fresh.open("/p/certs/x", sealed); err == nil || !bytes.Contains([]byte(err.Error()), []byte("EDGECERT_CLUSTER_SECRET")) {
+		t.Errorf("a host with the new secret only: %v", err)
+	}
+	doc, _ := old.sign("/p/retry/x", map[string]int{"failures": 2})
+	var got map[string]int
+	if kid, err := rotating.verify("/p/retry/x", []byte(doc), &got); err != nil || kid != old.cur.kid || got["failures"] != 2 {
+		t.Errorf("verify with the previous key: %v, %v, %v", kid, got, err)
+	}
+	if _, err := fresh.verify("/p/retry/x", []byte(doc), &got); err == nil {
+		t.Error("a document signed with another key verified")
+	}
+	if _, err := old.verify("/p/retry/y", []byte(doc), &got); err == nil {
+		t.Error("a document copied to another key verified")
+	}
+	if old.cur.kid == fresh.cur.kid || len(old.cur.kid) != 16 {
+		t.Errorf("key ids %q and %q", old.cur.kid, fresh.cur.kid)
+	}
+}

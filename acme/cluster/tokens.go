@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -45,9 +44,9 @@ func (c *Cluster) ShareToken(ctx context.Context, domain, token, keyAuth string)
 	if err != nil {
 		return nil, err
 	}
-	doc, _ := json.Marshal(tokenDoc{Domain: domain, KeyAuth: keyAuth, By: c.cfg.Node})
+	doc, _ := c.seal.sign(c.key("tokens", token), tokenDoc{Domain: domain, KeyAuth: keyAuth, By: c.cfg.Node})
 	pctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
-	_, err = c.cli.Put(pctx, c.key("tokens", token), string(doc), clientv3.WithLease(s.Lease()))
+	_, err = c.cli.Put(pctx, c.key("tokens", token), doc, clientv3.WithLease(s.Lease()))
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("etcd: publish token: %w", err)
@@ -163,7 +162,7 @@ func (c *Cluster) tokenPath(key string) (string, string, bool) {
 func (c *Cluster) tokenPut(ctx context.Context, s *concurrency.Session, key string, value []byte) {
 	token, path, ok := c.tokenPath(key)
 	var doc tokenDoc
-	if !ok || json.Unmarshal(value, &doc) != nil || doc.By == c.cfg.Node {
+	if !ok || !c.verified(key, value, &doc) || doc.By == c.cfg.Node {
 		return
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

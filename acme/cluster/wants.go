@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -37,14 +36,14 @@ func (c *Cluster) publishWants(ctx context.Context) error {
 		return err
 	}
 	c.mu.Lock()
-	data, err := json.Marshal(c.wants)
+	data, err := c.seal.sign(c.key("wants", c.cfg.Node), c.wants)
 	c.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
 	defer cancel()
-	if _, err := c.cli.Put(ctx, c.key("wants", c.cfg.Node), string(data), clientv3.WithLease(s.Lease())); err != nil {
+	if _, err := c.cli.Put(ctx, c.key("wants", c.cfg.Node), data, clientv3.WithLease(s.Lease())); err != nil {
 		return fmt.Errorf("etcd: publish wishes: %w", err)
 	}
 	return nil

@@ -38,7 +38,7 @@ func newCluster(cfg Config, check cluster.TokenChecker, onCert func(cluster.Stor
 		}
 	}
 	return cluster.New(cluster.Config{Endpoints: cfg.EtcdEndpoints, TLS: tc, Username: cfg.EtcdUser, Password: cfg.EtcdPassword,
-		Prefix: cfg.EtcdPrefix, Node: cfg.Node, Secret: []byte(cfg.ClusterSecret), Directory: cfg.ACMEDirectory, TTL: cfg.ClusterTTL, AckWait: cfg.ClusterAckWait,
+		Prefix: cfg.EtcdPrefix, Node: cfg.Node, Secret: []byte(cfg.ClusterSecret), PreviousSecret: []byte(cfg.PreviousSecret), Directory: cfg.ACMEDirectory, TTL: cfg.ClusterTTL, AckWait: cfg.ClusterAckWait,
 		Webroot: cfg.Webroot, Check: check, OnCert: onCert, Log: log})
 }
 

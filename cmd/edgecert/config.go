@@ -65,21 +65,23 @@ type Config struct {
 	DNSTimeout    time.Duration `env:"EDGECERT_DNS_TIMEOUT" envDefault:"10s"`
 	KeyOwner      string        `env:"EDGECERT_KEY_OWNER"`
 	// Cluster mode (README "Many hosts: a cluster on etcd").
-	EtcdEndpoints     []string      `env:"EDGECERT_ETCD_ENDPOINTS" envSeparator:","`
-	EtcdCA            string        `env:"EDGECERT_ETCD_CA"`
-	EtcdCert          string        `env:"EDGECERT_ETCD_CERT"`
-	EtcdKey           string        `env:"EDGECERT_ETCD_KEY"`
-	EtcdUser          string        `env:"EDGECERT_ETCD_USER"`
-	EtcdPassword      string        `env:"EDGECERT_ETCD_PASSWORD"`
-	EtcdPasswordFile  string        `env:"EDGECERT_ETCD_PASSWORD_FILE"`
-	EtcdPrefix        string        `env:"EDGECERT_ETCD_PREFIX" envDefault:"/edgecert/"`
-	ClusterSecret     string        `env:"EDGECERT_CLUSTER_SECRET"`
-	ClusterSecretFile string        `env:"EDGECERT_CLUSTER_SECRET_FILE"`
-	Node              string        `env:"EDGECERT_NODE"`
-	ClusterTTL        time.Duration `env:"EDGECERT_CLUSTER_TTL" envDefault:"10s"`
-	ClusterAckWait    time.Duration `env:"EDGECERT_CLUSTER_ACK_WAIT" envDefault:"10s"`
-	LogLevel          string        `env:"EDGECERT_LOG_LEVEL" envDefault:"info"`
-	LogFormat         string        `env:"EDGECERT_LOG_FORMAT" envDefault:"text"`
+	EtcdEndpoints      []string      `env:"EDGECERT_ETCD_ENDPOINTS" envSeparator:","`
+	EtcdCA             string        `env:"EDGECERT_ETCD_CA"`
+	EtcdCert           string        `env:"EDGECERT_ETCD_CERT"`
+	EtcdKey            string        `env:"EDGECERT_ETCD_KEY"`
+	EtcdUser           string        `env:"EDGECERT_ETCD_USER"`
+	EtcdPassword       string        `env:"EDGECERT_ETCD_PASSWORD"`
+	EtcdPasswordFile   string        `env:"EDGECERT_ETCD_PASSWORD_FILE"`
+	EtcdPrefix         string        `env:"EDGECERT_ETCD_PREFIX" envDefault:"/edgecert/"`
+	ClusterSecret      string        `env:"EDGECERT_CLUSTER_SECRET"`
+	ClusterSecretFile  string        `env:"EDGECERT_CLUSTER_SECRET_FILE"`
+	PreviousSecret     string        `env:"EDGECERT_CLUSTER_SECRET_PREVIOUS"`
+	PreviousSecretFile string        `env:"EDGECERT_CLUSTER_SECRET_PREVIOUS_FILE"`
+	Node               string        `env:"EDGECERT_NODE"`
+	ClusterTTL         time.Duration `env:"EDGECERT_CLUSTER_TTL" envDefault:"10s"`
+	ClusterAckWait     time.Duration `env:"EDGECERT_CLUSTER_ACK_WAIT" envDefault:"10s"`
+	LogLevel           string        `env:"EDGECERT_LOG_LEVEL" envDefault:"info"`
+	LogFormat          string        `env:"EDGECERT_LOG_FORMAT" envDefault:"text"`
 
 	keyUID, keyGID int // from KeyOwner; -1 when it is empty
 	// notes: what the daemon says once at start about the configuration
@@ -357,6 +359,12 @@ func clusterConfig(c *Config) error {
 	}
 	if len(c.ClusterSecret) < 16 {
 		return errors.New("EDGECERT_CLUSTER_SECRET (or _FILE): cluster mode needs a secret of at least 16 characters, the same on every host (it seals the private keys kept in etcd); e.g. openssl rand -base64 32")
+	}
+	if c.PreviousSecret, err = read("EDGECERT_CLUSTER_SECRET_PREVIOUS", c.PreviousSecret, c.PreviousSecretFile); err != nil {
+		return err
+	}
+	if c.PreviousSecret != "" && len(c.PreviousSecret) < 16 {
+		return errors.New("EDGECERT_CLUSTER_SECRET_PREVIOUS (or _FILE): the secret being rotated away from, at least 16 characters")
 	}
 	if c.EtcdPassword, err = read("EDGECERT_ETCD_PASSWORD", c.EtcdPassword, c.EtcdPasswordFile); err != nil {
 		return err

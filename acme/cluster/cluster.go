@@ -105,7 +105,14 @@ type Cluster struct {
 	// reported: the documents that did not verify, by key, and why (each
 	// reported once).
 	reported map[string]string
-	changed  chan struct{} // closed and replaced at every change of reachability
+	// locals are this host's locks of each certificate identity (one
+	// order at a time per identity on this host; etcd's mutex is
+	// re-entrant on one session). A few bytes per identity ever ordered.
+	locals map[string]chan struct{}
+	// served are the other hosts' tokens this host wrote into its webroot,
+	// by etcd key: removed at reconnection if withdrawn meanwhile.
+	served  map[string]bool
+	changed chan struct{} // closed and replaced at every change of reachability
 }
 
 // Wish is one certificate this host's containers ask for, its key type and
@@ -341,11 +348,8 @@ func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
 		_, _ = c.cli.Revoke(cctx, s.Lease())
 		s.Orphan()
 	}()
-	opCtx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
-	_, err = c.cli.Put(opCtx, c.key("nodes", c.cfg.Node), time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(s.Lease()))
-	cancel()
-	if err != nil {
-		return false, fmt.Errorf("etcd: join: %w", err)
+	if err := c.claimNode(ctx, s); err != nil {
+		return false, err
 	}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -378,4 +382,27 @@ func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
 		<-errc
 		return true, err
 	}
+}
+
+// claimNode puts nodes/<node> on the session's lease, only if no live host
+// holds that name: two hosts with one EDGECERT_NODE would skip each other's
+// tokens and overwrite each other's proofs.
+func (c *Cluster) claimNode(ctx context.Context, s *concurrency.Session) error {
+	k := c.key("nodes", c.cfg.Node)
+	opCtx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	defer cancel()
+	resp, err := c.cli.Txn(opCtx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(s.Lease()))).Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return fmt.Errorf("etcd: join: %w", err)
+	}
+	if !resp.Succeeded {
+		since := ""
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			since = string(kvs[0].Value)
+		}
+		return fmt.Errorf("another live host is named %q (EDGECERT_NODE), in the cluster since %s: give each host its own name; "+
+			"if this host has just restarted, its previous session ends within EDGECERT_CLUSTER_TTL and it joins then", c.cfg.Node, since)
+	}
+	return nil
 }

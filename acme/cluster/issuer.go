@@ -157,6 +157,14 @@ func (i *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		}
 		return i.take(id, doc, o)
 	}
+	// etcd's mutex is re-entrant on one session: two names for one
+	// certificate on this host would both order. This host's own lock
+	// comes first.
+	unlock, err := c.localLock(ctx, id)
+	if err != nil {
+		return nil, nil, &acme.OrderError{Err: fmt.Errorf("cluster: wait for this host's other order of the certificate: %w", err)}
+	}
+	defer unlock()
 	mu := concurrency.NewMutex(s, c.key("locks", id))
 	if err := mu.Lock(ctx); err != nil {
 		return nil, nil, &acme.OrderError{Err: fmt.Errorf("cluster: wait for the certificate's lock: %w", i.lost(s, err))}
@@ -416,3 +424,24 @@ func leafOf(chain string) (*x509.Certificate, error) {
 
 // serialHex is a serial as status shows it.
 func serialHex(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }
+
+// localLock holds this host's lock of certificate id until unlock, or
+// fails when ctx ends first.
+func (c *Cluster) localLock(ctx context.Context, id string) (unlock func(), err error) {
+	c.mu.Lock()
+	if c.locals == nil {
+		c.locals = map[string]chan struct{}{}
+	}
+	ch := c.locals[id]
+	if ch == nil {
+		ch = make(chan struct{}, 1)
+		c.locals[id] = ch
+	}
+	c.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

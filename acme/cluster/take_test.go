@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -290,5 +293,72 @@ func TestCertificateIssuedAsTheLeaseIsLostIsKept(t *testing.T) {
 	})
 	if n := ca.orders.Load(); n != 1 {
 		t.Errorf("%d orders, want 1", n)
+	}
+}
+
+// Finding 6 of issue 19: two names for one certificate on one host both
+// ordered (etcd's mutex is re-entrant on one session). One orders, the
+// other takes it.
+func TestTwoNamesOnOneHostOrderOnce(t *testing.T) {
+	e := startEtcdServer(t)
+	ca := &fakeCA{delay: 300 * time.Millisecond}
+	a := member(t, e, "a", Config{})
+	o := acme.Order{Domains: []string{"twice.test"}, KeyType: "ec256"}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, _, err := a.Issuer(ca).Obtain(bounded(t), o)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := ca.orders.Load(); n != 1 {
+		t.Errorf("%d orders for one certificate under two names on one host, want 1", n)
+	}
+}
+
+// Two live hosts with one EDGECERT_NODE: the second does not join.
+func TestDuplicateNodeNameIsRefused(t *testing.T) {
+	e := startEtcdServer(t)
+	member(t, e, "a", Config{})
+	twin, stop := running(t, Config{Endpoints: []string{e.client}, Node: "a", Prefix: "/test/"})
+	defer stop()
+	waitFor(t, 20*time.Second, func() error {
+		if _, why, _ := twin.Reachable(); !strings.Contains(why, "another live host is named \"a\"") {
+			return errors.New("the twin's state: " + why)
+		}
+		return nil
+	})
+	if ok, _, _ := twin.Reachable(); ok {
+		t.Error("the twin joined")
+	}
+}
+
+// A token withdrawn while this host was away from etcd is removed from
+// its webroot when it reconnects (the watch it missed would have).
+func TestStaleTokenRemovedAtReconnect(t *testing.T) {
+	e := startEtcdServer(t)
+	root := t.TempDir()
+	b := member(t, e, "b", Config{Webroot: root})
+	s, err := b.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := b.key("tokens", "gone-token")
+	doc, _ := b.seal.sign(key, tokenDoc{Domain: "shop.test", KeyAuth: "gone-token.thumb", By: "a"})
+	b.tokenPut(bounded(t), s, key, []byte(doc)) // served, as the watch would; never in etcd now
+	file := filepath.Join(root, ".well-known", "acme-challenge", "gone-token")
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("the token was not served: %v", err)
+	}
+	if _, err := b.serveTokens(bounded(t), s); err != nil { // what a reconnection does
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a token withdrawn while away is still served: %v", err)
 	}
 }

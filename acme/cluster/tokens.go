@@ -52,14 +52,21 @@ func (c *Cluster) ShareToken(ctx context.Context, domain, token, keyAuth string)
 		return nil, fmt.Errorf("etcd: publish token: %w", err)
 	}
 	withdraw = func() {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
-		defer cancel()
-		_, err := c.cli.Txn(wctx).Then(
-			clientv3.OpDelete(c.key("tokens", token)),
-			clientv3.OpDelete(c.key("acks", token)+"/", clientv3.WithPrefix())).Commit()
-		if err != nil {
-			c.log.Warn("cannot withdraw an HTTP-01 token from the cluster (it goes with this host's lease)", "domains", domain, "err", err)
+		// Tried three times; a token left behind goes with this host's
+		// lease, and other hosts remove its file when they hear of that.
+		var err error
+		for attempt := range 3 {
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
+			_, err = c.cli.Txn(wctx).Then(
+				clientv3.OpDelete(c.key("tokens", token)),
+				clientv3.OpDelete(c.key("acks", token)+"/", clientv3.WithPrefix())).Commit()
+			cancel()
+			if err == nil {
+				return
+			}
+			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 		}
+		c.log.Warn("cannot withdraw an HTTP-01 token from the cluster (it goes with this host's lease)", "domains", domain, "err", err)
 	}
 	hosts, err := c.liveHosts(ctx)
 	if err != nil {
@@ -119,8 +126,22 @@ func (c *Cluster) serveTokens(ctx context.Context, s *concurrency.Session) (int6
 	if err != nil {
 		return 0, fmt.Errorf("etcd: read tokens: %w", err)
 	}
+	live := map[string]bool{}
 	for _, kv := range resp.Kvs {
+		live[string(kv.Key)] = true
 		c.tokenPut(ctx, s, string(kv.Key), kv.Value)
+	}
+	// Tokens this host served that were withdrawn while it was away.
+	c.mu.Lock()
+	var stale []string
+	for key := range c.served {
+		if !live[key] {
+			stale = append(stale, key)
+		}
+	}
+	c.mu.Unlock()
+	for _, key := range stale {
+		c.tokenGone(key)
 	}
 	return resp.Header.Revision, nil
 }
@@ -173,6 +194,12 @@ func (c *Cluster) tokenPut(ctx context.Context, s *concurrency.Session, key stri
 		c.log.Warn("cannot serve another host's HTTP-01 token", "domains", doc.Domain, "by", doc.By, "err", err)
 		return
 	}
+	c.mu.Lock()
+	if c.served == nil {
+		c.served = map[string]bool{}
+	}
+	c.served[key] = true
+	c.mu.Unlock()
 	go func() {
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
 		defer cancel()
@@ -212,6 +239,9 @@ func (c *Cluster) tokenPut(ctx context.Context, s *concurrency.Session, key stri
 }
 
 func (c *Cluster) tokenGone(key string) {
+	c.mu.Lock()
+	delete(c.served, key)
+	c.mu.Unlock()
 	if _, path, ok := c.tokenPath(key); ok {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			c.log.Warn("cannot remove an HTTP-01 token from the webroot", "err", err)

@@ -31,7 +31,7 @@ type ClusterView struct {
 // newCluster connects this host to the cluster from cfg.
 func newCluster(cfg Config, check cluster.TokenChecker, onCert func(cluster.StoredCert), log *slog.Logger) (*cluster.Cluster, error) {
 	var tc *tls.Config
-	if cfg.EtcdCA != "" || cfg.EtcdCert != "" || strings.HasPrefix(cfg.EtcdEndpoints[0], "https://") {
+	if cfg.EtcdCA != "" || cfg.EtcdCert != "" || etcdTLS(cfg.EtcdEndpoints[0]) {
 		var err error
 		if tc, err = cluster.TLSConfig(cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey); err != nil {
 			return nil, err

@@ -323,6 +323,9 @@ func companionEnv(c *Config) error {
 	return nil
 }
 
+// etcdTLS says whether an etcd endpoint is reached over TLS.
+func etcdTLS(endpoint string) bool { return strings.HasPrefix(endpoint, "https://") }
+
 // clusterConfig checks the cluster variables when EDGECERT_ETCD_ENDPOINTS
 // is set, reading the secrets their _FILE forms name.
 func clusterConfig(c *Config) error {
@@ -338,6 +341,9 @@ func clusterConfig(c *Config) error {
 		}
 		if _, _, err := net.SplitHostPort(host); err != nil {
 			return fmt.Errorf("EDGECERT_ETCD_ENDPOINTS: %q: want https://host:port (or host:port)", e)
+		}
+		if i > 0 && etcdTLS(e) != etcdTLS(c.EtcdEndpoints[0]) {
+			return fmt.Errorf("EDGECERT_ETCD_ENDPOINTS: %q and %q: every endpoint https:// or none (one client talks to all of them)", c.EtcdEndpoints[0], e)
 		}
 	}
 	read := func(name, value, file string) (string, error) {

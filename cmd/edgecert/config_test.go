@@ -124,6 +124,9 @@ func TestClusterConfig(t *testing.T) {
 		{desc: "secret from a file", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret}},
 		{desc: "secret twice", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_CLUSTER_SECRET": "0123456789abcdef"}, err: "EDGECERT_CLUSTER_SECRET"},
 		{desc: "bad endpoint", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_ETCD_ENDPOINTS": "etcd1"}, err: "EDGECERT_ETCD_ENDPOINTS"},
+		{desc: "mixed schemes", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_ETCD_ENDPOINTS": "https://etcd1:2379,etcd2:2379"}, err: "EDGECERT_ETCD_ENDPOINTS"},
+		{desc: "short previous secret", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_CLUSTER_SECRET_PREVIOUS": "short"}, err: "EDGECERT_CLUSTER_SECRET_PREVIOUS"},
+		{desc: "previous secret", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_CLUSTER_SECRET_PREVIOUS": "the old one, long enough"}},
 		{desc: "user without password", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_ETCD_USER": "edgecert"}, err: "EDGECERT_ETCD_USER"},
 		{desc: "cert without key", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_ETCD_CERT": "/c.pem"}, err: "EDGECERT_ETCD_CERT"},
 		{desc: "bad node", env: map[string]string{"EDGECERT_CLUSTER_SECRET_FILE": secret, "EDGECERT_NODE": "Web 1"}, err: "EDGECERT_NODE"},
@@ -131,7 +134,7 @@ func TestClusterConfig(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			t.Setenv("EDGECERT_ETCD_ENDPOINTS", "https://etcd1:2379,etcd2:2379")
+			t.Setenv("EDGECERT_ETCD_ENDPOINTS", "https://etcd1:2379,https://etcd2:2379")
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}

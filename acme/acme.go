@@ -85,6 +85,11 @@ type Order struct {
 	TakeOnly bool
 }
 
+// ErrHeld is wrapped by an issuer's error that means it cannot order now
+// for a reason outside the order (the cluster unreachable): not a failure
+// of the order; the need is kept and ordered when the hold clears.
+var ErrHeld = errors.New("orders wait")
+
 // ErrNothingNewer is an issuer's answer to a TakeOnly order when it has no
 // certificate newer than the current one: nothing to do, not a failure.
 var ErrNothingNewer = errors.New("the issuer has no certificate newer than the current one")

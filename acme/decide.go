@@ -72,6 +72,9 @@ func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, r
 	if now.Before(e.st.LimitedUntil) {
 		return false, "", e.st.LimitedUntil // the CA's Retry-After holds every order, a changed wish's too
 	}
+	if now.Before(e.heldUntil) {
+		return false, "", e.heldUntil // the issuer could not order a moment ago (ErrHeld)
+	}
 	if e.force {
 		return true, string(SourceForced), time.Time{}
 	}

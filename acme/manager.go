@@ -96,10 +96,11 @@ type entry struct {
 	ordering    bool
 	orderReason string
 	phase       Phase
-	force       bool // order now, past any wait (renew)
-	forced      bool // ... because an operator forced it (counted against ForcedLimit)
-	refresh     bool // the issuer has a newer certificate (another host ordered it): take it
-	polling     bool // an ARI request is in flight
+	force       bool      // order now, past any wait (renew)
+	forced      bool      // ... because an operator forced it (counted against ForcedLimit)
+	refresh     bool      // the issuer has a newer certificate (another host ordered it): take it
+	heldUntil   time.Time // the issuer said it cannot order now (ErrHeld): not before then
+	polling     bool      // an ARI request is in flight
 
 	// An issued pair not (yet) on the volume: its write is retried, it is
 	// never ordered again.
@@ -132,6 +133,10 @@ type swapLock interface {
 // swapWait bounds how long a swap waits for reloads that read the files: a
 // proxy stuck in its config test must not hold back every certificate.
 const swapWait = 5 * time.Second
+
+// heldRecheck is how long after an order the issuer held (ErrHeld) the
+// need is looked at again, if the hold has not reached the loop by then.
+const heldRecheck = 5 * time.Second
 
 // inbox holds what Update, Hold and Reprove said since the loop last
 // looked; the loop takes it whole, so a newer want list replaces an older

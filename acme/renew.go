@@ -114,8 +114,7 @@ func (m *Manager) renew(r renewReq) {
 		// Orders wait (the cluster unreachable, no proxy running): the
 		// operator is told at once, not when the caller gives up; the
 		// renewal is kept and placed once, when the hold clears.
-		r.reply <- RenewResult{Name: e.name, Message: "held, nothing ordered now",
-			Err: fmt.Sprintf("orders wait (%s); this renewal is kept and placed once, as soon as that clears (see edgecert status)", m.hold)}
+		r.reply <- heldResult(e.name, m.hold)
 		return
 	}
 	e.wait.awaitOrder(r.reply)
@@ -261,4 +260,10 @@ func (m *Manager) rollback(r renewReq) {
 	m.log.Warn("certificate rolled back by the operator; automatic renewal held until `edgecert renew`", "cert", e.name,
 		"serial", info.Serial, "from", from, "not_after", info.NotAfter.Format(time.RFC3339))
 	e.wait.awaitRollback(r.reply, info.Fingerprint)
+}
+
+// heldResult answers a renewal that orders cannot place now, for why.
+func heldResult(name, why string) RenewResult {
+	return RenewResult{Name: name, Message: "held, nothing ordered now",
+		Err: fmt.Sprintf("orders wait (%s); this renewal is kept and placed once, as soon as that clears (see edgecert status)", why)}
 }

@@ -131,6 +131,16 @@ func (m *Manager) applyOrder(e *entry, r result) {
 	e.ordering, e.phase = false, ""
 	e.st.LastAttempt = now
 	switch {
+	case errors.Is(r.err, ErrHeld):
+		// The issuer cannot order now (the cluster became unreachable
+		// before the hold reached the loop): no failure; a forced renewal
+		// is kept, and the need is ordered when the hold clears.
+		e.heldUntil = now.Add(heldRecheck)
+		if r.force {
+			e.force, e.forced = true, true
+		}
+		m.log.Warn("order held; nothing ordered", "cert", e.name, "err", r.err)
+		e.wait.orderFailed(heldResult(e.name, r.err.Error()))
 	case errors.Is(r.err, ErrNothingNewer):
 		// Offered a newer certificate that turned out not to be (not for
 		// this wish, or not newer): nothing changes, nothing is ordered.

@@ -105,3 +105,36 @@ func TestOrderTimesOut(t *testing.T) {
 		t.Errorf("after the deadline: error %q, next retry %v, phase %q", s.LastError, s.NextRetry, s.Phase)
 	}
 }
+
+// An order the issuer holds (the cluster became unreachable before the
+// hold reached the loop) is no failure: the renewal asked for is answered
+// "held", kept, and placed when the issuer can order again.
+func TestOrderHeldByTheIssuerIsKept(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	clk := &clock{now: time.Now()}
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	h := startAt(t, certs, st, iss, &fakeDeployer{}, clk)
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "valid and deployed", func() bool { s := state(h.m, "site"); return s.State == "valid" && s.Deployed })
+	first := state(h.m, "site").Serial
+	iss.mu.Lock()
+	iss.fail = &OrderError{Err: fmt.Errorf("cluster: wait for the certificate's lock: %w", ErrHeld)}
+	iss.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := h.m.Renew(ctx, "site", true)
+	if !strings.Contains(res.Message, "held") || !strings.Contains(res.Err, "placed once") {
+		t.Fatalf("renew --force held by the issuer: %+v", res)
+	}
+	if s := state(h.m, "site"); s.Failures != 0 || s.LastError != "" {
+		t.Errorf("a held order counted as failed: %d failures, %q", s.Failures, s.LastError)
+	}
+	iss.mu.Lock()
+	iss.fail = nil
+	iss.mu.Unlock()
+	h.at(clk, clk.Now().Add(heldRecheck+time.Second))
+	waitFor(t, "the kept renewal placed", func() bool { return state(h.m, "site").Serial != first })
+	if o := iss.lastOrder(); !o.Forced || iss.count() != 3 {
+		t.Errorf("the kept renewal: forced %v, %d orders (want 3: first, held, kept)", o.Forced, iss.count())
+	}
+}

@@ -37,6 +37,7 @@ type result struct {
 	phase Phase
 	err   error
 	took  time.Duration // order: inside the issuer; deploy: the whole deployment
+	force bool          // order: it was forced by the operator
 	pre   time.Duration // order: in the preflight check
 }
 
@@ -87,7 +88,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 			chain, key, err = m.obtain(ctx, o)
 			took = time.Since(start)
 		}
-		r := result{kind: orderDone, name: name, err: err, took: took, pre: pre, fp: specKey(o)}
+		r := result{kind: orderDone, name: name, err: err, took: took, pre: pre, fp: specKey(o), force: o.Forced}
 		if err == nil {
 			// Kept before it is written: from here on, this certificate is
 			// never ordered again, whatever happens to the write or to us.

@@ -44,6 +44,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+
+	"github.com/edgecert/edgecert/acme"
 )
 
 // Config configures a host's membership.
@@ -260,6 +262,9 @@ type UnreachableError struct {
 	Why   string
 	Since time.Time
 }
+
+// Unwrap makes it acme.ErrHeld: an order refused for it is held, not failed.
+func (e *UnreachableError) Unwrap() error { return acme.ErrHeld }
 
 func (e *UnreachableError) Error() string {
 	return fmt.Sprintf("cluster unreachable since %s: %s", e.Since.UTC().Format(time.RFC3339), e.Why)

@@ -19,6 +19,25 @@ type defaults struct {
 	UnusedGrace time.Duration
 	Directory   string // the CA in use: a certificate from another is re-ordered
 	DNSConfig   string // a fingerprint of the DNS providers' configuration
+	// OrderTimeout: an order still running well past it is stuck (status,
+	// health).
+	OrderTimeout time.Duration
+}
+
+// stuckAfter is how long past OrderTimeout an order may still run (its
+// finish after finalize, 2 min, and a margin) before it counts as stuck.
+const stuckAfter = 3 * time.Minute
+
+// orderStuck says why e's order in flight is stuck, or "".
+func orderStuck(e *entry, d defaults, now time.Time) string {
+	if !e.ordering || d.OrderTimeout <= 0 {
+		return ""
+	}
+	if ran := now.Sub(e.orderStarted); ran > d.OrderTimeout+stuckAfter {
+		return fmt.Sprintf("an order has run for %s, past EDGECERT_ORDER_TIMEOUT (%s): something it waits on ignores its deadline (see the log)",
+			ran.Round(time.Second), d.OrderTimeout)
+	}
+	return ""
 }
 
 // inGrace says whether an unwanted certificate is still renewed.

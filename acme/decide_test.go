@@ -204,3 +204,24 @@ func TestBoundElsewhere(t *testing.T) {
 		})
 	}
 }
+
+func TestOrderStuck(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	d := defaults{OrderTimeout: 15 * time.Minute}
+	for _, tc := range []struct {
+		desc  string
+		e     entry
+		d     defaults
+		stuck bool
+	}{
+		{desc: "not ordering", e: entry{orderStarted: now.Add(-time.Hour)}, d: d},
+		{desc: "within its deadline", e: entry{ordering: true, orderStarted: now.Add(-10 * time.Minute)}, d: d},
+		{desc: "finishing after finalize, past the deadline", e: entry{ordering: true, orderStarted: now.Add(-17 * time.Minute)}, d: d},
+		{desc: "past the deadline and the finish", e: entry{ordering: true, orderStarted: now.Add(-19 * time.Minute)}, d: d, stuck: true},
+		{desc: "no deadline configured", e: entry{ordering: true, orderStarted: now.Add(-24 * time.Hour)}},
+	} {
+		if got := orderStuck(&tc.e, tc.d, now); (got != "") != tc.stuck {
+			t.Errorf("%s: orderStuck = %q, want stuck %v", tc.desc, got, tc.stuck)
+		}
+	}
+}

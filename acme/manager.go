@@ -93,14 +93,15 @@ type entry struct {
 	st    persisted
 
 	// The order.
-	ordering    bool
-	orderReason string
-	phase       Phase
-	force       bool      // order now, past any wait (renew)
-	forced      bool      // ... because an operator forced it (counted against ForcedLimit)
-	refresh     bool      // the issuer has a newer certificate (another host ordered it): take it
-	heldUntil   time.Time // the issuer said it cannot order now (ErrHeld): not before then
-	polling     bool      // an ARI request is in flight
+	ordering     bool
+	orderStarted time.Time
+	orderReason  string
+	phase        Phase
+	force        bool      // order now, past any wait (renew)
+	forced       bool      // ... because an operator forced it (counted against ForcedLimit)
+	refresh      bool      // the issuer has a newer certificate (another host ordered it): take it
+	heldUntil    time.Time // the issuer said it cannot order now (ErrHeld): not before then
+	polling      bool      // an ARI request is in flight
 
 	// An issued pair not (yet) on the volume: its write is retried, it is
 	// never ordered again.
@@ -170,7 +171,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 	m := &Manager{
 		cfg: cfg, log: cmp.Or(cfg.Log, slog.Default()), now: cfg.Now, sink: cfg.Events,
 		def: defaults{KeyType: cfg.DefaultKeyType, Profile: cfg.DefaultProfile, UnusedGrace: cfg.UnusedGrace, Directory: cfg.Directory,
-			DNSConfig: cfg.DNSConfig},
+			DNSConfig: cfg.DNSConfig, OrderTimeout: cfg.OrderTimeout},
 		renews:  make(chan renewReq),
 		results: make(chan result),
 		wake:    make(chan struct{}, 1),

@@ -58,10 +58,11 @@ type CertStatus struct {
 	Deployed    bool       `json:"deployed"`
 	LastDeploy  time.Time  `json:"last_deploy,omitzero"`
 	DeployError string     `json:"deploy_error,omitempty"`
-	Waiting     string     `json:"waiting,omitempty"` // why a due order has not started
-	Held        *Hold      `json:"held,omitempty"`    // rolled back: no automatic renewal until `renew NAME`
-	Phase       Phase      `json:"phase,omitempty"`   // the order in flight
-	History     []Event    `json:"history"`           // newest last
+	Waiting     string     `json:"waiting,omitempty"`     // why a due order has not started
+	Held        *Hold      `json:"held,omitempty"`        // rolled back: no automatic renewal until `renew NAME`
+	Phase       Phase      `json:"phase,omitempty"`       // the order in flight
+	OrderStuck  string     `json:"order_stuck,omitempty"` // the order in flight has run past EDGECERT_ORDER_TIMEOUT
+	History     []Event    `json:"history"`               // newest last
 }
 
 // describe is e as status shows it; hold is why due orders wait ("" if
@@ -96,6 +97,7 @@ func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 	}
 	if e.ordering {
 		s.RenewSource = Source(e.orderReason)
+		s.OrderStuck = orderStuck(e, d, now)
 	}
 	if e.want == nil && !e.st.UnusedSince.IsZero() {
 		s.RenewedTill = e.st.UnusedSince.Add(d.UnusedGrace)

@@ -54,7 +54,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 	}
 	o.Forced, o.Asked, o.TakeOnly = e.forced, now, reason == string(SourceCluster)
 	e.ordering, e.force, e.forced, e.refresh = true, false, false, false
-	e.orderReason = reason
+	e.orderReason, e.orderStarted = reason, now
 	e.wait.orderStarted()
 	if old := replaces(e, o, m.cfg.Directory); old != nil {
 		o.Replaces = old.Leaf

@@ -288,6 +288,11 @@ func (d *daemon) healthy() error {
 			return fmt.Errorf("cluster unreachable since %s: %s", since.UTC().Format(time.RFC3339), why)
 		}
 	}
+	for _, c := range d.stages.manager.Status() {
+		if c.OrderStuck != "" {
+			return fmt.Errorf("certificate %s: %s", c.Name, c.OrderStuck)
+		}
+	}
 	return nil
 }
 

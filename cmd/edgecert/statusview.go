@@ -121,6 +121,9 @@ func withUnicode(d string) string {
 }
 
 func stateText(c CertView) string {
+	if c.OrderStuck != "" {
+		return string(c.State) + " (" + string(c.Phase) + ", STUCK)"
+	}
 	if c.Phase != "" {
 		return string(c.State) + " (" + string(c.Phase) + ")"
 	}
@@ -268,6 +271,7 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 		line("ARI window", clock(c.ARI.Start)+" to "+clock(c.ARI.End)+" "+c.ARI.Explanation)
 	}
 	line("ARI error", c.ARIError)
+	line("ORDER STUCK", c.OrderStuck)
 	if !c.LastAttempt.IsZero() {
 		line("last attempt", clock(c.LastAttempt)+" ("+relative(c.LastAttempt, now)+")")
 	}

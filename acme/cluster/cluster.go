@@ -39,6 +39,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -113,8 +114,14 @@ type Cluster struct {
 	locals map[string]chan struct{}
 	// served are the other hosts' tokens this host wrote into its webroot,
 	// by etcd key: removed at reconnection if withdrawn meanwhile.
-	served  map[string]bool
-	changed chan struct{} // closed and replaced at every change of reachability
+	served map[string]bool
+	// proofs are this host's proofs by certificate identity, published
+	// again at every new session (they live on its lease).
+	proofs map[string]Proof
+	// oldLease is a lost session's lease not revoked yet (only Run's
+	// goroutine uses it).
+	oldLease clientv3.LeaseID
+	changed  chan struct{} // closed and replaced at every change of reachability
 }
 
 // Wish is one certificate this host's containers ask for, its key type and
@@ -337,6 +344,16 @@ func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
 	if err := c.checkKey(ctx); err != nil {
 		return false, err
 	}
+	if c.oldLease != 0 {
+		// The last session's lease, not revoked when it was lost: its keys
+		// (this host's name among them) go now, not a TTL from now.
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+		_, err := c.cli.Revoke(rctx, c.oldLease)
+		cancel()
+		if err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			c.oldLease = 0
+		}
+	}
 	gctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
 	lease, err := c.cli.Grant(gctx, int64(c.cfg.TTL/time.Second))
 	cancel()
@@ -350,7 +367,9 @@ func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		_, _ = c.cli.Revoke(cctx, s.Lease())
+		if _, err := c.cli.Revoke(cctx, s.Lease()); err != nil {
+			c.oldLease = s.Lease() // revoked at the next session
+		}
 		s.Orphan()
 	}()
 	if err := c.claimNode(ctx, s); err != nil {
@@ -370,6 +389,7 @@ func (c *Cluster) runSession(ctx context.Context) (joined bool, err error) {
 		c.log.Warn("cannot publish this host's certificates", "err", err)
 	}
 	c.publishKept(ctx)
+	c.publishProofs(ctx, s)
 	c.log.Info("in the cluster", "lease", fmt.Sprintf("%x", s.Lease()))
 	select {
 	case <-ctx.Done():

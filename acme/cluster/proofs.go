@@ -4,15 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
 // Every host proves its own proxies serve a certificate and says so under
-// proofs/<cert>/<node>; status on any host shows them all.
+// proofs/<cert>/<node>, on its session's lease (a host gone, its proofs go
+// with it: they do not pile up under the names of recreated containers),
+// published again at each new session; status on any host shows them all.
 
 // Proof is what one host's proxies were proven to serve.
 type Proof struct {
@@ -29,18 +33,47 @@ func (c *Cluster) Proven(ctx context.Context, name, serial string) error {
 	if !ok {
 		return nil // not a wish of this host's (any more)
 	}
-	if _, err := c.current(); err != nil {
-		return err
+	p := Proof{Node: c.cfg.Node, Serial: serial, At: time.Now().UTC()}
+	c.mu.Lock()
+	if c.proofs == nil {
+		c.proofs = map[string]Proof{}
 	}
+	c.proofs[id] = p
+	c.mu.Unlock()
+	s, err := c.current()
+	if err != nil {
+		return err // published when the session is made
+	}
+	return c.putProof(ctx, s, id, p)
+}
+
+func (c *Cluster) putProof(ctx context.Context, s *concurrency.Session, id string, p Proof) error {
 	k := c.key("proofs", id, c.cfg.Node)
-	data, _ := c.seal.sign(k, Proof{Node: c.cfg.Node, Serial: serial, At: time.Now().UTC()})
+	data, _ := c.seal.sign(k, p)
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
 	defer cancel()
-	if _, err := c.cli.Put(ctx, k, data); err != nil {
+	if _, err := c.cli.Put(ctx, k, data, clientv3.WithLease(s.Lease())); err != nil {
 		return fmt.Errorf("etcd: publish the proof: %w", err)
 	}
 	return nil
 }
+
+// publishProofs publishes this host's proofs on a new session.
+func (c *Cluster) publishProofs(ctx context.Context, s *concurrency.Session) {
+	c.mu.Lock()
+	proofs := maps.Clone(c.proofs)
+	c.mu.Unlock()
+	for id, p := range proofs {
+		if err := c.putProof(ctx, s, id, p); err != nil {
+			c.log.Warn("cannot publish this host's proof", "err", err)
+			return
+		}
+	}
+}
+
+// maxProofs bounds one read of every proof (a cluster far past any sizing
+// README gives): status stays an answer, not a scan.
+const maxProofs = 100_000
 
 // idOf is the cluster identity of this host's certificate name.
 func (c *Cluster) idOf(name string) (string, bool) {
@@ -70,7 +103,7 @@ func (c *Cluster) Proofs(ctx context.Context) (map[string][]Proof, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
 	defer cancel()
 	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(c.key("proofs")+"/", clientv3.WithPrefix()),
+		clientv3.OpGet(c.key("proofs")+"/", clientv3.WithPrefix(), clientv3.WithLimit(maxProofs)),
 		clientv3.OpGet(c.key("nodes")+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("etcd: read proofs: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -361,4 +362,57 @@ func TestStaleTokenRemovedAtReconnect(t *testing.T) {
 	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a token withdrawn while away is still served: %v", err)
 	}
+}
+
+// Proofs live on their host's lease: a host gone, its proofs go (they no
+// longer pile up under the names of recreated containers); a host that
+// rejoins publishes its own again.
+func TestProofsLiveOnTheLease(t *testing.T) {
+	e := startEtcdServer(t)
+	a := member(t, e, "a", Config{})
+	b, stopB := running(t, Config{Endpoints: []string{e.client}, Node: "b", Prefix: "/test/"})
+	w := []Wish{{Name: "shop", Domains: []string{"shop.test"}, KeyType: "ec256"}}
+	for _, h := range []*Cluster{a, b} {
+		if err := h.SetWishes(bounded(t), w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, func() error {
+		if err := b.Proven(bounded(t), "shop", "0b"); err != nil {
+			return err
+		}
+		ps, err := a.Proofs(bounded(t))
+		if err != nil || len(ps["shop"]) != 1 || ps["shop"][0].Node != "b" {
+			return fmt.Errorf("a sees %+v, %v", ps, err)
+		}
+		return nil
+	})
+	stopB()
+	waitFor(t, 20*time.Second, func() error {
+		ps, err := a.Proofs(bounded(t))
+		if err != nil || len(ps["shop"]) != 0 {
+			return fmt.Errorf("b's proof outlived b: %+v, %v", ps, err)
+		}
+		return nil
+	})
+	// Proven while etcd was away is published at the next session.
+	if err := a.Proven(bounded(t), "shop", "0a"); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	waitFor(t, 30*time.Second, func() error {
+		if ok, _, _ := a.Reachable(); ok {
+			return errors.New("still reachable")
+		}
+		return nil
+	})
+	_ = a.Proven(bounded(t), "shop", "0c") // unreachable: kept
+	e.start()
+	waitFor(t, 30*time.Second, func() error {
+		ps, err := a.Proofs(bounded(t))
+		if err != nil || len(ps["shop"]) != 1 || ps["shop"][0].Serial != "0c" {
+			return fmt.Errorf("a's proof after the reconnection: %+v, %v", ps, err)
+		}
+		return nil
+	})
 }

@@ -10,7 +10,7 @@ BIN     := build/bin
 export DOCKER_BUILDKIT := 0
 UNIT    := $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: all setup build image tools test-images lint unit compose-check e2e test soak flake fuzz bench bench-e2e clean
+.PHONY: all setup build image tools test-images lint unit compose-check e2e test soak soak-cluster flake fuzz bench bench-e2e clean
 
 all: build
 
@@ -74,6 +74,10 @@ test: setup unit compose-check e2e
 # The crash campaign with 200 kills (make test runs 30): prints its counts.
 soak: test-images
 	EDGECERT_E2E=1 EDGECERT_E2E_CRASH_KILLS=200 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -run 'TestCrashCampaign' -timeout 90m ./e2e | grep -E 'MEASURE|^(---|ok|FAIL|PASS)'
+
+# The cluster's fault campaign with 200 faults (make test runs 30): prints its counts.
+soak-cluster: test-images
+	EDGECERT_E2E=1 EDGECERT_E2E_CLUSTER_FAULTS=200 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -run 'TestClusterFaults' -timeout 180m ./e2e | grep -E 'MEASURE|cluster fault|^(---|ok|FAIL|PASS)'
 
 # The unit suite 20 times with -race under -cpu 1,2 and a CPU burner per core beside it:
 # a hunt for flaky tests (FLAKE_COUNT=N to change the count). About 30 min here.

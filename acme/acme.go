@@ -16,6 +16,7 @@
 //	schedule.go  pure schedule: renewal time (ARI, ratio, emergency), retry backoff
 //	state.go     what survives a restart: per-certificate state and history
 //	renew.go     renew requests from the operator, and dry runs
+//	rollback.go  the operator's rollback and its hold; shared with the cluster
 //	waiters.go   renew requests waiting for an order or a deployment
 //	status.go    the status view of a certificate
 //	store.go     the certificate volume: atomic pair writes, placeholders, links
@@ -83,6 +84,9 @@ type Order struct {
 	// ordered it); hand it over, or fail with ErrNothingNewer, and never
 	// order.
 	TakeOnly bool
+	// Rollback (with TakeOnly): take the certificate an operator rolled
+	// back to on another host, although it is older than the current one.
+	Rollback bool
 }
 
 // ErrHeld is wrapped by an issuer's error that means it cannot order now

@@ -94,6 +94,9 @@ func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, r
 	if now.Before(e.heldUntil) {
 		return false, "", e.heldUntil // the issuer could not order a moment ago (ErrHeld)
 	}
+	if e.refreshRollback {
+		return true, reasonClusterRollback, time.Time{} // taken whatever this host's own hold
+	}
 	if e.force {
 		return true, string(SourceForced), time.Time{}
 	}

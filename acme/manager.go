@@ -40,6 +40,9 @@ type ManagerConfig struct {
 	// failed (default 2m): a Deployer that never returns must not leave a
 	// certificate "deploying", unreported, for good.
 	DeployTimeout time.Duration
+	// Rollbacks, in cluster mode, shares an operator's rollback with the
+	// other hosts; nil: one host.
+	Rollbacks rollbackPublisher
 	// OrderTimeout bounds one order as a whole (default 15m): waiting for
 	// the cluster's lock, DNS records and their propagation, validation,
 	// finalize. Past it the order fails (and is retried on the schedule);
@@ -93,15 +96,16 @@ type entry struct {
 	st    persisted
 
 	// The order.
-	ordering     bool
-	orderStarted time.Time
-	orderReason  string
-	phase        Phase
-	force        bool      // order now, past any wait (renew)
-	forced       bool      // ... because an operator forced it (counted against ForcedLimit)
-	refresh      bool      // the issuer has a newer certificate (another host ordered it): take it
-	heldUntil    time.Time // the issuer said it cannot order now (ErrHeld): not before then
-	polling      bool      // an ARI request is in flight
+	ordering        bool
+	orderStarted    time.Time
+	orderReason     string
+	phase           Phase
+	force           bool      // order now, past any wait (renew)
+	forced          bool      // ... because an operator forced it (counted against ForcedLimit)
+	refresh         bool      // the issuer has a newer certificate (another host ordered it): take it
+	heldUntil       time.Time // the issuer said it cannot order now (ErrHeld): not before then
+	refreshRollback bool      // ... and it is a rollback done on another host
+	polling         bool      // an ARI request is in flight
 
 	// An issued pair not (yet) on the volume: its write is retried, it is
 	// never ordered again.
@@ -218,7 +222,11 @@ type Offered struct {
 	Name     string
 	Serial   string
 	NotAfter time.Time
-	By       string // who ordered it, for the log
+	By       string    // who ordered it, for the log
+	At       time.Time // when it was stored
+	// Rollback: an operator rolled the certificate back to it on host By:
+	// taken although older, and renewal is held here too.
+	Rollback bool
 }
 
 // Refresh tells of a certificate the issuer holds: when it is newer than
@@ -259,7 +267,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.takeInbox()
 		case r := <-m.renews:
 			m.takeInbox() // a hold said before the request counts for it
-			m.renew(r)
+			m.renew(ctx, &wg, r)
 		case r := <-m.results:
 			m.apply(r)
 		case <-timer.C:
@@ -319,8 +327,25 @@ func (m *Manager) takeInbox() {
 	}
 	for _, o := range in.refresh {
 		e := m.certs[o.Name]
-		if e == nil || !offerNewer(e.disk, o) {
-			continue // not wanted here, or the volume's is as new
+		switch {
+		case e == nil:
+			continue // not wanted here
+		case o.Rollback:
+			if e.disk != nil && e.disk.Serial == o.Serial {
+				continue // already served here
+			}
+			m.log.Warn("rolled back on another host; taking it and holding renewal", "cert", o.Name, "serial", o.Serial, "by", o.By)
+			e.refresh, e.refreshRollback = true, true
+			continue
+		case !offerNewer(e.disk, o):
+			continue // the volume's is as new
+		case e.st.Hold != nil && o.At.After(e.st.Hold.At):
+			// Renewed on another host after the rollback: the hold is over
+			// for the cluster.
+			m.log.Info("renewed on another host after the rollback; hold released", "cert", e.name, "serial", o.Serial, "by", o.By)
+			e.st.Hold = nil
+			m.record(e, Event{Kind: EventHoldReleased, Serial: o.Serial, Detail: "renewed on " + o.By})
+			m.save(e)
 		}
 		m.log.Info("the issuer has a newer certificate; taking it", "cert", o.Name, "serial", o.Serial, "by", o.By)
 		e.refresh = true

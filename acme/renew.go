@@ -3,7 +3,7 @@ package acme
 import (
 	"context"
 	"fmt"
-	"strings"
+	"sync"
 	"time"
 )
 
@@ -45,7 +45,7 @@ func (m *Manager) ask(ctx context.Context, req renewReq, afterTimeout string) Re
 }
 
 // renew takes a renew request: an order, a retried reload, or "not due".
-func (m *Manager) renew(r renewReq) {
+func (m *Manager) renew(ctx context.Context, wg *sync.WaitGroup, r renewReq) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r.forget {
@@ -53,7 +53,7 @@ func (m *Manager) renew(r renewReq) {
 		return
 	}
 	if r.rollback {
-		m.rollback(r)
+		m.rollback(ctx, wg, r)
 		return
 	}
 	now := m.now()
@@ -183,83 +183,6 @@ func (m *Manager) DryRun(ctx context.Context, name string) RenewResult {
 	res.Serial, res.NotAfter = infoOf(leaf).Serial, leaf.NotAfter
 	res.Message = "dry run succeeded: the CA issued a certificate, which was discarded (nothing written, nothing reloaded)"
 	return res
-}
-
-// Rollback puts back an earlier version of name (serial "" : the newest
-// before the current one), proves it served, and holds automatic renewal
-// until Renew releases it.
-func (m *Manager) Rollback(ctx context.Context, name, serial string) RenewResult {
-	return m.ask(ctx, renewReq{name: name, rollback: true, serial: serial, reply: make(chan RenewResult, 1)}, " (the reload goes on; see status)")
-}
-
-// rollback takes a Rollback request. m.mu is held.
-func (m *Manager) rollback(r renewReq) {
-	now := m.now()
-	fail := func(format string, args ...any) {
-		r.reply <- RenewResult{Name: r.name, Err: fmt.Sprintf(format, args...)}
-	}
-	e, ok := m.certs[r.name]
-	var o Order
-	if ok {
-		o, ok = wish(e, m.def, now)
-	}
-	switch {
-	case !ok:
-		fail("no certificate named %q is wanted or renewed (see edgecert status)", r.name)
-		return
-	case e.ordering || e.writing || e.pending != nil:
-		fail("an order for %s is in flight or being written; roll back once it has ended", e.name)
-		return
-	case e.disk == nil:
-		fail("%s has no certificate on the volume", e.name)
-		return
-	}
-	versions, err := m.cfg.Store.Versions(e.name)
-	if err != nil {
-		fail("%v", err)
-		return
-	}
-	var v *Info
-	var kept []string
-	for _, c := range versions {
-		if c.Placeholder || c.Serial == e.disk.Serial || (r.serial == "" && c.Version > e.disk.Version) {
-			continue // without a serial: only back in time
-		}
-		kept = append(kept, c.Serial)
-		if v == nil && (r.serial == "" || strings.EqualFold(strings.TrimLeft(r.serial, "0"), strings.TrimLeft(c.Serial, "0"))) {
-			v = c
-		}
-	}
-	switch {
-	case v == nil && len(kept) == 0:
-		fail("%s has no earlier certificate on the volume to roll back to", e.name)
-		return
-	case v == nil:
-		fail("%s has no kept version with serial %s; kept: %s", e.name, r.serial, strings.Join(kept, ", "))
-		return
-	case !now.Before(v.NotAfter):
-		fail("refused: serial %s expired at %s", v.Serial, v.NotAfter.UTC().Format(time.RFC3339))
-		return
-	case !SameNames(v.Domains, o.Domains):
-		fail("refused: serial %s is for %s; %s is for %s", v.Serial, strings.Join(v.Domains, ", "), e.name, strings.Join(o.Domains, ", "))
-		return
-	}
-	from := e.disk.Serial
-	info, err := m.cfg.Store.Restore(e.name, v.Version, e.want != nil && e.want.CombinedPEM)
-	if err != nil {
-		fail("%v", err)
-		return
-	}
-	e.disk = info
-	e.st.Hold = &Hold{Serial: info.Serial, From: from, At: now}
-	e.st.Fingerprint, e.st.Domains = info.Fingerprint, info.Domains
-	e.st.ARI, e.st.ARINextPoll, e.st.ARIError = nil, time.Time{}, ""
-	e.deployRetryAt, e.deployFailures = time.Time{}, 0
-	m.record(e, Event{Kind: EventRolledBack, Serial: info.Serial, Detail: "from serial " + from + " by the operator"})
-	m.save(e)
-	m.log.Warn("certificate rolled back by the operator; automatic renewal held until `edgecert renew`", "cert", e.name,
-		"serial", info.Serial, "from", from, "not_after", info.NotAfter.Format(time.RFC3339))
-	e.wait.awaitRollback(r.reply, info.Fingerprint)
 }
 
 // heldResult answers a renewal that orders cannot place now, for why.

@@ -231,7 +231,14 @@ func (m *Manager) issued(e *entry, info *Info, p *pendingPair) {
 	if p.Challenge == ChallengeDNS {
 		detail = p.Reason + " (dns-01 through " + p.DNS + ")"
 	}
-	m.record(e, Event{Kind: EventIssued, Serial: info.Serial, Detail: detail, TookMS: p.TookMS})
+	if p.Reason == reasonClusterRollback {
+		// Rolled back on another host: held here too, until a renewal
+		// anywhere releases it.
+		e.st.Hold = &Hold{Serial: info.Serial, From: p.From, At: now}
+		m.record(e, Event{Kind: EventRolledBack, Serial: info.Serial, Detail: "from serial " + p.From + " on another host of the cluster"})
+	} else {
+		m.record(e, Event{Kind: EventIssued, Serial: info.Serial, Detail: detail, TookMS: p.TookMS})
+	}
 	m.save(e)
 	if err := removePending(m.cfg.StateDir, e.name); err != nil {
 		m.log.Warn("cannot remove the written certificate's pending copy", "cert", e.name, "err", err)

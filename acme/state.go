@@ -153,6 +153,7 @@ type pendingPair struct {
 	Reason    string    `json:"reason"`
 	TookMS    int64     `json:"took_ms"`
 	IssuedAt  time.Time `json:"issued_at"`
+	From      string    `json:"from,omitempty"` // the serial it replaces on this host (a rollback taken: rolled back from)
 }
 
 func pendingFile(stateDir, name string) string {

@@ -137,6 +137,23 @@ func (s *Store) Read(name string) (*Info, error) {
 	return info, nil
 }
 
+// Pair returns the current chain and private key (PEM) of name.
+// Both come from the one version the link points to, even across a swap.
+func (s *Store) Pair(name string) (chain, key []byte, err error) {
+	target, err := os.Readlink(filepath.Join(s.dir, name))
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate %s: %w", name, err)
+	}
+	dir := filepath.Join(s.dir, target) // links are relative to the volume
+	if chain, err = os.ReadFile(filepath.Join(dir, FileFullchain)); err != nil {
+		return nil, nil, err
+	}
+	if key, err = os.ReadFile(filepath.Join(dir, FileKey)); err != nil {
+		return nil, nil, err
+	}
+	return chain, key, nil
+}
+
 // Key returns the current private key (PEM) of name.
 func (s *Store) Key(name string) ([]byte, error) {
 	return os.ReadFile(filepath.Join(s.dir, name, FileKey))

@@ -3,6 +3,7 @@ package acme
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +137,36 @@ func TestOrderHeldByTheIssuerIsKept(t *testing.T) {
 	waitFor(t, "the kept renewal placed", func() bool { return state(h.m, "site").Serial != first })
 	if o := iss.lastOrder(); !o.Forced || iss.count() != 3 {
 		t.Errorf("the kept renewal: forced %v, %d orders (want 3: first, held, kept)", o.Forced, iss.count())
+	}
+}
+
+// A rollback done on another host is taken here although older, and holds
+// this host's renewal; a certificate stored after the rollback (a renewal
+// on any host) releases the hold and is taken.
+func TestClusterRollbackTakenAndReleased(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	h := start(t, certs, st, iss, &fakeDeployer{})
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "valid and deployed", func() bool { s := state(h.m, "site"); return s.State == "valid" && s.Deployed })
+	s := state(h.m, "site")
+	h.m.Refresh(Offered{Name: "site", Serial: "0e", NotAfter: s.NotAfter.Add(-time.Hour), By: "b", At: time.Now(), Rollback: true})
+	waitFor(t, "the rollback taken", func() bool { return state(h.m, "site").Held != nil })
+	if o := iss.lastOrder(); !o.TakeOnly || !o.Rollback || iss.count() != 2 {
+		t.Fatalf("the rollback's order: take-only %v, rollback %v, %d orders", o.TakeOnly, o.Rollback, iss.count())
+	}
+	held := state(h.m, "site")
+	rolled := slices.ContainsFunc(held.History, func(ev Event) bool { return ev.Kind == EventRolledBack && ev.Serial == held.Serial })
+	issued := slices.ContainsFunc(held.History, func(ev Event) bool { return ev.Kind == EventIssued && ev.Serial == held.Serial })
+	if !rolled || issued || held.Held.From != s.Serial {
+		t.Errorf("after the cluster rollback: rolled back %v, issued %v, held %+v (from %s)", rolled, issued, held.Held, s.Serial)
+	}
+	// An ordinary offer older than the hold does not release it.
+	h.m.Refresh(Offered{Name: "site", Serial: "0f", NotAfter: held.NotAfter.Add(time.Hour), By: "b", At: held.Held.At.Add(-time.Minute)})
+	// One stored after it does.
+	h.m.Refresh(Offered{Name: "site", Serial: "10", NotAfter: held.NotAfter.Add(2 * time.Hour), By: "c", At: time.Now().Add(time.Second)})
+	waitFor(t, "the hold released", func() bool { return state(h.m, "site").Held == nil && iss.count() == 3 })
+	if o := iss.lastOrder(); !o.TakeOnly || o.Rollback {
+		t.Errorf("after the release: take-only %v, rollback %v", o.TakeOnly, o.Rollback)
 	}
 }

@@ -52,8 +52,9 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		e.st.WishOrders = append(within(e.st.WishOrders, now, flapWindow), now)
 		m.save(e)
 	}
-	o.Forced, o.Asked, o.TakeOnly = e.forced, now, reason == string(SourceCluster)
-	e.ordering, e.force, e.forced, e.refresh = true, false, false, false
+	o.Forced, o.Asked, o.Rollback = e.forced, now, e.refreshRollback
+	o.TakeOnly = reason == string(SourceCluster) || o.Rollback
+	e.ordering, e.force, e.forced, e.refresh, e.refreshRollback = true, false, false, false, false
 	e.orderReason, e.orderStarted = reason, now
 	e.wait.orderStarted()
 	if old := replaces(e, o, m.cfg.Directory); old != nil {
@@ -63,6 +64,10 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 		o.Current = e.disk.Leaf
 	}
 	name, combined := e.name, e.want != nil && e.want.CombinedPEM
+	from := ""
+	if e.disk != nil && !e.disk.Placeholder {
+		from = e.disk.Serial
+	}
 	m.log.Info("ordering certificate", "cert", name, "domains", strings.Join(o.Domains, ","), "reason", reason,
 		"key_type", o.KeyType, "profile", o.Profile, "replaces", o.Replaces != nil)
 	wg.Add(1)
@@ -93,7 +98,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 			// Kept before it is written: from here on, this certificate is
 			// never ordered again, whatever happens to the write or to us.
 			r.pair = &pendingPair{Chain: string(chain), Key: string(key), Directory: m.cfg.Directory, KeyType: o.KeyType,
-				Profile: o.Profile, Challenge: o.Challenge, DNS: o.DNS, Reason: reason, TookMS: took.Milliseconds(), IssuedAt: time.Now().UTC()}
+				Profile: o.Profile, Challenge: o.Challenge, DNS: o.DNS, Reason: reason, TookMS: took.Milliseconds(), IssuedAt: time.Now().UTC(), From: from}
 			if err := savePending(m.cfg.StateDir, name, r.pair); err != nil {
 				m.log.Error("cannot keep the issued certificate in the state volume; writing it to the volume", "cert", name, "err", err)
 			}

@@ -185,8 +185,14 @@ func (s *stack) proofs(name string) map[string]string {
 // status on each host shows every host's proof of that serial.
 func waitAllServe(t *testing.T, hosts []*stack, pebble, name, domain string, not string) string {
 	t.Helper()
+	return waitAllServeWithin(t, 90*time.Second, hosts, pebble, name, domain, not)
+}
+
+// waitAllServeWithin is waitAllServe with its own deadline.
+func waitAllServeWithin(t *testing.T, within time.Duration, hosts []*stack, pebble, name, domain string, not string) string {
+	t.Helper()
 	var serial string
-	if err := waitUntil(90*time.Second, func() error {
+	if err := waitUntil(within, func() error {
 		roots := caRoots(t, pebble)
 		serial = ""
 		for _, h := range hosts {
@@ -696,14 +702,15 @@ func newEtcdRelay(t *testing.T, e *etcdCluster) *etcdRelay {
 		}
 		t.Cleanup(func() { ln.Close() })
 		r.ports = append(r.ports, ln.Addr().(*net.TCPAddr).Port)
-		target := e.ip(i) + ":2379"
 		go func() {
 			for {
 				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
-				go r.relay(c, target)
+				// The member's address is read for each connection: a member
+				// stopped and started again may have another.
+				go r.relay(c, e.ip(i)+":2379")
 			}
 		}()
 	}

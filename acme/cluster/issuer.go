@@ -55,6 +55,14 @@ type certDoc struct {
 	Key      []byte    `json:"key"` // sealed
 	By       string    `json:"by"`
 	At       time.Time `json:"at"`
+	// Rollback: an operator on host By rolled the certificate back to
+	// this one (from serial Rollback.From): every host takes it and holds
+	// its renewal until one renews it.
+	Rollback *rollbackMark `json:"rollback,omitempty"`
+}
+
+type rollbackMark struct {
+	From string `json:"from"`
 }
 
 // retryDoc is the cluster's retry schedule for a certificate.
@@ -308,6 +316,12 @@ func takes(doc *certDoc, o acme.Order, directory string, now time.Time) string {
 		return "unreadable"
 	case now.After(leaf.NotAfter):
 		return "expired"
+	case o.Rollback && doc.Rollback == nil:
+		return "renewed since the rollback"
+	case o.Rollback && current != nil && serialHex(leaf) == serialHex(current):
+		return "the rolled-back certificate is served here already"
+	case o.Rollback:
+		return "" // older, as a rollback is
 	case current != nil && (serialHex(leaf) == serialHex(current) || !leaf.NotAfter.After(current.NotAfter)):
 		return "not newer than the one this host serves"
 	case o.Forced && !doc.At.After(o.Asked):
@@ -444,4 +458,52 @@ func (c *Cluster) localLock(ctx context.Context, id string) (unlock func(), err 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// PublishRollback makes the certificate an operator rolled back to on this
+// host the cluster's: stored (key sealed, signed) with the rollback's mark
+// under the certificate's lock, so that every host takes it and holds its
+// renewal; the cluster's retry schedule for it is cleared.
+func (i *Issuer) PublishRollback(ctx context.Context, r acme.SharedRollback) error {
+	c := i.c
+	s, err := c.current()
+	if err != nil {
+		return err
+	}
+	id := ID(r.Domains, r.KeyType, r.Profile, i.ca.Directory())
+	unlock, err := c.localLock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	mu := concurrency.NewMutex(s, c.key("locks", id))
+	if err := mu.Lock(ctx); err != nil {
+		return fmt.Errorf("cluster: wait for the certificate's lock: %w", i.lost(s, err))
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
+		defer cancel()
+		_ = mu.Unlock(uctx)
+	}()
+	leaf, err := leafOf(string(r.Chain))
+	if err != nil {
+		return err
+	}
+	k := c.key("certs", id)
+	data, err := c.seal.sign(k, certDoc{Domains: r.Domains, KeyType: r.KeyType, Profile: r.Profile, Serial: serialHex(leaf), NotAfter: leaf.NotAfter,
+		Chain: string(r.Chain), CA: i.ca.Directory(), Key: c.seal.seal(k, r.Key), By: c.cfg.Node, At: time.Now().UTC(),
+		Rollback: &rollbackMark{From: r.From}})
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	defer cancel()
+	resp, err := c.cli.Txn(pctx).If(mu.IsOwner()).Then(clientv3.OpPut(k, data), clientv3.OpDelete(c.key("retry", id))).Commit()
+	switch {
+	case err != nil:
+		return fmt.Errorf("etcd: store the rollback: %w", err)
+	case !resp.Succeeded:
+		return errors.New("this host lost the certificate's lock")
+	}
+	return nil
 }

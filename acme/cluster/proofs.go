@@ -168,6 +168,8 @@ type StoredCert struct {
 	Serial   string
 	NotAfter time.Time
 	By       string
+	At       time.Time // when it was stored
+	Rollback bool      // an operator on host By rolled back to it
 }
 
 func (c *Cluster) certPut(key string, value []byte) {
@@ -185,6 +187,6 @@ func (c *Cluster) certPut(key string, value []byte) {
 	}
 	c.mu.Unlock()
 	for _, n := range names {
-		c.cfg.OnCert(StoredCert{Name: n, Serial: doc.Serial, NotAfter: doc.NotAfter, By: doc.By})
+		c.cfg.OnCert(StoredCert{Name: n, Serial: doc.Serial, NotAfter: doc.NotAfter, By: doc.By, At: doc.At, Rollback: doc.Rollback != nil})
 	}
 }

@@ -416,3 +416,55 @@ func TestProofsLiveOnTheLease(t *testing.T) {
 		return nil
 	})
 }
+
+// A rollback on one host is the cluster's: the others take the rolled-back
+// certificate (older) when told it is a rollback, never as an ordinary
+// offer; a forced renewal after it orders anew.
+func TestRollbackIsShared(t *testing.T) {
+	e := startEtcdServer(t)
+	ca := &fakeCA{}
+	a, b := member(t, e, "a", Config{}), member(t, e, "b", Config{})
+	o := acme.Order{Domains: []string{"rb.test"}, KeyType: "ec256"}
+	v, vkey, err := a.Issuer(ca).Obtain(bounded(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vleaf, _ := leafOf(string(v))
+	renew := o
+	renew.Current = vleaf
+	y, _, err := b.Issuer(ca).Obtain(bounded(t), renew)
+	if err != nil || ca.orders.Load() != 2 {
+		t.Fatalf("renewal: %v, %d orders", err, ca.orders.Load())
+	}
+	yleaf, _ := leafOf(string(y))
+	// a rolls back to v.
+	if err := a.Issuer(ca).PublishRollback(bounded(t), acme.SharedRollback{Name: "rb", Domains: o.Domains, KeyType: o.KeyType,
+		Chain: v, Key: vkey, Serial: serialHex(vleaf), From: serialHex(yleaf), At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	offer := o
+	offer.TakeOnly, offer.Current = true, yleaf
+	if _, _, err := b.Issuer(ca).Obtain(bounded(t), offer); !errors.Is(err, acme.ErrNothingNewer) {
+		t.Errorf("an ordinary offer took the older, rolled-back certificate: %v", err)
+	}
+	offer.Rollback = true
+	got, _, err := b.Issuer(ca).Obtain(bounded(t), offer)
+	if err != nil || string(got) != string(v) {
+		t.Fatalf("b taking the rollback: %v, the rolled-back one: %v", err, string(got) == string(v))
+	}
+	forced := o
+	forced.Current, forced.Forced, forced.Asked = vleaf, true, time.Now()
+	w, _, err := b.Issuer(ca).Obtain(bounded(t), forced)
+	if err != nil || string(w) == string(y) || string(w) == string(v) || ca.orders.Load() != 3 {
+		t.Fatalf("renew --force after the rollback: %v, %d orders (want a new order)", err, ca.orders.Load())
+	}
+	wleaf, _ := leafOf(string(w))
+	offer.Current = vleaf
+	if _, _, err := a.Issuer(ca).Obtain(bounded(t), offer); !errors.Is(err, acme.ErrNothingNewer) {
+		t.Errorf("a rollback offer after the renewal: %v (want nothing to take: renewed since)", err)
+	}
+	offer.Rollback = false
+	if got, _, err := a.Issuer(ca).Obtain(bounded(t), offer); err != nil || serialHex(wleaf) != serialHex(func() *x509.Certificate { l, _ := leafOf(string(got)); return l }()) {
+		t.Errorf("a taking the renewal after the rollback: %v", err)
+	}
+}

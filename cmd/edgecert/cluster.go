@@ -82,7 +82,7 @@ func wishes(certs []dockerwatch.CertSpec, defaultKeyType, defaultProfile string)
 // takes it (through the cluster's issuer, without an order) when it is newer
 // than the volume's.
 func (d *daemon) clusterCert(sc cluster.StoredCert) {
-	d.stages.manager.Refresh(acme.Offered{Name: sc.Name, Serial: sc.Serial, NotAfter: sc.NotAfter, By: sc.By})
+	d.stages.manager.Refresh(acme.Offered{Name: sc.Name, Serial: sc.Serial, NotAfter: sc.NotAfter, By: sc.By, At: sc.At, Rollback: sc.Rollback})
 }
 
 // runCluster keeps this host in the cluster, and follows its

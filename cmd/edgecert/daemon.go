@@ -181,7 +181,8 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		Log:       log,
 	}
 	if d.cluster != nil {
-		mcfg.Issuer = d.cluster.Issuer(iss)
+		ci := d.cluster.Issuer(iss)
+		mcfg.Issuer, mcfg.Rollbacks = ci, ci
 	}
 	manager := acme.NewManager(mcfg)
 	d.holds = &holds{manager: manager}

@@ -179,7 +179,9 @@ func (h *harness) stop() {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// Generous: reached only when something is wrong, and a loaded machine
+	// (make flake: -race, -cpu 1, CPU burners) takes seconds over an fsync.
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,7 +20,9 @@ import (
 // a relay of its own that can cut it), one certificate, and round after
 // round a forced renewal on a random host while a random fault strikes:
 // a host SIGKILLed or stopped and started again, a host cut from etcd and
-// mended, one etcd member stopped, two stopped (no quorum). Once, a host
+// mended, one etcd member stopped, two stopped (no quorum), the CA (Pebble
+// behind a relay) cut (requests in flight fail, new ones are refused) or
+// slowed for a while, mid-order or mid-download. Once, a host
 // with the wrong secret is started beside them. After every round the
 // faults end and the invariants are checked: every host converges to the
 // same serial and proves it; no certificate the CA issued was lost (each is
@@ -31,11 +36,14 @@ func TestClusterFaults(t *testing.T) {
 		faults = v
 	}
 	etcd := startEtcd(t, "clfault")
-	pebble, err := startPebble("pebble-clfault")
+	pebble, err := startPebble("pebble-clfault-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { docker("rm", "-f", pebble) })
+	relay, relayIP := startACMERelay(t, "pebble-clfault", "pebble-clfault-ca", false)
+	t.Cleanup(func() { docker("rm", "-f", relay) })
+	ca := &caRelay{t: t, ip: relayIP}
 	env := []string{"EDGECERT_FORCED_RENEWALS=0", "EDGECERT_RELOAD_DEBOUNCE=300ms"}
 	var hosts []*stack
 	var relays []*etcdRelay
@@ -51,7 +59,7 @@ func TestClusterFaults(t *testing.T) {
 		h.writeConf("10-f.conf", tlsServer(name, domain))
 		h.startApp(name, map[string]string{"domains": domain, "name": name})
 	}
-	serial := waitAllServe(t, hosts, "pebble-clfault", name, domain, "")
+	serial := waitAllServe(t, hosts, "pebble-clfault-ca", name, domain, "")
 	caLog := func() string { out, _ := docker("logs", pebble); return out }
 	issuedAtCA := func() []string {
 		var out []string
@@ -77,7 +85,7 @@ func TestClusterFaults(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
 	t.Logf("cluster fault campaign: %d faults, seed %d", faults, seed)
-	kinds := []string{"kill", "stop", "cut", "member", "quorum"}
+	kinds := []string{"kill", "stop", "cut", "member", "quorum", "ca-cut", "ca-slow"}
 	counts := map[string]int{}
 	asked, lost := 1, 0 // the first certificate was asked for too
 	wrongSecretAt := rng.IntN(faults)
@@ -97,12 +105,12 @@ func TestClusterFaults(t *testing.T) {
 		kind := kinds[rng.IntN(len(kinds))]
 		counts[kind]++
 		victim := rng.IntN(len(hosts))
-		heal := strike(t, kind, hosts[victim], relays[victim], etcd, rng)
+		heal := strike(t, kind, hosts[victim], relays[victim], etcd, ca, rng)
 		time.Sleep(time.Duration(rng.Int64N(int64(3 * time.Second))))
 		heal()
 		_ = renew.Wait()
 		cancel()
-		serial = waitAllServeWithin(t, 4*time.Minute, hosts, "pebble-clfault", name, domain, "")
+		serial = waitAllServeWithin(t, 4*time.Minute, hosts, "pebble-clfault-ca", name, domain, "")
 		record()
 		for _, s := range issuedAtCA() {
 			if !known[s] {
@@ -128,7 +136,7 @@ func TestClusterFaults(t *testing.T) {
 }
 
 // strike applies one fault to host h (or to etcd) and returns what ends it.
-func strike(t *testing.T, kind string, h *stack, relay *etcdRelay, etcd *etcdCluster, rng *rand.Rand) (heal func()) {
+func strike(t *testing.T, kind string, h *stack, relay *etcdRelay, etcd *etcdCluster, ca *caRelay, rng *rand.Rand) (heal func()) {
 	t.Helper()
 	must := func(args ...string) {
 		if out, err := docker(args...); err != nil {
@@ -149,6 +157,12 @@ func strike(t *testing.T, kind string, h *stack, relay *etcdRelay, etcd *etcdClu
 		m := etcd.names[rng.IntN(len(etcd.names))]
 		must("stop", m)
 		return func() { must("start", m); waitMembers(t, etcd) }
+	case "ca-cut":
+		ca.do(fmt.Sprintf("/cut?for=%dms", 500+rng.IntN(3500)))
+		return func() {}
+	case "ca-slow":
+		ca.do(fmt.Sprintf("/latency?d=%dms", 200+rng.IntN(1300)))
+		return func() { ca.do("/latency?d=0s") }
 	case "quorum":
 		a := rng.IntN(len(etcd.names))
 		b := (a + 1 + rng.IntN(len(etcd.names)-1)) % len(etcd.names)
@@ -188,7 +202,7 @@ func checkWrongSecret(t *testing.T, etcd *etcdCluster, pebble string) {
 	prefix := "/e2e-" + runID + "-clfault/"
 	before := etcd.dump(t, prefix)
 	r := newEtcdRelay(t, etcd)
-	w := clusterHostWith(t, "clfault", 9, "pebble-clfault", etcd, func(s *stack) { s.alsoOn = nil },
+	w := clusterHostWith(t, "clfault", 9, "pebble-clfault", etcd, func(s *stack) { s.alsoOn, s.unhealthy = nil, true },
 		"EDGECERT_ETCD_ENDPOINTS="+r.endpoints(), "EDGECERT_CLUSTER_SECRET=not-the-cluster-secret-at-all")
 	if err := waitUntil(2*time.Minute, func() error {
 		out, code := w.cli("health")
@@ -209,4 +223,103 @@ func checkWrongSecret(t *testing.T, etcd *etcdCluster, pebble string) {
 	}
 	docker("rm", "-f", w.edgecert, w.nginx)
 	t.Logf("MEASURE cluster faults: the wrong-secret host stayed out and wrote nothing")
+}
+
+// TestClusterNoARI: a CA without ARI (Pebble behind a relay that removes
+// renewalInfo from its directory) and 2-minute certificates: in cluster
+// mode, each scheduled renewal (half the lifetime, with no ARI) makes one
+// order, for EDGECERT_E2E_NOARI_MINUTES (10). Before the fix a renewal
+// without `replaces` took back its own certificate from etcd in a loop.
+func TestClusterNoARI(t *testing.T) {
+	t.Parallel()
+	minutes := 10
+	if v, err := strconv.Atoi(os.Getenv("EDGECERT_E2E_NOARI_MINUTES")); err == nil && v > 0 {
+		minutes = v
+	}
+	etcd := startEtcd(t, "clnoari")
+	pebble, err := startPebble("pebble-noari-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker("rm", "-f", pebble) })
+	relay, _ := startACMERelay(t, "pebble-noari", "pebble-noari-ca", true)
+	t.Cleanup(func() { docker("rm", "-f", relay) })
+	hosts := clusterHosts(t, "clnoari", "pebble-noari", etcd, 3)
+	const name, domain = "n", "n.clnoari.test"
+	hosts[0].point(domain)
+	for _, h := range hosts {
+		h.writeConf("10-n.conf", tlsServer(name, domain))
+		h.startApp(name, map[string]string{"domains": domain, "name": name, "profile": "shortlived"})
+	}
+	serial := waitAllServe(t, hosts, "pebble-noari-ca", name, domain, "")
+	if c, _ := hosts[0].cert(name); c.RenewSource == "ari" {
+		t.Fatalf("the relay's CA offers ARI: %+v", c)
+	}
+	start := time.Now()
+	roots := caRoots(t, "pebble-noari-ca")
+	serials := map[string]bool{serial: true}
+	for time.Since(start) < time.Duration(minutes)*time.Minute {
+		for _, h := range hosts {
+			leaf, err := h.verified(roots, domain)
+			if err != nil {
+				t.Errorf("%s after %s: %v", h.name, time.Since(start).Round(time.Second), err)
+				continue
+			}
+			serials[serialOf(leaf)] = true
+		}
+		if n := newOrders(t, pebble); float64(n) > 2+time.Since(start).Seconds()/50 {
+			t.Fatalf("%d orders in %s for 2-minute certificates renewed at half their lifetime: a renewal loop", n, time.Since(start).Round(time.Second))
+		}
+		time.Sleep(2 * time.Second)
+	}
+	elapsed := time.Since(start)
+	orders := newOrders(t, pebble)
+	if min := int(elapsed.Seconds()/60) - 2; orders < min {
+		t.Errorf("%d orders in %s: renewals did not happen (want at least %d)", orders, elapsed.Round(time.Second), min)
+	}
+	final := waitAllServe(t, hosts, "pebble-noari-ca", name, domain, "")
+	t.Logf("MEASURE cluster without ARI: %s, %d orders, %d serials seen served, final %s on every host",
+		elapsed.Round(time.Second), orders, len(serials), final)
+}
+
+// startACMERelay runs testapp's ACME relay as alias, in front of the Pebble
+// known as upstream (without ARI if noARI); it returns the container's name
+// and its address (the fault control is on port 8081).
+func startACMERelay(t *testing.T, alias, upstream string, noARI bool) (string, string) {
+	t.Helper()
+	name := "e2e-" + runID + "-" + alias
+	ip := fmt.Sprintf("%s.%d", subnet, nextIP.Add(1))
+	if out, err := docker("run", "-d", "--name", name, "--label", "edgecert-e2e="+runID, "--network", netName, "--ip", ip,
+		"--network-alias", alias,
+		"-v", filepath.Join(hostDir, "pebble-tls-cert.pem")+":/cert.pem:ro",
+		"-v", filepath.Join(hostDir, "pebble-tls-key.pem")+":/key.pem:ro",
+		"edgecert-testapp:e2e", "/testapp", "acme-relay", "https://"+upstream+":14000", "/cert.pem", "/key.pem", map[bool]string{true: "no-ari", false: "ari"}[noARI]); err != nil {
+		t.Fatalf("start the ACME relay: %s", out)
+	}
+	if err := waitUntil(30*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", ip+":14000", time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return name, ip
+}
+
+// caRelay tells the ACME relay in front of the CA which fault to make.
+type caRelay struct {
+	t  *testing.T
+	ip string
+}
+
+func (c *caRelay) do(path string) {
+	c.t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + c.ip + ":8081" + path)
+	if err != nil {
+		c.t.Fatalf("the CA relay: %v", err)
+	}
+	resp.Body.Close()
 }

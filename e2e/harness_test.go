@@ -126,7 +126,7 @@ func setup() error {
 // pebbleAliases are the names Pebbles answer to: "pebble" is shared by the
 // scenarios; the others belong to scenarios that stop their CA, read its log,
 // or order in bulk (so the shared CA's latency stays that of a quiet CA).
-var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn", "pebble-clone", "pebble-cltake", "pebble-clquorum", "pebble-clcut", "pebble-clmany", "pebble-clfault"}
+var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn", "pebble-clone", "pebble-cltake", "pebble-clquorum", "pebble-clcut", "pebble-clmany", "pebble-clfault", "pebble-clfault-ca", "pebble-noari", "pebble-noari-ca"}
 
 // writePebbleTLS makes a root and a server certificate for every Pebble
 // alias, so that edgecert verifies each CA's TLS as it would Let's Encrypt's.
@@ -324,6 +324,9 @@ type stack struct {
 	// alsoOn: networks edgecert is connected to as well, before its health
 	// is waited for (a cluster's etcd network).
 	alsoOn []string
+	// unhealthy: the test expects this edgecert not to become healthy (a
+	// host with the wrong cluster secret): startEdgecert does not wait.
+	unhealthy bool
 }
 
 func newStack(t *testing.T, name string) *stack {
@@ -514,6 +517,9 @@ func (s *stack) startEdgecert(env ...string) {
 		if out, err := docker("start", s.edgecert); err != nil {
 			s.t.Fatalf("start edgecert: %s", out)
 		}
+	}
+	if s.unhealthy {
+		return
 	}
 	if err := waitUntil(20*time.Second, func() error {
 		out, code := s.cli("health")

@@ -23,7 +23,8 @@ import (
 // mended, one etcd member stopped, two stopped (no quorum), the CA (Pebble
 // behind a relay) cut (requests in flight fail, new ones are refused) or
 // slowed for a while, mid-order or mid-download. Once, a host
-// with the wrong secret is started beside them. After every round the
+// with the wrong secret is started beside them, and once a host on another
+// CA directory that wants the same name. After every round the
 // faults end and the invariants are checked: every host converges to the
 // same serial and proves it; no certificate the CA issued was lost (each is
 // in some host's history); the CA issued no more certificates than
@@ -88,11 +89,15 @@ func TestClusterFaults(t *testing.T) {
 	kinds := []string{"kill", "stop", "cut", "member", "quorum", "ca-cut", "ca-slow"}
 	counts := map[string]int{}
 	asked, lost := 1, 0 // the first certificate was asked for too
-	wrongSecretAt := rng.IntN(faults)
+	wrongSecretAt, otherCAAt := rng.IntN(faults), rng.IntN(faults)
+	var slowest time.Duration // from the end of a fault to every host serving and proving one serial
 	start := time.Now()
 	for i := range faults {
 		if i == wrongSecretAt {
 			checkWrongSecret(t, etcd, pebble)
+		}
+		if i == otherCAAt {
+			checkOtherCA(t, etcd, hosts, domain)
 		}
 		renewer := hosts[rng.IntN(len(hosts))]
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -108,9 +113,11 @@ func TestClusterFaults(t *testing.T) {
 		heal := strike(t, kind, hosts[victim], relays[victim], etcd, ca, rng)
 		time.Sleep(time.Duration(rng.Int64N(int64(3 * time.Second))))
 		heal()
+		healed := time.Now()
 		_ = renew.Wait()
 		cancel()
 		serial = waitAllServeWithin(t, 4*time.Minute, hosts, "pebble-clfault-ca", name, domain, "")
+		slowest = max(slowest, time.Since(healed))
 		record()
 		for _, s := range issuedAtCA() {
 			if !known[s] {
@@ -131,8 +138,8 @@ func TestClusterFaults(t *testing.T) {
 	}
 	issued := len(issuedAtCA())
 	orders := newOrders(t, pebble)
-	t.Logf("MEASURE cluster faults: %d faults (%v) in %s; renewals asked %d, CA orders %d, certificates issued %d, lost %d; final serial %s everywhere",
-		faults, counts, time.Since(start).Round(time.Second), asked, orders, issued, lost, serial)
+	t.Logf("MEASURE cluster faults: %d faults (%v) in %s; renewals asked %d, CA orders %d, certificates issued %d, lost %d; slowest convergence after a fault ended %s; final serial %s everywhere",
+		faults, counts, time.Since(start).Round(time.Second), asked, orders, issued, lost, slowest.Round(100*time.Millisecond), serial)
 }
 
 // strike applies one fault to host h (or to etcd) and returns what ends it.
@@ -322,4 +329,47 @@ func (c *caRelay) do(path string) {
 		c.t.Fatalf("the CA relay: %v", err)
 	}
 	resp.Body.Close()
+}
+
+// checkOtherCA starts a host on another CA directory (its own Pebble) that
+// wants the cluster's name, as during a move from staging to production:
+// it orders once from its CA, and the cluster's hosts are never woken by
+// its certificate nor order because of it.
+func checkOtherCA(t *testing.T, etcd *etcdCluster, hosts []*stack, domain string) {
+	t.Helper()
+	other, err := startPebble("pebble-clfault-other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer docker("rm", "-f", other)
+	r := newEtcdRelay(t, etcd)
+	o := clusterHostWith(t, "clfault", 8, "pebble-clfault-other", etcd, func(s *stack) { s.alsoOn = nil },
+		"EDGECERT_ETCD_ENDPOINTS="+r.endpoints())
+	defer docker("rm", "-f", o.edgecert, o.nginx)
+	o.writeConf("10-f.conf", tlsServer("f", domain))
+	o.startApp("f", map[string]string{"domains": domain, "name": "f"})
+	if err := waitUntil(2*time.Minute, func() error {
+		if c, _ := o.cert("f"); !c.Deployed {
+			return fmt.Errorf("the host on the other CA: %+v", c)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := newOrders(t, other); n != 1 {
+		t.Errorf("%d orders at the other CA, want 1", n)
+	}
+	// Neither side is offered the other's certificate (the log line names
+	// the host that stored it).
+	for _, h := range hosts {
+		for _, line := range strings.Split(h.logs(), "\n") {
+			if strings.Contains(line, "the issuer has a newer certificate") && strings.Contains(line, "by="+o.name) {
+				t.Errorf("%s was offered the other CA's certificate: %s", h.name, line)
+			}
+		}
+	}
+	if strings.Contains(o.logs(), "the issuer has a newer certificate") {
+		t.Errorf("the host on the other CA was offered the cluster's certificate")
+	}
+	t.Logf("MEASURE cluster faults: a host on another CA ordered once there; the cluster was not woken")
 }

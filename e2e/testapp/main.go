@@ -115,13 +115,10 @@ func acmeRelay(upstream, cert, key string, noARI bool) error {
 	if err != nil {
 		return err
 	}
-	proxy := httputil.NewSingleHostReverseProxy(u)
-	base := proxy.Director
-	proxy.Director = func(r *http.Request) {
-		host := r.Host
-		base(r)
-		r.Host = host // the CA builds its URLs from it: they name the relay
-	}
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(u)
+		pr.Out.Host = pr.In.Host // the CA builds its URLs from it: they name the relay
+	}}
 	// The upstream is the test's own CA on the test network.
 	proxy.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec
 	proxy.ModifyResponse = func(resp *http.Response) error {

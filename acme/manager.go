@@ -40,6 +40,10 @@ type ManagerConfig struct {
 	// failed (default 2m): a Deployer that never returns must not leave a
 	// certificate "deploying", unreported, for good.
 	DeployTimeout time.Duration
+	// Redact is applied to every error the Manager's work brings back
+	// before it is kept (state, status, history, notices): errors from the
+	// CA, DNS providers or the engine may carry a secret. nil: none.
+	Redact func(string) string
 	// Rollbacks, in cluster mode, shares an operator's rollback with the
 	// other hosts; nil: one host.
 	Rollbacks rollbackPublisher

@@ -11,6 +11,7 @@ import (
 // What the loop does with a finished piece of work. m.mu is held in each.
 
 func (m *Manager) apply(r result) {
+	r.err, r.werr = m.redacted(r.err), m.redacted(r.werr)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e := m.certs[r.name]
@@ -282,3 +283,20 @@ func (m *Manager) adoptPending(e *entry) {
 		e.pending = p
 	}
 }
+
+// redacted is err with the configured redaction applied to its text; it
+// still is (errors.Is, errors.As) what err was.
+func (m *Manager) redacted(err error) error {
+	if err == nil || m.cfg.Redact == nil {
+		return err
+	}
+	return redactedError{err: err, text: m.cfg.Redact(err.Error())}
+}
+
+type redactedError struct {
+	err  error
+	text string
+}
+
+func (e redactedError) Error() string { return e.text }
+func (e redactedError) Unwrap() error { return e.err }

@@ -2,7 +2,11 @@ package acme
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -168,5 +172,39 @@ func TestClusterRollbackTakenAndReleased(t *testing.T) {
 	waitFor(t, "the hold released", func() bool { return state(h.m, "site").Held == nil && iss.count() == 3 })
 	if o := iss.lastOrder(); !o.TakeOnly || o.Rollback {
 		t.Errorf("after the release: take-only %v, rollback %v", o.TakeOnly, o.Rollback)
+	}
+}
+
+// Errors the Manager keeps (state, status, history) go through its Redact
+// first; they still are what they were (a Retry-After is honoured).
+func TestManagerKeepsRedactedErrors(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour,
+		fail: &OrderError{Err: errors.New(`DNS provider: GET "https://api/x?token=m4n4ger-s3cret": 429`), RetryAfter: time.Hour}}
+	h := launchWith(t, certs, st, iss, &fakeDeployer{}, nil, func(c *ManagerConfig) {
+		c.Redact = func(s string) string { return strings.ReplaceAll(s, "m4n4ger-s3cret", "[redacted]") }
+	})
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "the failure", func() bool { return state(h.m, "site").Failures == 1 })
+	s := state(h.m, "site")
+	if strings.Contains(s.LastError, "m4n4ger-s3cret") || !strings.Contains(s.LastError, "[redacted]") || s.NextRetry.Sub(s.LastAttempt) < 59*time.Minute {
+		t.Errorf("after the failure: %q, next retry %v after the attempt", s.LastError, s.NextRetry.Sub(s.LastAttempt))
+	}
+	for _, ev := range s.History {
+		if strings.Contains(ev.Detail, "m4n4ger-s3cret") {
+			t.Errorf("history: %+v", ev)
+		}
+	}
+	err := filepath.WalkDir(st, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if b, _ := os.ReadFile(p); strings.Contains(string(b), "m4n4ger-s3cret") {
+			t.Errorf("the state volume's %s holds the secret", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

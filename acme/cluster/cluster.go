@@ -78,6 +78,9 @@ type Config struct {
 	// OnCert is called (from Run's goroutines) when another host stores a
 	// certificate this host wants: this host may then take it.
 	OnCert func(StoredCert)
+	// Redact is applied to an error's text before it is stored in etcd
+	// (the retry schedule's reason). nil: none.
+	Redact func(string) string
 	Log    *slog.Logger
 }
 

@@ -420,7 +420,11 @@ func (i *Issuer) failed(ctx context.Context, mu *concurrency.Mutex, id string, p
 	if errors.As(err, &oe) && oe.RetryAfter > wait {
 		wait = oe.RetryAfter
 	}
-	data, _ := c.seal.sign(c.key("retry", id), retryDoc{Failures: n, NotBefore: time.Now().Add(wait).UTC(), Err: err.Error(), By: c.cfg.Node, Replaces: replaces})
+	why := err.Error()
+	if c.cfg.Redact != nil {
+		why = c.cfg.Redact(why)
+	}
+	data, _ := c.seal.sign(c.key("retry", id), retryDoc{Failures: n, NotBefore: time.Now().Add(wait).UTC(), Err: why, By: c.cfg.Node, Replaces: replaces})
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TTL)
 	defer cancel()
 	if _, perr := c.cli.Txn(pctx).If(mu.IsOwner()).Then(clientv3.OpPut(c.key("retry", id), data)).Commit(); perr != nil {

@@ -243,3 +243,51 @@ func (r *orderRun) lockRecord(fqdn string) func() {
 	mu.Lock()
 	return mu.Unlock
 }
+
+// execSettings are the exec provider's own variables; every other EXEC_*
+// variable is the program's, and may hold its credentials.
+var execSettings = []string{"EXEC_PATH", "EXEC_MODE", "EXEC_PROPAGATION_TIMEOUT", "EXEC_POLLING_INTERVAL", "EXEC_SEQUENCE_INTERVAL"}
+
+// DNSSecrets returns the secret values the named providers are configured
+// with: the value of each variable lego documents as a credential or names
+// like a secret, and the contents of its _FILE form (and for exec, every
+// EXEC_* variable but its settings), for redaction.
+func DNSSecrets(providers []string) []string {
+	var out []string
+	add := func(name string) {
+		for _, v := range []string{os.Getenv(name), readFileVar(os.Getenv(name + "_FILE"))} {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	for _, p := range providers {
+		for _, name := range legoDNSSecrets[p] {
+			add(name)
+			if after, ok := strings.CutPrefix(name, "DNSUPDATE_"); ok {
+				add("RFC2136_" + after) // newRFC2136 reads both
+			}
+		}
+		if p == "exec" {
+			for _, kv := range os.Environ() {
+				if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "EXEC_") && !slices.Contains(execSettings, strings.TrimSuffix(k, "_FILE")) {
+					add(strings.TrimSuffix(k, "_FILE"))
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// readFileVar is the contents of the file a _FILE variable names, or "".
+func readFileVar(path string) string {
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}

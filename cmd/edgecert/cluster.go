@@ -29,7 +29,7 @@ type ClusterView struct {
 }
 
 // newCluster connects this host to the cluster from cfg.
-func newCluster(cfg Config, check cluster.TokenChecker, onCert func(cluster.StoredCert), log *slog.Logger) (*cluster.Cluster, error) {
+func newCluster(cfg Config, check cluster.TokenChecker, onCert func(cluster.StoredCert), red *redactor, log *slog.Logger) (*cluster.Cluster, error) {
 	var tc *tls.Config
 	if cfg.EtcdCA != "" || cfg.EtcdCert != "" || etcdTLS(cfg.EtcdEndpoints[0]) {
 		var err error
@@ -39,7 +39,7 @@ func newCluster(cfg Config, check cluster.TokenChecker, onCert func(cluster.Stor
 	}
 	return cluster.New(cluster.Config{Endpoints: cfg.EtcdEndpoints, TLS: tc, Username: cfg.EtcdUser, Password: cfg.EtcdPassword,
 		Prefix: cfg.EtcdPrefix, Node: cfg.Node, Secret: []byte(cfg.ClusterSecret), PreviousSecret: []byte(cfg.PreviousSecret), Directory: cfg.ACMEDirectory, TTL: cfg.ClusterTTL, AckWait: cfg.ClusterAckWait,
-		Webroot: cfg.Webroot, Check: check, OnCert: onCert, Log: log})
+		Webroot: cfg.Webroot, Check: check, OnCert: onCert, Redact: red.String, Log: log})
 }
 
 // holds combines the reasons orders wait for (no proxy running, the

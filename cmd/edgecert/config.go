@@ -167,7 +167,7 @@ func loadConfig() (Config, error) {
 	}
 	for _, u := range append(slices.Clone(c.Webhooks), c.SlackHooks...) {
 		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
-			return bad("EDGECERT_WEBHOOK_URLS", "%q is not an http(s) URL", redact(u))
+			return bad("EDGECERT_WEBHOOK_URLS", "%q is not an http(s) URL", destName(u))
 		}
 	}
 	if c.SMTPAddr != "" && (c.SMTPFrom == "" || len(c.SMTPTo) == 0) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -62,7 +63,9 @@ type rollbackRequest struct {
 	Serial string `json:"serial,omitempty"` // "": the version before the current one
 }
 
-func serveControl(ctx context.Context, path string, d daemonState) error {
+// Every answer goes through red: status carries errors from outside (the
+// CA, DNS providers, the engine) that may hold a secret.
+func serveControl(ctx context.Context, path string, d daemonState, red *redactor) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
@@ -85,19 +88,19 @@ func serveControl(ctx context.Context, path string, d daemonState) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, d.status())
+		writeJSON(w, red, http.StatusOK, d.status())
 	})
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		if err := d.healthy(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			writeJSON(w, red, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		writeJSON(w, red, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("POST /v1/renew", func(w http.ResponseWriter, r *http.Request) {
 		var req renewRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || len(req.Names) == 0 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"names\": [...], \"force\": bool}"})
+			writeJSON(w, red, http.StatusBadRequest, map[string]string{"error": "want {\"names\": [...], \"force\": bool}"})
 			return
 		}
 		res := renewResponse{Results: make([]acme.RenewResult, len(req.Names))}
@@ -111,25 +114,25 @@ func serveControl(ctx context.Context, path string, d daemonState) error {
 		for range req.Names {
 			<-done
 		}
-		writeJSON(w, http.StatusOK, res)
+		writeJSON(w, red, http.StatusOK, res)
 	})
 	mux.HandleFunc("POST /v1/forget", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Name string `json:"name"`
 		}
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.Name == "" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"name\": ...}"})
+			writeJSON(w, red, http.StatusBadRequest, map[string]string{"error": "want {\"name\": ...}"})
 			return
 		}
-		writeJSON(w, http.StatusOK, d.forget(r.Context(), req.Name))
+		writeJSON(w, red, http.StatusOK, d.forget(r.Context(), req.Name))
 	})
 	mux.HandleFunc("POST /v1/rollback", func(w http.ResponseWriter, r *http.Request) {
 		var req rollbackRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.Name == "" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"name\": ..., \"serial\": ...}"})
+			writeJSON(w, red, http.StatusBadRequest, map[string]string{"error": "want {\"name\": ..., \"serial\": ...}"})
 			return
 		}
-		writeJSON(w, http.StatusOK, d.rollback(r.Context(), req.Name, req.Serial))
+		writeJSON(w, red, http.StatusOK, d.rollback(r.Context(), req.Name, req.Serial))
 	})
 	return serveUntil(ctx, ln, mux, "control socket")
 }
@@ -151,10 +154,12 @@ func serveUntil(ctx context.Context, ln net.Listener, h http.Handler, what strin
 	}
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+func writeJSON(w http.ResponseWriter, red *redactor, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+	_, _ = io.WriteString(w, red.String(b.String()))
 }

@@ -65,7 +65,7 @@ func serve(t *testing.T, d daemonState) {
 	t.Setenv("EDGECERT_SOCKET", sock)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveControl(ctx, sock, d) }()
+	go func() { done <- serveControl(ctx, sock, d, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -222,7 +222,7 @@ func TestSecondDaemonLeavesTheFirstOneReachable(t *testing.T) {
 	// until this deadline instead of hanging the suite.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := serveControl(ctx, sock, d); !errors.Is(err, errSocketHeld) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+	if err := serveControl(ctx, sock, d, nil); !errors.Is(err, errSocketHeld) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
 		t.Fatalf("a second control server on a live socket: %v, want errSocketHeld naming the holder", err)
 	}
 	if _, _, code := cli("status"); code != 0 {
@@ -266,7 +266,7 @@ func TestControlSocketLeftByADeadDaemonIsReplaced(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serveControl(ctx, sock, &fakeDaemon{doc: sampleDoc()}) }()
+	go func() { done <- serveControl(ctx, sock, &fakeDaemon{doc: sampleDoc()}, nil) }()
 	t.Setenv("EDGECERT_SOCKET", sock)
 	for {
 		out, _, code := cli("status")

@@ -35,7 +35,8 @@ func cmdRun(stderr io.Writer) int {
 	if cfg.LogFormat == "json" {
 		h = slog.NewJSONHandler(stderr, opts)
 	}
-	log := slog.New(h)
+	red := redactorFor(cfg)
+	log := slog.New(redactingHandler{next: h, r: red})
 	lock, err := lockState(cfg.StateDir)
 	if err != nil {
 		fmt.Fprintf(stderr, "edgecert: %v\n", err)
@@ -51,7 +52,7 @@ func cmdRun(stderr io.Writer) int {
 		return 1
 	}
 	defer docker.Close()
-	d, err := newDaemon(cfg, docker, log)
+	d, err := newDaemon(cfg, docker, log, red)
 	if err == nil {
 		err = d.run(ctx)
 	}
@@ -74,13 +75,14 @@ type daemon struct {
 	metrics *metrics         // nil: no metrics endpoint
 	cluster *cluster.Cluster // nil: one host, no etcd
 	holds   *holds
+	red     *redactor // every text that leaves the process goes through it
 
 	mu       sync.Mutex
 	problems []dockerwatch.Problem // from the last snapshot
 }
 
 // newDaemon builds every stage from cfg; nothing runs until run.
-func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, error) {
+func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redactor) (*daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
@@ -118,11 +120,12 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		}
 		log.Info("acme-companion volume read", "dir", cfg.CompanionDir, "imported", imported, "skipped", len(res)-imported)
 	}
-	d := &daemon{cfg: cfg, log: log}
+	d := &daemon{cfg: cfg, log: log, red: red}
 	var onReport func(signal.Report)
 	events := eventSinks{}
 	d.notes = newNotifier(notifyConfig{Webhooks: cfg.Webhooks, Slack: cfg.SlackHooks, SMTPAddr: cfg.SMTPAddr, SMTPFrom: cfg.SMTPFrom,
-		SMTPTo: cfg.SMTPTo, SMTPUser: cfg.SMTPUser, SMTPPass: cfg.SMTPPass, SMTPTLS: cfg.SMTPTLS, Hook: strings.Fields(cfg.DeployHook), CertsDir: cfg.CertsDir},
+		SMTPTo: cfg.SMTPTo, SMTPUser: cfg.SMTPUser, SMTPPass: cfg.SMTPPass, SMTPTLS: cfg.SMTPTLS, Hook: strings.Fields(cfg.DeployHook), CertsDir: cfg.CertsDir,
+		Redact: red},
 		cfg.StateDir, log)
 	events = append(events, d.notes)
 	if cfg.MetricsAddr != "" {
@@ -154,7 +157,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 	}
 	var deployer acme.Deployer = proxyDeployer{batcher: batcher, has: store.Has, labelPrefix: cfg.LabelPrefix, certsDir: cfg.CertsDir}
 	if len(cfg.EtcdEndpoints) > 0 {
-		if d.cluster, err = newCluster(cfg, preflight, d.clusterCert, log); err != nil {
+		if d.cluster, err = newCluster(cfg, preflight, d.clusterCert, red, log); err != nil {
 			return nil, err
 		}
 		icfg.Tokens, icfg.Accounts = d.cluster, d.cluster
@@ -174,6 +177,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger) (*daemon, er
 		// EDGECERT_RELOAD_TIMEOUT; past that and a margin, a deployment is stuck.
 		DeployTimeout: cfg.ReloadWindow + 3*cfg.ReloadTimeout + 30*time.Second,
 		OrderTimeout:  cfg.OrderTimeout,
+		Redact:        red.String,
 		Store:         store, Issuer: iss, DryRun: dry, Swaps: files,
 		Deployer:  deployer,
 		Preflight: preflight,
@@ -209,7 +213,7 @@ func (d *daemon) run(ctx context.Context) error {
 	if d.cluster != nil {
 		g.Go(func() error { return d.runCluster(ctx) })
 	}
-	g.Go(func() error { return serveControl(ctx, cfg.Socket, d) })
+	g.Go(func() error { return serveControl(ctx, cfg.Socket, d, d.red) })
 	g.Go(func() error { return d.notes.Run(ctx, d.stages.manager.Status) })
 	if d.metrics != nil {
 		g.Go(func() error { return d.metrics.serve(ctx, cfg.MetricsAddr) })

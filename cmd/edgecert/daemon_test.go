@@ -26,7 +26,7 @@ func TestNewDaemonWiresEveryStage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := newDaemon(cfg, docker, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := newDaemon(cfg, docker, slog.New(slog.NewTextHandler(io.Discard, nil)), redactorFor(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,7 @@ type notifyConfig struct {
 	SMTPTLS  string   // auto, implicit, starttls, opportunistic, none
 	Hook     []string // run after each proven deployment; empty: none
 	CertsDir string
+	Redact   *redactor // applied to every notice before it is sent
 }
 
 // notifier turns certificate events into notices (one per change of
@@ -298,6 +299,7 @@ func (n *notifier) save() {
 
 // send delivers one notice to every destination, each with retries.
 func (n *notifier) send(ctx context.Context, nt Notice) {
+	nt = n.cfg.Redact.notice(nt)
 	generic, _ := json.Marshal(nt)
 	text, _ := json.Marshal(map[string]string{"text": nt.Text})
 	for _, u := range n.cfg.Webhooks {
@@ -326,33 +328,35 @@ func (n *notifier) deliver(ctx context.Context, kind, dest string, nt Notice, f 
 		}
 		n.log.Warn("notice not delivered", "cert", nt.Cert, "event", nt.Event, "via", kind, "attempt", i+1, "err", err)
 	}
-	n.log.Error("notice dropped after 3 attempts", "cert", nt.Cert, "event", nt.Event, "via", kind, "dest", redact(dest), "err", err)
+	n.log.Error("notice dropped after 3 attempts", "cert", nt.Cert, "event", nt.Event, "via", kind, "dest", destName(dest), "err", err)
 }
 
 func (n *notifier) post(ctx context.Context, dest string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("%s: bad URL", redact(dest))
+		return fmt.Errorf("%s: bad URL", destName(dest))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := n.http.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) { // its text carries the whole URL, secrets and all
-			return fmt.Errorf("%s %s: %w", ue.Op, redact(ue.URL), ue.Err)
+			return fmt.Errorf("%s %s: %w", ue.Op, destName(ue.URL), ue.Err)
 		}
 		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s answered %s", redact(dest), resp.Status)
+		return fmt.Errorf("%s answered %s", destName(dest), resp.Status)
 	}
 	return nil
 }
 
 // redact shows where a URL points without what may be secret in it: the
 // scheme and host only (no user:password@, path, query or fragment).
-func redact(u string) string {
+// destName names a webhook destination in logs and errors: its scheme and
+// host only (a Slack webhook's path is its token).
+func destName(u string) string {
 	pu, err := url.Parse(strings.TrimSpace(u))
 	if err != nil || pu.Host == "" {
 		return "(a URL that does not parse)"

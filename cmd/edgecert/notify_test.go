@@ -64,7 +64,7 @@ func TestNoticeTextAndRedaction(t *testing.T) {
 	if !strings.Contains(txt, "site (a.example, b.example) FAILED: nginx -t failed") {
 		t.Errorf("text = %q", txt)
 	}
-	if r := redact("https://hooks.slack.com/services/T000/B000/SECRET"); strings.Contains(r, "SECRET") {
+	if r := destName("https://hooks.slack.com/services/T000/B000/SECRET"); strings.Contains(r, "SECRET") {
 		t.Errorf("redact kept the secret: %s", r)
 	}
 }
@@ -154,8 +154,8 @@ func TestFailedWebhookNamesNoSecret(t *testing.T) {
 		t.Errorf("the error does not say where it went: %v", err)
 	}
 	for _, u := range []string{"https://u:p@hooks.slack.com/services/T000/B000/SECRET", "https://h.test/x?token=SECRET", "https://h.test/#SECRET"} {
-		if r := redact(u); strings.Contains(r, "SECRET") || strings.Contains(r, "u:p") {
-			t.Errorf("redact(%s) = %s", u, r)
+		if r := destName(u); strings.Contains(r, "SECRET") || strings.Contains(r, "u:p") {
+			t.Errorf("destName(%s) = %s", u, r)
 		}
 	}
 }

@@ -1,6 +1,9 @@
 // Command gendns writes acme/legoissuer/dns_names.go: the names of lego's
 // DNS providers, read from the lego module this build requires (its
-// providers/dns factory). Run by `go generate ./acme/legoissuer` after
+// providers/dns factory), and for each the variables that hold its
+// secrets, read from its documentation (providers/dns/*/*.toml: every
+// credential, and each additional variable named like a secret), so that
+// their values are redacted wherever text leaves edgecert. Run by `go generate ./acme/legoissuer` after
 // lego's version changes; TestDNSNamesMatchLego (-tags dnsall) checks
 // that the list and lego agree.
 package main
@@ -10,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"go/format"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,10 +60,78 @@ func run() error {
 	for _, n := range names {
 		fmt.Fprintf(&b, "\t%q,\n", n)
 	}
+	b.WriteString("}\n\n")
+	secrets, err := secretVars(filepath.Join(dir, "providers", "dns"))
+	if err != nil {
+		return err
+	}
+	b.WriteString("// legoDNSSecrets are, by provider name (aliases too), the variables that\n")
+	b.WriteString("// hold its secrets: every credential, and each additional variable named\n")
+	b.WriteString("// like a secret (from lego's documentation of the provider).\n")
+	b.WriteString("var legoDNSSecrets = map[string][]string{\n")
+	for _, n := range slices.Sorted(maps.Keys(secrets)) {
+		fmt.Fprintf(&b, "\t%q: {", n)
+		for i, v := range secrets[n] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%q", v)
+		}
+		b.WriteString("},\n")
+	}
 	b.WriteString("}\n")
 	code, err := format.Source(b.Bytes())
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(*out, code, 0o644)
+}
+
+// secretName is how lego names a variable that holds a secret.
+var secretName = regexp.MustCompile(`KEY|TOKEN|SECRET|PASSWORD|PASS\b|_PASS|PSK|AUTH|CREDENTIAL|PRIVATE|HMAC|SIGNATURE`)
+
+// secretVars reads every provider's documentation under dir.
+func secretVars(dir string) (map[string][]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*", "*.toml"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var names, vars []string
+		section := ""
+		for _, line := range strings.Split(string(src), "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case strings.HasPrefix(line, "["):
+				section = line
+			case section == "" && strings.HasPrefix(line, "Code ="):
+				names = append(names, regexp.MustCompile(`"([^"]+)"`).FindStringSubmatch(line)[1])
+			case section == "" && strings.HasPrefix(line, "Aliases ="):
+				for _, q := range regexp.MustCompile(`"([^"]+)"`).FindAllStringSubmatch(line, -1) {
+					names = append(names, q[1])
+				}
+			case section == "[Configuration.Credentials]" || section == "[Configuration.Additional]":
+				k, _, ok := strings.Cut(line, " =")
+				if !ok || !regexp.MustCompile(`^[A-Z0-9_]+$`).MatchString(k) {
+					continue
+				}
+				if section == "[Configuration.Credentials]" || secretName.MatchString(k) {
+					vars = append(vars, k)
+				}
+			}
+		}
+		slices.Sort(vars)
+		for _, n := range names {
+			out[n] = slices.Compact(vars)
+		}
+	}
+	if len(out) < 100 {
+		return nil, fmt.Errorf("only %d providers documented in %s: has lego's layout changed?", len(out), dir)
+	}
+	return out, nil
 }

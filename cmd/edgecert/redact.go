@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/edgecert/edgecert/acme/legoissuer"
+)
+
+// Secrets never leave the process. One rule, here, for every sink (logs,
+// status, the state volume, notices, etcd): every secret edgecert knows is
+// replaced by [redacted], and every URL keeps its scheme, host and path but
+// never its userinfo or query.
+
+const redacted = "[redacted]"
+
+// minSecret is the shortest value redacted as a secret: shorter ones
+// (a mode, a flag) would blank out ordinary words.
+const minSecret = 6
+
+// redactor applies the rule. Its zero value redacts URLs only.
+type redactor struct {
+	secrets *strings.Replacer
+}
+
+// newRedactor redacts each of secrets (and its JSON-escaped form) wherever
+// it appears, longest first.
+func newRedactor(secrets []string) *redactor {
+	var forms []string
+	for _, s := range secrets {
+		if s = strings.TrimSpace(s); len(s) < minSecret {
+			continue
+		}
+		forms = append(forms, s)
+		if q, _ := json.Marshal(s); string(q[1:len(q)-1]) != s {
+			forms = append(forms, string(q[1:len(q)-1]))
+		}
+	}
+	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	forms = slices.Compact(forms)
+	var pairs []string
+	for _, f := range forms {
+		pairs = append(pairs, f, redacted)
+	}
+	return &redactor{secrets: strings.NewReplacer(pairs...)}
+}
+
+// configSecrets are the secrets cfg holds: passwords, the cluster secret,
+// the EAB key, the configured DNS providers' credentials, and the parts of
+// the webhook URLs past their host (Slack's token is its path).
+func configSecrets(cfg Config, dnsSecrets []string) []string {
+	out := append([]string{cfg.ClusterSecret, cfg.PreviousSecret, cfg.EtcdPassword, cfg.SMTPPass, cfg.EABHMAC}, dnsSecrets...)
+	for _, u := range slices.Concat(cfg.Webhooks, cfg.SlackHooks) {
+		if pu, err := url.Parse(strings.TrimSpace(u)); err == nil && pu.Host != "" {
+			if rest := strings.TrimPrefix(strings.TrimSpace(u), pu.Scheme+"://"+pu.Host); len(rest) > 1 {
+				out = append(out, rest)
+			}
+		}
+	}
+	return out
+}
+
+// redactorFor is the redactor of everything cfg configures.
+func redactorFor(cfg Config) *redactor {
+	return newRedactor(configSecrets(cfg, legoissuer.DNSSecrets(cfg.DNSProviders)))
+}
+
+// String is s with the rule applied.
+func (r *redactor) String(s string) string {
+	if r != nil && r.secrets != nil {
+		s = r.secrets.Replace(s)
+	}
+	return redactURLs(s)
+}
+
+// notice is nt with the rule applied to every text in it.
+func (r *redactor) notice(nt Notice) Notice {
+	b, err := json.Marshal(nt)
+	if err != nil {
+		return nt
+	}
+	var out Notice
+	if json.Unmarshal([]byte(r.String(string(b))), &out) != nil {
+		return Notice{Cert: nt.Cert, Event: nt.Event, Text: redacted}
+	}
+	return out
+}
+
+// anyURL finds URLs in text: scheme, optional userinfo, host, path, query.
+// A backslash ends one too: in JSON text it starts the escape of the quote
+// that closes the URL's string.
+var anyURL = regexp.MustCompile(`\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s"'<>/?#@\\]*@)?([^\s"'<>/?#\\]*)([^\s"'<>?#\\]*)(\?[^\s"'<>#\\]*)?`)
+
+// redactURLs drops the userinfo and query of every URL in s.
+func redactURLs(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	return anyURL.ReplaceAllStringFunc(s, func(u string) string {
+		m := anyURL.FindStringSubmatch(u)
+		out := m[1]
+		if m[2] != "" {
+			out += redacted + "@"
+		}
+		out += m[3] + m[4]
+		if m[5] != "" {
+			out += "?" + redacted
+		}
+		return out
+	})
+}
+
+// redactingHandler is a slog handler that applies the rule to every
+// message and attribute before the next handler writes it.
+type redactingHandler struct {
+	next slog.Handler
+	r    *redactor
+}
+
+func (h redactingHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l)
+}
+
+func (h redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, h.r.String(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.attr(a))
+		return true
+	})
+	return h.next.Handle(ctx, out)
+}
+
+func (h redactingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	red := make([]slog.Attr, len(as))
+	for i, a := range as {
+		red[i] = h.attr(a)
+	}
+	return redactingHandler{next: h.next.WithAttrs(red), r: h.r}
+}
+
+func (h redactingHandler) WithGroup(name string) slog.Handler {
+	return redactingHandler{next: h.next.WithGroup(name), r: h.r}
+}
+
+func (h redactingHandler) attr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, h.r.String(v.String()))
+	case slog.KindGroup:
+		g := v.Group()
+		red := make([]any, len(g))
+		for i, x := range g {
+			red[i] = h.attr(x)
+		}
+		return slog.Group(a.Key, red...)
+	case slog.KindAny:
+		switch x := v.Any().(type) {
+		case error:
+			return slog.String(a.Key, h.r.String(x.Error()))
+		case []string:
+			red := make([]string, len(x))
+			for i, s := range x {
+				red[i] = h.r.String(s)
+			}
+			return slog.Any(a.Key, red)
+		default:
+			b, err := json.Marshal(x)
+			if err != nil {
+				return slog.String(a.Key, h.r.String(v.String()))
+			}
+			return slog.Any(a.Key, json.RawMessage(h.r.String(string(b))))
+		}
+	}
+	return slog.Attr{Key: a.Key, Value: v}
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRedactorRule(t *testing.T) {
+	r := newRedactor([]string{"tok-3f9a2c1b", `pa"ss\word`, "RAW", "/services/T00/B00/XXXXSECRET"})
+	for _, tc := range []struct {
+		desc, in, want string
+	}{
+		{desc: "a secret anywhere", in: "present: 403 for token tok-3f9a2c1b", want: "present: 403 for token [redacted]"},
+		{desc: "a secret JSON-escaped", in: `{"error":"pa\"ss\\word rejected"}`, want: `{"error":"[redacted] rejected"}`},
+		{desc: "a short value is not a secret", in: "mode RAW", want: "mode RAW"},
+		{desc: "a URL's query", in: `Get "https://www.duckdns.org/update?domains=x&token=abc": EOF`, want: `Get "https://www.duckdns.org/update?[redacted]": EOF`},
+		{desc: "a URL's userinfo", in: "dial https://user:pw@etcd1:2379/v3", want: "dial https://[redacted]@etcd1:2379/v3"},
+		{desc: "a webhook's token path", in: "POST https://hooks.slack.com/services/T00/B00/XXXXSECRET: 500", want: "POST https://hooks.slack.com[redacted]: 500"},
+		{desc: "a URL with nothing secret", in: "https://acme-v02.api.letsencrypt.org/directory", want: "https://acme-v02.api.letsencrypt.org/directory"},
+		{desc: "no URL", in: "nginx: [emerg] cannot load certificate", want: "nginx: [emerg] cannot load certificate"},
+	} {
+		if got := r.String(tc.in); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.desc, got, tc.want)
+		}
+	}
+	var zero *redactor
+	if got := zero.String("https://u:p@h/x?q=1"); got != "https://[redacted]@h/x?[redacted]" {
+		t.Errorf("the nil redactor: %q", got)
+	}
+}
+
+// Every variable of a configured DNS provider that holds a secret (and its
+// _FILE form), and edgecert's own secrets, are known to the rule.
+func TestConfigSecrets(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("duck-from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HTTPREQ_PASSWORD", "httpreq-password")
+	t.Setenv("DUCKDNS_TOKEN_FILE", file)
+	t.Setenv("EXEC_API_TOKEN", "exec-api-token")
+	t.Setenv("EXEC_PATH", "/hook.sh")
+	cfg := Config{ClusterSecret: "the-cluster-secret", EtcdPassword: "etcd-password", SMTPPass: "smtp-password", EABHMAC: "eab-hmac-key",
+		SlackHooks: []string{"https://hooks.slack.com/services/T/B/slacktoken"}, DNSProviders: []string{"httpreq", "duckdns", "exec"}}
+	r := redactorFor(cfg)
+	in := "the-cluster-secret etcd-password smtp-password eab-hmac-key httpreq-password duck-from-a-file exec-api-token /services/T/B/slacktoken /hook.sh"
+	if got := r.String(in); strings.Count(got, redacted) != 8 || !strings.HasSuffix(got, " /hook.sh") {
+		t.Errorf("redacted: %q", got)
+	}
+}
+
+// The log handler: messages, strings, errors, groups and lists.
+func TestRedactingLogHandler(t *testing.T) {
+	var b bytes.Buffer
+	log := slog.New(redactingHandler{next: slog.NewJSONHandler(&b, nil), r: newRedactor([]string{"s3cr3t-value"})})
+	log.With("endpoint", "https://u:s3cr3t-value@api/x?k=s3cr3t-value").Error("order failed: s3cr3t-value",
+		"err", errors.New("GET https://api/x?token=abc: 401"), "domains", []string{"s3cr3t-value.example"},
+		slog.Group("g", "inner", "s3cr3t-value"))
+	out := b.String()
+	if strings.Contains(out, "s3cr3t-value") || strings.Contains(out, "token=abc") || strings.Count(out, redacted) < 5 {
+		t.Errorf("log line: %s", out)
+	}
+}
+
+// The control socket's answers (status, renew) go through the rule.
+func TestControlAnswersAreRedacted(t *testing.T) {
+	doc := sampleDoc()
+	doc.Certificates[1].LastError = `DNS provider: httpreq: GET "https://dns.example/present?token=t0ps3cr3t": 500 for key k3y-s3cr3t`
+	w := httptest.NewRecorder()
+	writeJSON(w, newRedactor([]string{"k3y-s3cr3t"}), 200, StatusDoc{Certificates: doc.Certificates})
+	if body := w.Body.String(); strings.Contains(body, "t0ps3cr3t") || strings.Contains(body, "k3y-s3cr3t") || !json.Valid([]byte(body)) {
+		t.Errorf("status answer: %s", body)
+	}
+}
+
+// A notice (webhook body, Slack text, mail) goes through the rule.
+func TestNoticesAreRedacted(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(httpHandlerFunc(func(body string) { got <- body }))
+	defer srv.Close()
+	n := newNotifier(notifyConfig{Webhooks: []string{srv.URL + "/hook"}, Redact: newRedactor([]string{"n0tice-s3cret"})}, t.TempDir(), quietLog())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n.send(ctx, Notice{Event: "order_failed", Cert: "site", Error: "401 for n0tice-s3cret at https://api/x?token=abc", Text: "site: n0tice-s3cret"})
+	select {
+	case body := <-got:
+		if strings.Contains(body, "n0tice-s3cret") || strings.Contains(body, "token=abc") || !strings.Contains(body, redacted) {
+			t.Errorf("webhook body: %s", body)
+		}
+	case <-ctx.Done():
+		t.Fatal("no notice")
+	}
+}
+
+// httpHandlerFunc hands each request's body to f.
+func httpHandlerFunc(f func(body string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		f(string(b))
+	}
+}

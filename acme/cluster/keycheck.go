@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -64,7 +65,7 @@ func (c *Cluster) checkKey(ctx context.Context) error {
 	case err != nil:
 		var env envelope
 		_ = json.Unmarshal(kvs[0].Value, &env)
-		return &SecretError{Mine: c.seal.cur.kid, Cluster: cmpOr(env.Kid, "unknown")}
+		return &SecretError{Mine: c.seal.cur.kid, Cluster: cmp.Or(env.Kid, "unknown")}
 	case kid == c.seal.cur.kid:
 		return nil
 	}
@@ -116,42 +117,25 @@ func (c *Cluster) rotate(ctx context.Context, rev int64, check string) error {
 }
 
 // resign returns the document value stored under key, made by the previous
-// key, sealed (its private key, if any) and signed with the current one.
+// key, sealed (the private key of a certificate or account document) and
+// signed with the current one.
 func (c *Cluster) resign(key string, value []byte) (string, error) {
-	var raw json.RawMessage
-	if _, err := c.seal.verify(key, value, &raw); err != nil {
+	var doc map[string]json.RawMessage
+	if _, err := c.seal.verify(key, value, &doc); err != nil {
 		return "", err
 	}
-	switch {
-	case strings.HasPrefix(key, c.key("certs")+"/"):
-		var doc certDoc
-		if err := json.Unmarshal(raw, &doc); err != nil {
-			return "", err
+	if sealed, ok := doc["key"]; ok && (strings.HasPrefix(key, c.key("certs")+"/") || strings.HasPrefix(key, c.key("accounts")+"/")) {
+		var b []byte
+		if err := json.Unmarshal(sealed, &b); err != nil {
+			return "", fmt.Errorf("%s: %w", key, err)
 		}
-		plain, err := c.seal.open(key, doc.Key)
+		plain, err := c.seal.open(key, b)
 		if err != nil {
 			return "", err
 		}
-		doc.Key = c.seal.seal(key, plain)
-		return c.seal.sign(key, doc)
-	case strings.HasPrefix(key, c.key("accounts")+"/"):
-		var doc accountDoc
-		if err := json.Unmarshal(raw, &doc); err != nil {
+		if doc["key"], err = json.Marshal(c.seal.seal(key, plain)); err != nil {
 			return "", err
 		}
-		plain, err := c.seal.open(key, doc.Key)
-		if err != nil {
-			return "", err
-		}
-		doc.Key = c.seal.seal(key, plain)
-		return c.seal.sign(key, doc)
 	}
-	return c.seal.sign(key, raw)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return c.seal.sign(key, doc)
 }

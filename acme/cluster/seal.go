@@ -74,7 +74,6 @@ const (
 	sealV2 = 2
 )
 
-func newSealer(secret []byte) (*sealer, error) { return newKeyring(secret, nil) }
 
 // newKeyring is the sealer for secret, opening what previous (if any)
 // sealed too.

@@ -6,7 +6,7 @@ import (
 )
 
 func TestSeal(t *testing.T) {
-	s, err := newSealer([]byte("a cluster secret of enough length"))
+	s, err := newKeyring([]byte("a cluster secret of enough length"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestSeal(t *testing.T) {
 	if _, err := s.open("/edgecert/certs/y", sealed); err == nil {
 		t.Error("a sealed value opened under another etcd key")
 	}
-	other, _ := newSealer([]byte("another cluster secret, also long"))
+	other, _ := newKeyring([]byte("another cluster secret, also long"), nil)
 	if _, err := other.open("/edgecert/certs/x", sealed); err == nil {
 		t.Error("a sealed value opened with another secret")
 	}
@@ -30,7 +30,7 @@ func TestSeal(t *testing.T) {
 	if _, err := s.open("/edgecert/certs/x", sealed); err == nil {
 		t.Error("a tampered value opened")
 	}
-	if _, err := newSealer([]byte("short")); err == nil {
+	if _, err := newKeyring([]byte("short"), nil); err == nil {
 		t.Error("a 5-byte secret was taken")
 	}
 }
@@ -56,12 +56,12 @@ func TestID(t *testing.T) {
 }
 
 func TestKeyringOpensWhatThePreviousSecretMade(t *testing.T) {
-	old, _ := newSealer([]byte("the old cluster secret, long"))
+	old, _ := newKeyring([]byte("the old cluster secret, long"), nil)
 	rotating, err := newKeyring([]byte("the new cluster secret, long"), []byte("the old cluster secret, long"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh, _ := newSealer([]byte("the new cluster secret, long"))
+	fresh, _ := newKeyring([]byte("the new cluster secret, long"), nil)
 	sealed := old.seal("/p/certs/x", []byte("key"))
 	if got, err := rotating.open("/p/certs/x", sealed); err != nil || string(got) != "key" {
 		t.Errorf("the rotating host opening the old key's value: %q, %v", got, err)

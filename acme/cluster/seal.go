@@ -74,7 +74,6 @@ const (
 	sealV2 = 2
 )
 
-
 // newKeyring is the sealer for secret, opening what previous (if any)
 // sealed too.
 func newKeyring(secret, previous []byte) (*sealer, error) {

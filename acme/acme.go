@@ -20,6 +20,7 @@
 //	waiters.go   renew requests waiting for an order or a deployment
 //	status.go    the status view of a certificate
 //	store.go     the certificate volume: atomic pair writes, placeholders, links
+//	versions.go  the versions kept for rollback, and their pruning
 //	repair.go    leftovers of an interrupted write; a damaged current version
 //	pem.go       what a PEM chain says of itself; the self-signed placeholder
 package acme

@@ -15,8 +15,12 @@
 //	ari/<serial>              the CA's last renewal info for a certificate
 //	tokens/<token>            an HTTP-01 token every host serves (the orderer's lease)
 //	acks/<token>/<node>       a host serves it (that host's lease)
-//	proofs/<cert>/<node>      which serial the host's proxies were proven to serve
+//	proofs/<cert>/<node>      which serial the host's proxies were proven to serve (lease)
 //	accounts/<id>             the ACME account: key (sealed) and registration
+//	keycheck                  which key signs the documents (its id): written once
+//
+// Every value but the nodes/ and acks/ markers is a document signed with
+// the cluster key (seal.go); private keys are sealed with it too.
 //
 // <cert> is the certificate's identity across hosts: a hash of its sorted
 // names, key type, ACME profile and CA directory, so hosts that name it

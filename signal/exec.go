@@ -2,6 +2,7 @@ package signal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -46,7 +47,7 @@ func (r *Reloader) exec(ctx context.Context, id string, cmd []string) (string, e
 		return out.String(), ctx.Err()
 	}
 	if err != nil {
-		return out.String(), fmt.Errorf("read output: %w", err)
+		return out.String(), fmt.Errorf("%w: %w", errStreamLost, err)
 	}
 	cctx, cancel = call(ctx)
 	insp, err := r.api.ContainerExecInspect(cctx, created.ID)
@@ -60,6 +61,11 @@ func (r *Reloader) exec(ctx context.Context, id string, cmd []string) (string, e
 	}
 	return text, nil
 }
+
+// errStreamLost means a command's output stream broke before its end (an
+// engine or a socket proxy dropped the attach): the command's own verdict
+// is unknown, and a check may be run again.
+var errStreamLost = errors.New("read output")
 
 // outputKeep is how much of a command's output is kept at each end: enough
 // for nginx's or Apache's error lines, never a memory risk.

@@ -329,9 +329,15 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 	if len(opts.ConfigTest) > 0 {
 		if err := step("config_test", func() (string, error) {
 			out, err := r.exec(ctx, p.ID, opts.ConfigTest)
-			if err != nil && strings.Contains(out, "key values mismatch") && ctx.Err() == nil {
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case strings.Contains(out, "key values mismatch"):
 				// A certificate and a key read across a swap by another
 				// reader of the volume: the next read sees one pair.
+				out, err = r.exec(ctx, p.ID, opts.ConfigTest)
+			case errors.Is(err, errStreamLost):
+				// The output stream broke, not the test: once more.
+				r.log.Warn("a config test's output stream broke; running it again", "container", p.Name, "err", err)
 				out, err = r.exec(ctx, p.ID, opts.ConfigTest)
 			}
 			return out, err

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -43,6 +44,7 @@ type fakeNginx struct {
 	testExit     int
 	hang         bool // the config test never ends
 	mismatch     int  // the config test reports a key mismatch this many times first
+	torn         int  // the config test's output stream breaks this many times first
 	testExitOnce bool
 	files        *sync.RWMutex // if set: the config test records whether it is held
 	heldOK       bool          // the files were held (shared) during every config test
@@ -120,6 +122,16 @@ func (f *fakeNginx) ExecOutput(ctx context.Context, execID string) (io.ReadClose
 		}()
 		return pr, nil
 	}
+	f.mu.Lock()
+	if f.torn > 0 {
+		f.torn--
+		f.mu.Unlock()
+		// A frame cut short, then the transport's error: as a dropped
+		// attach reads.
+		frame := append([]byte{1, 0, 0, 0, 0, 0, 0, 100}, []byte("nginx: the configuration")...)
+		return io.NopCloser(io.MultiReader(bytes.NewReader(frame), iotest.ErrReader(io.ErrUnexpectedEOF))), nil
+	}
+	f.mu.Unlock()
 	if f.files != nil {
 		f.mu.Lock()
 		f.heldOK = !f.files.TryLock() // a reload must hold it: no swap can take it now
@@ -678,5 +690,26 @@ func BenchmarkReportForCertThousand(b *testing.B) {
 				b.Fatalf("%s: %d steps", n, len(v.Steps))
 			}
 		}
+	}
+}
+
+// A config test whose output stream breaks (an engine or socket proxy that
+// drops the attach) is run again once, not taken for nginx's refusal.
+func TestEnsureRunsAConfigTestAgainWhenItsStreamBreaks(t *testing.T) {
+	f, _, fp := newFake(t)
+	f.torn = 1
+	port, _ := strconv.Atoi(f.port)
+	rep := reloader(f).Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: port},
+		[]Cert{{Name: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}})
+	if !rep.OK || len(f.kills) != 1 {
+		t.Fatalf("a broken output stream failed the reload: %+v (signals %v)", rep, f.kills)
+	}
+	g, _, gfp := newFake(t)
+	g.torn = 2
+	gport, _ := strconv.Atoi(g.port)
+	rep = reloader(g).Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: gport},
+		[]Cert{{Name: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: gfp}})
+	if rep.OK || rep.FailedStep != "config_test" || len(g.kills) != 0 {
+		t.Errorf("broken twice: %+v, signals %v; want the config test failed, no signal", rep, g.kills)
 	}
 }

@@ -306,8 +306,9 @@ func challPost(path string, body any) ([]byte, error) {
 }
 
 // stack is one user's setup: an nginx, an edgecert and app containers, with
-// their own volumes (host directories) and their own label prefix, so that
-// stacks run side by side on one engine without seeing each other.
+// their own volumes (host directories) and their own label prefix (with the
+// run's id: two suites may share an engine), so that stacks run side by side
+// on one engine without seeing each other.
 type stack struct {
 	t        *testing.T
 	name     string
@@ -337,7 +338,7 @@ func newStack(t *testing.T, name string) *stack {
 			t.Fatal(err)
 		}
 	}
-	s := &stack{t: t, name: name, pebble: "pebble", prefix: "e2e-" + name, dir: dir,
+	s := &stack{t: t, name: name, pebble: "pebble", prefix: "e2e-" + runID + "-" + name, dir: dir,
 		ip:    fmt.Sprintf("%s.%d", subnet, nextIP.Add(1)),
 		nginx: "e2e-" + runID + "-" + name + "-nginx", edgecert: "e2e-" + runID + "-" + name + "-edgecert"}
 	t.Cleanup(func() {

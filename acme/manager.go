@@ -89,6 +89,9 @@ type Manager struct {
 	hold      string        // why orders wait, "" if they need not
 	conflicts []Conflict    // wishes refused by the last reconcile
 	lastWants []Want        // what the last reconcile was given
+	// unclaimed are offers (Refresh) for names not wanted yet, latest per
+	// name: taken when the name is.
+	unclaimed map[string]Offered
 }
 
 // entry is one certificate as the loop knows it.
@@ -183,8 +186,8 @@ func NewManager(cfg ManagerConfig) *Manager {
 		renews:  make(chan renewReq),
 		results: make(chan result),
 		wake:    make(chan struct{}, 1),
-		certs:   map[string]*entry{},
-		slots:   make(chan struct{}, cfg.MaxOrders),
+		certs:   map[string]*entry{}, unclaimed: map[string]Offered{},
+		slots: make(chan struct{}, cfg.MaxOrders),
 	}
 	if cfg.Now == nil {
 		m.now = time.Now
@@ -329,11 +332,23 @@ func (m *Manager) takeInbox() {
 	if in.hasWant {
 		m.reconcile(in.wants)
 	}
-	for _, o := range in.refresh {
+	offers := in.refresh
+	if in.hasWant {
+		// Offers that came before the wish they are for (the cluster may
+		// hear of a certificate before the Manager of the container).
+		for name, o := range m.unclaimed {
+			if m.certs[name] != nil {
+				offers = append(offers, o)
+				delete(m.unclaimed, name)
+			}
+		}
+	}
+	for _, o := range offers {
 		e := m.certs[o.Name]
 		switch {
 		case e == nil:
-			continue // not wanted here
+			m.unclaimed[o.Name] = o // not wanted here (yet): taken if it is
+			continue
 		case o.Rollback:
 			if e.disk != nil && e.disk.Serial == o.Serial {
 				continue // already served here

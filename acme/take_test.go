@@ -208,3 +208,18 @@ func TestManagerKeepsRedactedErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An offer that comes before the Manager hears of the wish it is for (the
+// cluster's watch is quicker than the container list at a restart) is
+// kept, and taken when the wish comes.
+func TestOfferBeforeTheWishIsTaken(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	h := start(t, certs, st, iss, &fakeDeployer{})
+	h.m.Refresh(Offered{Name: "site", Serial: "0b", NotAfter: time.Now().Add(90 * 24 * time.Hour), By: "b", At: time.Now()})
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "valid and deployed", func() bool { s := state(h.m, "site"); return s.State == "valid" && s.Deployed })
+	if o := iss.orders[0]; !o.TakeOnly {
+		t.Errorf("the first order was not the offer's take: %+v", o)
+	}
+}

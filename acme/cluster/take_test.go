@@ -468,3 +468,31 @@ func TestRollbackIsShared(t *testing.T) {
 		t.Errorf("a taking the renewal after the rollback: %v", err)
 	}
 }
+
+// A wish this host makes after its session began (its containers listed
+// after it joined, as at a restart) hears of the certificate the cluster
+// already holds: the watch only tells of stores from its start on.
+func TestNewWishHearsOfTheStoredCertificate(t *testing.T) {
+	e := startEtcdServer(t)
+	ca := &fakeCA{}
+	a := member(t, e, "a", Config{})
+	heard := make(chan StoredCert, 4)
+	b := member(t, e, "b", Config{Directory: ca.Directory(), OnCert: func(sc StoredCert) { heard <- sc }})
+	o := acme.Order{Domains: []string{"late.test"}, KeyType: "ec256"}
+	chain, _, err := a.Issuer(ca).Obtain(bounded(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := leafOf(string(chain))
+	if err := b.SetWishes(bounded(t), []Wish{{Name: "late", Domains: o.Domains, KeyType: o.KeyType}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case sc := <-heard:
+		if sc.Name != "late" || sc.Serial != serialHex(leaf) {
+			t.Errorf("b heard %+v, want serial %s", sc, serialHex(leaf))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("b never heard of the certificate stored before it wished for it")
+	}
+}

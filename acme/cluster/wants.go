@@ -19,15 +19,48 @@ func (c *Cluster) SetWishes(ctx context.Context, ws []Wish) error {
 	same := slices.EqualFunc(c.wants, ws, func(a, b Wish) bool {
 		return a.Name == b.Name && a.KeyType == b.KeyType && a.Profile == b.Profile && slices.Equal(a.Domains, b.Domains)
 	})
+	had := map[string]bool{}
+	for _, w := range c.wants {
+		had[c.id(w)] = true
+	}
 	c.wants = ws
 	c.mu.Unlock()
 	if same {
 		return nil
 	}
 	if _, err := c.current(); err != nil {
-		return nil // published when the session is made
+		return nil // published, and stored certificates offered, when the session is made
 	}
-	return c.publishWants(ctx)
+	if err := c.publishWants(ctx); err != nil {
+		return err
+	}
+	// A wish new to this host (its containers seen after the session began,
+	// a restart among them) hears of the certificate the cluster already
+	// has: the watch only tells of stores from now on.
+	for _, w := range ws {
+		if id := c.id(w); !had[id] {
+			had[id] = true
+			if err := c.offerStored(ctx, id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// offerStored tells onCert of the certificate stored for id, if any.
+func (c *Cluster) offerStored(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.TTL)
+	defer cancel()
+	k := c.key("certs", id)
+	resp, err := c.cli.Get(ctx, k)
+	if err != nil {
+		return fmt.Errorf("etcd: read the certificate: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		c.certPut(k, kv.Value)
+	}
+	return nil
 }
 
 func (c *Cluster) publishWants(ctx context.Context) error {

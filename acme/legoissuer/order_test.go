@@ -62,15 +62,7 @@ func hangingCA(t *testing.T) (*httptest.Server, *atomic.Int32) {
 func TestObtainStopsWhenItsContextEnds(t *testing.T) {
 	srv, orders := hangingCA(t)
 	dir := t.TempDir()
-	roots := filepath.Join(dir, "roots.pem")
-	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	iss, err := New(Config{Directory: srv.URL + "/dir", KeyType: "ec256", Webroot: dir, StateDir: dir, RootsFile: roots},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	iss := issuerFor(t, srv, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -156,15 +148,7 @@ func TestObtainKeepsACertificateFinalizedAsItsContextEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv, orders := finalizingCA(t, chain, cancel)
-	roots := filepath.Join(dir, "roots.pem")
-	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	iss, err := New(Config{Directory: srv.URL + "/dir", KeyType: "ec256", Webroot: dir, StateDir: dir, RootsFile: roots},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	iss := issuerFor(t, srv, dir)
 	done := make(chan error, 1)
 	var got []byte
 	go func() {
@@ -199,4 +183,20 @@ func selfSigned(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// issuerFor is an Issuer ordering from the test CA srv, trusting its TLS
+// certificate, with its webroot and state in dir.
+func issuerFor(t *testing.T, srv *httptest.Server, dir string) *Issuer {
+	t.Helper()
+	roots := filepath.Join(dir, "roots.pem")
+	if err := os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iss, err := New(Config{Directory: srv.URL + "/dir", KeyType: "ec256", Webroot: dir, StateDir: dir, RootsFile: roots},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return iss
 }

@@ -440,3 +440,30 @@ func TestStoreCombinedPEM(t *testing.T) {
 	}
 	check("c", c2, k2)
 }
+
+// TestStoreSwapsTheLongestName: the longest name ValidateName takes is one
+// the store can swap, twice over (the temporary link of a swap is longer
+// than the name), so a name that passes the check never fails after the CA
+// issued.
+func TestStoreSwapsTheLongestName(t *testing.T) {
+	name := strings.Repeat("a", 96) + ".com"
+	if err := ValidateName(name); err != nil {
+		t.Fatalf("ValidateName(%d characters) = %v", len(name), err)
+	}
+	dir := t.TempDir()
+	s, err := NewStore(dir, DefaultOwner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newTestCA(t)
+	var last *Info
+	for range 2 {
+		chain, key := ca.issue(t, []string{"a.example.com"}, time.Hour)
+		if last, err = s.Write(name, chain, key, true); err != nil {
+			t.Fatalf("Write of a %d-character name: %v", len(name), err)
+		}
+	}
+	if got, err := s.Read(name); err != nil || got.Fingerprint != last.Fingerprint {
+		t.Fatalf("Read = %+v, %v; want the second version", got, err)
+	}
+}

@@ -188,6 +188,12 @@ func Parse(r Rules, containers []Container) Desired {
 				return
 			}
 			name = v
+		} else if err := r.checkName(name); err != nil {
+			// A default name is checked as a label's is: one the volume cannot
+			// take must be refused before any order, not after the CA issued.
+			d.Problems = append(d.Problems, Problem{c.Name, domainsFrom, fmt.Sprintf(
+				"the certificate would be named after its first domain, and %v: give this container %s%s", err, p, labelName)})
+			return
 		}
 		spec := CertSpec{Name: name, Domains: domains, Containers: []string{c.Name}}
 		if g, ok := c.Labels[p+labelNginx]; ok && groupRE.MatchString(g) && !isBool(g) {

@@ -276,3 +276,43 @@ func TestParseCompanionChallenge(t *testing.T) {
 		t.Errorf("certs = %+v; want blog.example.com over dns-01 through rfc2136", d.Certs)
 	}
 }
+
+// TestDefaultNameEveryLength: a certificate named after its first domain
+// gets the same name check as edgecert.name, at every length a domain can
+// have: up to the store's 100 characters it is wanted under that name;
+// past it the container is told, on the label it came from, to name it;
+// with edgecert.name it is wanted whatever its domain's length.
+func TestDefaultNameEveryLength(t *testing.T) {
+	rules := storeRules
+	rules.DNSProviders = []string{"exec"} // wildcards need one
+	for n := 4; n <= 253; n++ {
+		dom := domainOfLength(n)
+		if len(dom) != n || ValidateDomain(dom) != nil {
+			t.Fatalf("domainOfLength(%d) = %q (%d characters, %v)", n, dom, len(dom), ValidateDomain(dom))
+		}
+		for _, tc := range []struct {
+			desc, domains, name, want string
+			fits                      bool
+		}{
+			{desc: "plain", domains: dom, want: dom, fits: n <= 100},
+			{desc: "wildcard", domains: "*." + dom, want: "wildcard." + dom, fits: n+len("wildcard.") <= 100},
+			{desc: "named", domains: dom, name: "site", want: "site", fits: true},
+		} {
+			labels := map[string]string{"edgecert.domains": tc.domains}
+			if tc.name != "" {
+				labels["edgecert.name"] = tc.name
+			}
+			d := Parse(rules, []Container{
+				{ID: "1", Name: "app", Running: true, Labels: labels},
+				{ID: "2", Name: "other", Running: true, Labels: map[string]string{"edgecert.domains": "other.example.com"}},
+			})
+			switch {
+			case tc.fits && (len(d.Certs) != 2 || len(d.Problems) != 0 || d.Certs[1].Name != tc.want && d.Certs[0].Name != tc.want):
+				t.Fatalf("%s, %d characters: %+v, want certificates %q and other.example.com", tc.desc, n, d, tc.want)
+			case !tc.fits && (len(d.Certs) != 1 || d.Certs[0].Name != "other.example.com" || len(d.Problems) != 1 ||
+				d.Problems[0].Container != "app" || d.Problems[0].Label != "edgecert.domains" || !strings.Contains(d.Problems[0].Err, "give this container edgecert.name")):
+				t.Fatalf("%s, %d characters: %+v, want a problem on app's edgecert.domains naming edgecert.name, and other.example.com wanted", tc.desc, n, d)
+			}
+		}
+	}
+}

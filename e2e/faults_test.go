@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -171,11 +173,12 @@ func TestSocketProxyHAProxy(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, "haproxy")
 	s.noSocket = true
-	cfg, _ := filepath.Abs("../compose/socket-proxy/haproxy.cfg")
+	cfg, _ := filepath.Abs("../compose/socket-proxy")
 	ip := newIP()
 	name := "e2e-" + runID + "-haproxy-socketproxy"
 	args := append([]string{"run", "-d", "--name", name, "--network", netName, "--ip", ip,
-		"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", cfg + ":/usr/local/etc/haproxy/haproxy.cfg:ro"}, s.labels()...)
+		"-e", "EDGECERT_LABEL_PREFIX=" + s.prefix,
+		"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", cfg + ":/usr/local/etc/haproxy:ro"}, s.labels()...)
 	if out, err := docker(append(args, "edgecert-haproxy:e2e")...); err != nil {
 		t.Fatalf("start the socket proxy: %s", out)
 	}
@@ -207,7 +210,7 @@ func TestSocketProxyHAProxy(t *testing.T) {
 	s.startEdgecert("DOCKER_HOST=tcp://" + ip + ":2375")
 	roots := caRoots(t, s.pebble)
 	s.writeConf("10-site.conf", tlsServer("site", d))
-	s.startApp("app", map[string]string{"domains": d, "name": "site"})
+	app := s.startApp("app", map[string]string{"domains": d, "name": "site"})
 	first := s.waitServed(roots, d, 150*time.Second)
 	s.waitDeployed("site")
 	out, code := s.renew("--force", "site")
@@ -218,6 +221,10 @@ func TestSocketProxyHAProxy(t *testing.T) {
 		t.Fatalf("after renew: %+v, want a new serial proven with a config test run through the proxy", c)
 	}
 
+	// The ways around the rules (compose/socket-proxy/proxy_test.go has the
+	// whole table against a fake engine), here against the real one: each
+	// refused, and nothing they would have done is done.
+	pad := strings.Repeat("A", 20<<10)
 	for _, f := range []struct {
 		method, path, body string
 	}{
@@ -228,16 +235,64 @@ func TestSocketProxyHAProxy(t *testing.T) {
 		{"GET", "/v1.41/images/json", ""},
 		{"POST", "/v1.41/images/create?fromImage=busybox", ""},
 		{"GET", "/v1.41/info", ""},
-		{"POST", "/v1.41/containers/" + s.nginx + "/exec", `{"Cmd":["id"],"Privileged":true}`},
 		{"POST", "/v1.41/volumes/create", `{"Name":"x"}`},
+		{"POST", "/v1.41/containers/" + s.nginx + "/exec", `{"Cmd":["nginx","-t"],"Privileged":true}`},
+		{"POST", "/v1.41/containers/" + s.nginx + "/exec", `{"Cmd":["nginx","-t"],"Privil\u0065ged":true}`},
+		{"POST", "/v1.41/containers/" + s.nginx + "/exec", `{"Env":["X=` + pad + `"],"Cmd":["nginx","-t"],"Privileged":true}`},
+		{"POST", "/v1.41/containers/" + s.nginx + "/exec", `{"Cmd":["nginx","-t"],"HostConfig":{"Privileged":true}}`},
+		{"POST", "/v1.41/containers/" + name + "/exec", `{"User":"0","Cmd":["nginx","-t"]}`},
+		{"POST", "/v1.41/containers/" + name + "/exec", `{"Cmd":["nginx","-t"]}`},
+		{"POST", "/v1.41/containers/" + s.nginx + "/exec", `{"Cmd":["sh","-c","id"],"AttachStdout":true}`},
+		{"POST", "/v1.41/containers/" + s.nginx + "/exec", `{"U\u017fer":"0","Cmd":["nginx","-t"]}`},
+		{"POST", "/v1.41/containers/" + s.nginx + "/kill?signal=KILL", ""},
+		{"POST", "/v1.41/containers/" + s.nginx + "/kill", ""},
+		{"POST", "/v1.41/containers/" + s.nginx + "/kill?sig%6eal=KILL&signal=HUP", ""},
+		{"POST", "/v1.41/containers/" + app + "/kill?signal=HUP", ""},
 	} {
 		if code := call(f.method, f.path, f.body); code != http.StatusForbidden {
-			t.Errorf("%s %s through the socket proxy: %d, want 403", f.method, f.path, code)
+			t.Errorf("%s %s %.80s through the socket proxy: %d, want 403", f.method, f.path, f.body, code)
 		}
+	}
+	// A signal in a form body, and a chunked body: sent as written.
+	for _, raw := range []string{
+		"POST /v1.41/containers/" + s.nginx + "/kill?signal=HUP HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\nConnection: close\r\n\r\nsignal=KILL",
+		"POST /v1.41/containers/" + s.nginx + "/kill?signal=HUP HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nb\r\nsignal=KILL\r\n0\r\n\r\n",
+	} {
+		if code := rawCall(ip+":2375", raw); code != http.StatusForbidden {
+			t.Errorf("%q through the socket proxy: %d, want 403", raw, code)
+		}
+	}
+	for _, c := range []string{s.nginx, app, name} {
+		if out, err := docker("inspect", "--format", "{{.State.Running}} {{.RestartCount}}", c); err != nil || strings.TrimSpace(out) != "true 0" {
+			t.Errorf("container %s after the refused calls: %q, %v; want running, never restarted", c, out, err)
+		}
+	}
+	if out, _ := docker("ps", "-a", "--filter", "ancestor=edgecert-testapp:e2e", "--filter", "status=created", "-q"); strings.TrimSpace(out) != "" {
+		t.Errorf("a container was created through the proxy: %s", out)
 	}
 	if len(workerPIDs(s.nginx, "nginx: worker process")) == 0 {
 		t.Errorf("nginx is gone after the refused calls")
 	}
+}
+
+// rawCall sends raw, an HTTP request as written, to addr and returns the
+// answer's status code (-1 if there is none within 10 s).
+func rawCall(addr, raw string) int {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return -1
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(raw)); err != nil {
+		return -1
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return -1
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // hasStepIn says whether a reload report of c ran step.

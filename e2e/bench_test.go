@@ -86,7 +86,7 @@ func TestBench(t *testing.T) {
 		t.Errorf("restart: %d orders and %d signals, want none: every certificate is on the volume and served", orders, signals)
 	}
 
-	if out, err := docker("image", "inspect", "--format", "{{.Size}}", "edgecert:local"); err == nil {
+	if out, err := docker("image", "inspect", "--format", "{{.Size}}", edgecertImage); err == nil {
 		n, _ := strconv.ParseFloat(strings.TrimSpace(out), 64)
 		tab.add("image", fmt.Sprintf("%.1f MB", n/1e6), "≤ 15 MB")
 	}

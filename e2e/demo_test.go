@@ -31,7 +31,7 @@ func TestDemo(t *testing.T) {
 	}
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	ln.Close()
-	env := append(os.Environ(), "EDGECERT_IMAGE=edgecert:local", "NGINX_IMAGE=edgecert-nginx:e2e", "PEBBLE_IMAGE=edgecert-pebble:e2e",
+	env := append(os.Environ(), "EDGECERT_IMAGE="+edgecertImage, "NGINX_IMAGE=edgecert-nginx:e2e", "PEBBLE_IMAGE=edgecert-pebble:e2e",
 		"CHALLTESTSRV_IMAGE=edgecert-pebble:e2e", "DEMO_APP_IMAGE=edgecert-testapp:e2e", "DEMO_NET="+demoNet, "DEMO_HTTPS_PORT="+port)
 	dc := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -50,7 +50,11 @@ var (
 	hostDir    string
 )
 
-var images = []string{"edgecert:local", "edgecert-nginx:e2e", "edgecert-apache:e2e", "edgecert-pebble:e2e", "edgecert-testapp:e2e", "edgecert-haproxy:e2e", "edgecert-etcd:e2e"}
+// edgecertImage is the image under test: edgecert:local (make image), or
+// EDGECERT_E2E_IMAGE to run the suite against another build beside it.
+var edgecertImage = cmp.Or(os.Getenv("EDGECERT_E2E_IMAGE"), "edgecert:local")
+
+var images = []string{edgecertImage, "edgecert-nginx:e2e", "edgecert-apache:e2e", "edgecert-pebble:e2e", "edgecert-testapp:e2e", "edgecert-haproxy:e2e", "edgecert-etcd:e2e"}
 
 func TestMain(m *testing.M) {
 	if os.Getenv("EDGECERT_E2E") != "1" {
@@ -126,7 +130,7 @@ func setup() error {
 // pebbleAliases are the names Pebbles answer to: "pebble" is shared by the
 // scenarios; the others belong to scenarios that stop their CA, read its log,
 // or order in bulk (so the shared CA's latency stays that of a quiet CA).
-var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn", "pebble-clone", "pebble-cltake", "pebble-clquorum", "pebble-clcut", "pebble-clmany", "pebble-clfault", "pebble-clfault-ca", "pebble-clfault-other", "pebble-noari", "pebble-noari-ca"}
+var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn", "pebble-clone", "pebble-cltake", "pebble-clquorum", "pebble-clcut", "pebble-clmany", "pebble-clfault", "pebble-clfault-ca", "pebble-clfault-other", "pebble-noari", "pebble-noari-ca", "pebble-secret"}
 
 // writePebbleTLS makes a root and a server certificate for every Pebble
 // alias, so that edgecert verifies each CA's TLS as it would Let's Encrypt's.
@@ -506,7 +510,7 @@ func (s *stack) startEdgecert(env ...string) {
 	if len(s.alsoOn) > 0 {
 		args = append([]string{"create"}, args[2:]...) // created, connected, then started
 	}
-	if out, err := docker(append(args, "edgecert:local")...); err != nil {
+	if out, err := docker(append(args, edgecertImage)...); err != nil {
 		s.t.Fatalf("start edgecert: %s", out)
 	}
 	for _, n := range s.alsoOn {

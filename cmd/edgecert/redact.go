@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/edgecert/edgecert/acme/legoissuer"
 )
@@ -65,9 +67,43 @@ func configSecrets(cfg Config, dnsSecrets []string) []string {
 	return out
 }
 
-// redactorFor is the redactor of everything cfg configures.
+// urlSecrets are the secrets in URLs among values: each one's password and
+// query, whole and value by value (a DNS provider's endpoint with its token
+// in the query, say). An API that answers with the request it got puts them
+// in the error where no URL is left to recognise: "refused /present?token=...".
+func urlSecrets(values []string) []string {
+	var out []string
+	for _, v := range values {
+		if _, after, ok := strings.Cut(v, "="); ok && strings.Index(v, "=") < strings.Index(v+"://", "://") {
+			v = after // an environment entry, NAME=value
+		}
+		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' || unicode.IsSpace(r) }) {
+			u, err := url.Parse(f)
+			if err != nil || u.Scheme == "" || u.Host == "" {
+				continue
+			}
+			if p, ok := u.User.Password(); ok {
+				out = append(out, p, url.QueryEscape(p))
+			}
+			if u.RawQuery == "" {
+				continue
+			}
+			out = append(out, u.RawQuery)
+			q, _ := url.ParseQuery(u.RawQuery)
+			for _, vs := range q {
+				for _, x := range vs {
+					out = append(out, x, url.QueryEscape(x))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// redactorFor is the redactor of everything cfg configures, and of the
+// secrets in URLs anywhere in the environment (DNS providers' endpoints).
 func redactorFor(cfg Config) *redactor {
-	return newRedactor(configSecrets(cfg, legoissuer.DNSSecrets(cfg.DNSProviders)))
+	return newRedactor(slices.Concat(configSecrets(cfg, legoissuer.DNSSecrets(cfg.DNSProviders)), urlSecrets(os.Environ())))
 }
 
 // String is s with the rule applied.

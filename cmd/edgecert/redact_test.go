@@ -110,3 +110,23 @@ func httpHandlerFunc(f func(body string)) http.HandlerFunc {
 		f(string(b))
 	}
 }
+
+// A URL anywhere in the environment (a DNS provider's endpoint, say) gives
+// its password and query to the rule, whole and value by value: an API that
+// answers with the request it got puts them where no URL is left.
+func TestURLSecretsInTheEnvironment(t *testing.T) {
+	t.Setenv("HTTPREQ_ENDPOINT", "https://api.example.test/dns?token=endpoint-token-1&format=json")
+	t.Setenv("SOME_HOOKS", "https://a.example.test/x?key=first-key-22, https://user:pass%2Fword9@b.example.test/")
+	r := redactorFor(Config{})
+	for in, want := range map[string]string{
+		"refused /dns/present?token=endpoint-token-1&format=json": "refused /dns/present?" + redacted,
+		"token endpoint-token-1 not valid":                        "token " + redacted + " not valid",
+		"sent key=first-key-22":                                   "sent " + redacted, // the whole query
+		"login pass/word9 refused, pass%2Fword9":                  "login " + redacted + " refused, " + redacted,
+		"format json, user admin":                                 "format json, user admin", // short values and user names stay
+	} {
+		if got := r.String(in); got != want {
+			t.Errorf("String(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -145,11 +145,23 @@ type Deployment struct {
 	Serial      string
 	Fingerprint string    // SHA-256 of the leaf, hex
 	Written     time.Time // when it became current on the volume
+	// NotBefore and KeyAlg let a proof accept a newer version of it (the
+	// same names and key algorithm, issued later).
+	NotBefore time.Time
+	KeyAlg    x509.PublicKeyAlgorithm
 	// More says other certificates are about to be handed over (orders in
 	// flight, or deployments started together): a deployer may wait for
 	// them, briefly, to reload each proxy once.
 	More bool
 }
+
+// ErrUnserved is what a Deployer's error is (errors.Is) when every proxy
+// that did not prove the certificate answers for its names with another
+// certificate (it has no server for them): a matter of the proxies'
+// configuration that no retry mends. The certificate then shows the error
+// as a hint, not a failure, and is checked again when a proxy next proves
+// another certificate, on `renew NAME`, and after unservedRecheck.
+var ErrUnserved = errors.New("no proxy serves the certificate's names")
 
 // Deployer makes the proxies serve a certificate and proves that they do.
 // It is called again (with backoff) until it returns nil.

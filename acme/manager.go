@@ -65,6 +65,11 @@ type ManagerConfig struct {
 
 var deployBackoff = []time.Duration{15 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute, time.Hour}
 
+// unservedRecheck is how long a certificate no proxy serves the names of
+// (ErrUnserved) waits for its next check when nothing else brings one: a
+// proxy proving another certificate, or renew.
+const unservedRecheck = 24 * time.Hour
+
 // Manager runs the certificate lifecycle. Create it with NewManager, feed it
 // with Update, Hold and Reprove, and run it with Run. Its loop is the only
 // code that changes certificate state: the other methods hand it messages
@@ -131,6 +136,7 @@ type entry struct {
 	deployErr      string
 	deployFailures int
 	deployRetryAt  time.Time
+	unserved       string // no proxy serves its names (ErrUnserved): the hint
 	lastDeploy     time.Time
 
 	wait waiters

@@ -760,3 +760,86 @@ func TestConfigFailureWaitsLongerAndANewConfigRetriesAtOnce(t *testing.T) {
 	m.Update(want)
 	waitFor(t, "issued with the new configuration", func() bool { return state(m, "x").State == "valid" })
 }
+
+// unservedDeployer answers for certificates not in served as a proxy with
+// no server for their names does (ErrUnserved), and counts its calls.
+type unservedDeployer struct {
+	mu     sync.Mutex
+	served map[string]bool
+	calls  map[string]int
+}
+
+func (u *unservedDeployer) Deploy(ctx context.Context, d Deployment) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.calls[d.Name]++
+	if !u.served[d.Name] {
+		return fmt.Errorf("%w: nginx has no server for %s: it presented a certificate for default.invalid", ErrUnserved, d.Domains[0])
+	}
+	return nil
+}
+
+func (u *unservedDeployer) count(name string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.calls[name]
+}
+
+// A certificate no proxy serves the names of is a hint, not a failure: no
+// retries on the deploy backoff (a day of clock brings one check), checked
+// again at once when a proxy proves another certificate and on renew, one
+// history event per hint, and proven when a server block comes.
+func TestManagerUnservedIsAHintNotARetryLoop(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	dep := &unservedDeployer{served: map[string]bool{"a": true}, calls: map[string]int{}}
+	m := launch(t, t.TempDir(), t.TempDir(), iss, dep, clk).m
+	u := Want{Name: "u", Domains: []string{"u.example.com"}}
+	m.Update([]Want{u})
+	waitFor(t, "u's hint", func() bool { return state(m, "u").Hint != "" })
+	s := state(m, "u")
+	if s.State != StateValid || s.DeployError != "" || s.Deployed || !strings.Contains(s.Hint, "no server for u.example.com") || kinds(s.History) != "issued,unserved" {
+		t.Fatalf("u = state %s, deploy error %q, deployed %v, hint %q, history %s; want valid, a hint, one unserved event",
+			s.State, s.DeployError, s.Deployed, s.Hint, kinds(s.History))
+	}
+	roundTrip := func() {
+		m.poke()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m.Renew(ctx, "nosuch", false)
+		cancel()
+	}
+	// Hours pass: the deploy backoff (15 s, 1 min, ...) would have retried
+	// many times; a hint waits.
+	for range 6 {
+		clk.set(clk.Now().Add(time.Hour))
+		roundTrip()
+	}
+	if n := dep.count("u"); n != 1 {
+		t.Fatalf("u was deployed %d times in 6 hours, want once", n)
+	}
+	// Another certificate is proven on the proxy: u is checked again.
+	m.Update([]Want{u, {Name: "a", Domains: []string{"a.example.com"}}})
+	waitFor(t, "a deployed and u checked again", func() bool {
+		return state(m, "a").Deployed && dep.count("u") == 2 && state(m, "u").LastDeploy.Equal(clk.Now())
+	})
+	// renew u (not due): checked again, no order.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := m.Renew(ctx, "u", false)
+	if res.Ordered || !strings.Contains(res.Err, "no server for u.example.com") || dep.count("u") != 3 {
+		t.Errorf("renew u = %+v (deploys %d); want no order, the hint, a third check", res, dep.count("u"))
+	}
+	// A day later with nothing else: one more check.
+	clk.set(clk.Now().Add(25 * time.Hour))
+	roundTrip()
+	waitFor(t, "the daily check, done", func() bool { return dep.count("u") == 4 && state(m, "u").LastDeploy.Equal(clk.Now()) })
+	// The server block comes.
+	dep.mu.Lock()
+	dep.served["u"] = true
+	dep.mu.Unlock()
+	res = m.Renew(ctx, "u", false)
+	s = state(m, "u")
+	if res.Err != "" || !s.Deployed || s.Hint != "" || kinds(s.History) != "issued,unserved,reload_proven" || iss.count() != 2 {
+		t.Errorf("after the server block: renew %+v, state %+v, history %s, orders %d; want proven, no hint, 2 orders (u and a)", res, s, kinds(s.History), iss.count())
+	}
+}

@@ -76,7 +76,16 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 	now := m.now()
 	e.deploying = false
 	e.lastDeploy = now
-	if r.err != nil {
+	if errors.Is(r.err, ErrUnserved) {
+		// No retry mends a proxy's configuration: a hint, checked again
+		// when a proxy next proves another certificate, on renew, and daily.
+		if hint := r.err.Error(); hint != e.unserved {
+			e.unserved = hint
+			m.record(e, Event{Kind: EventUnserved, Serial: e.disk.Serial, Detail: hint})
+			m.save(e)
+		}
+		e.deployErr, e.deployFailures, e.deployRetryAt = "", 0, now.Add(unservedRecheck)
+	} else if r.err != nil {
 		first := e.deployErr == ""
 		e.deployErr = r.err.Error()
 		e.deployRetryAt = now.Add(deployBackoff[min(e.deployFailures, len(deployBackoff)-1)])
@@ -92,7 +101,7 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 			m.record(e, Event{Kind: EventReloadProven, Serial: e.disk.Serial})
 			m.save(e)
 		}
-		e.deployedFP, e.deployErr, e.deployFailures, e.deployRetryAt = r.fp, "", 0, time.Time{}
+		e.deployedFP, e.deployErr, e.deployFailures, e.deployRetryAt, e.unserved = r.fp, "", 0, time.Time{}, ""
 		if r.grp != e.group {
 			e.deployedFP = "" // proven for the group it had; the new one is next
 		}
@@ -100,14 +109,17 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 		// fail (a config naming files not written yet, say) may be gone.
 		// Check them now; a proxy that already serves them is not reloaded.
 		for _, o := range m.certs {
-			if o.deployErr != "" && !o.deploying {
+			if (o.deployErr != "" || o.unserved != "") && !o.deploying {
 				o.deployRetryAt = time.Time{}
 			}
 		}
 	}
 	if e.wait.awaitsProof(r.fp) {
 		res := RenewResult{Name: e.name, Ordered: true, Serial: e.disk.Serial, NotAfter: e.disk.NotAfter, Message: "certificate issued, written and proven served"}
-		if r.err != nil {
+		if errors.Is(r.err, ErrUnserved) {
+			res.Message = "certificate issued and written, but no proxy serves its names (see the hint)"
+			res.Err = r.err.Error()
+		} else if r.err != nil {
 			res.Message = "certificate issued and written, but the reload was not proven"
 			res.Err = r.err.Error()
 		}

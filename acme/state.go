@@ -78,6 +78,7 @@ const (
 	EventRolledBack   EventKind = "rolled_back"  // an earlier version put back by the operator
 	EventHoldReleased EventKind = "hold_released"
 	EventImported     EventKind = "imported" // taken over from acme-companion's volume
+	EventUnserved     EventKind = "unserved" // a proxy answers for its names with another certificate: a hint
 )
 
 // Event is one thing that happened to a certificate, kept in its history.

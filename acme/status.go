@@ -58,6 +58,7 @@ type CertStatus struct {
 	Deployed    bool       `json:"deployed"`
 	LastDeploy  time.Time  `json:"last_deploy,omitzero"`
 	DeployError string     `json:"deploy_error,omitempty"`
+	Hint        string     `json:"hint,omitempty"`        // a proxy answers for its names with another certificate
 	Waiting     string     `json:"waiting,omitempty"`     // why a due order has not started
 	Held        *Hold      `json:"held,omitempty"`        // rolled back: no automatic renewal until `renew NAME`
 	Phase       Phase      `json:"phase,omitempty"`       // the order in flight
@@ -69,7 +70,7 @@ type CertStatus struct {
 // they need not).
 func describe(e *entry, d defaults, hold string, now time.Time) CertStatus {
 	s := CertStatus{Name: e.name, LastAttempt: e.st.LastAttempt, LastSuccess: e.st.LastSuccess, LastError: e.st.LastError,
-		Permanent: e.st.Permanent, Failures: e.st.Failures, DeployError: e.deployErr, LastDeploy: e.lastDeploy,
+		Permanent: e.st.Permanent, Failures: e.st.Failures, DeployError: e.deployErr, Hint: e.unserved, LastDeploy: e.lastDeploy,
 		Containers: []string{}, ARI: e.st.ARI, ARIError: e.st.ARIError, UnusedSince: e.st.UnusedSince, Phase: e.phase,
 		History: slices.Clone(e.st.History), Held: e.st.Hold}
 	o, active := wish(e, d, now)

@@ -204,7 +204,10 @@ func (m *Manager) startDeploy(ctx context.Context, wg *sync.WaitGroup, e *entry,
 	e.deploySeq++
 	seq := e.deploySeq
 	d := Deployment{Name: e.name, Group: e.want.Group, Domains: slices.Clone(e.disk.Domains), Serial: e.disk.Serial,
-		Fingerprint: e.disk.Fingerprint, Written: e.disk.Written, More: more}
+		Fingerprint: e.disk.Fingerprint, Written: e.disk.Written, NotBefore: e.disk.NotBefore, More: more}
+	if e.disk.Leaf != nil {
+		d.KeyAlg = e.disk.Leaf.PublicKeyAlgorithm
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -3,9 +3,7 @@ package signal
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -54,88 +51,6 @@ func (r *Reloader) addresses(ctx context.Context, info container.InspectResponse
 	}
 	slices.Sort(out)
 	return out
-}
-
-// servesOnce returns nil if every domain of every certificate in cs is
-// served with that certificate's leaf on one of addrs. The handshake does not
-// verify the chain: it compares the exact leaf, which is a stronger check.
-func servesOnce(ctx context.Context, addrs []string, cs []Cert) error {
-	var lastErr error
-	for _, addr := range addrs {
-		var bad error
-	certs:
-		for _, c := range cs {
-			for _, d := range proofNames(c.Domains) {
-				fp, serial, err := Served(ctx, addr, d)
-				if err != nil {
-					bad = err
-					break certs
-				}
-				if fp != c.Fingerprint {
-					bad = wrongLeafError(fmt.Sprintf("%s with SNI %s presents serial %s, want %s", addr, d, serial, c.Serial))
-					break certs
-				}
-			}
-		}
-		if bad == nil {
-			return nil
-		}
-		lastErr = bad
-	}
-	return lastErr
-}
-
-// wrongLeafError is a handshake that presented another certificate: what
-// status should name, rather than a connection that failed later.
-type wrongLeafError string
-
-func (e wrongLeafError) Error() string { return string(e) }
-
-// handshakes is how many handshakes one proof makes at once.
-const handshakes = 8
-
-// checkEach looks, all at once (handshakes at a time), whether each
-// certificate of cs is served on addrs; errs[i] is cs[i]'s answer.
-func checkEach(ctx context.Context, addrs []string, cs []Cert) []error {
-	errs := make([]error, len(cs))
-	sem := make(chan struct{}, handshakes)
-	var wg sync.WaitGroup
-	for i, c := range cs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			errs[i] = servesOnce(ctx, addrs, []Cert{c})
-		}()
-	}
-	wg.Wait()
-	return errs
-}
-
-// allServed says whether every certificate of cs is served on addrs now.
-func allServed(ctx context.Context, addrs []string, cs []Cert) bool {
-	return errors.Join(checkEach(ctx, addrs, cs)...) == nil
-}
-
-// Served returns the SHA-256 fingerprint (hex) and serial of the leaf that
-// addr presents for sni.
-func Served(ctx context.Context, addr, sni string) (fingerprint, serial string, err error) {
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second},
-		Config: &tls.Config{ServerName: sni, InsecureSkipVerify: true}} //nolint:gosec // the leaf is compared byte for byte
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return "", "", err
-	}
-	defer conn.Close()
-	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
-	if len(certs) == 0 {
-		return "", "", fmt.Errorf("%s presented no certificate", addr)
-	}
-	sum := sha256.Sum256(certs[0].Raw)
-	return hex.EncodeToString(sum[:]), hex.EncodeToString(certs[0].SerialNumber.Bytes()), nil
 }
 
 // ErrNoSharedNetwork means edgecert cannot reach the proxy to check it.
@@ -242,24 +157,4 @@ func SelfID() string {
 		return ""
 	}
 	return h
-}
-
-// proofNames are the names a proof handshakes with: a certificate's names
-// but its wildcards (a wildcard is not a name a client sends; the names
-// beside it are in the same pair), or, for a certificate of wildcards only,
-// a name under each ("edgecert-proof.example.com", which nginx's
-// server_name *.example.com matches).
-func proofNames(domains []string) []string {
-	var plain, under []string
-	for _, d := range domains {
-		if base, ok := strings.CutPrefix(d, "*."); ok {
-			under = append(under, "edgecert-proof."+base)
-		} else {
-			plain = append(plain, d)
-		}
-	}
-	if len(plain) > 0 {
-		return plain
-	}
-	return under
 }

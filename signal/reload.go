@@ -6,11 +6,11 @@ package signal
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -94,6 +94,10 @@ type Cert struct {
 	Serial      string
 	Fingerprint string    // SHA-256 of the leaf, hex
 	Written     time.Time // when its files became current; zero if unknown
+	// NotBefore and KeyAlg tell a newer version of it (the same names and
+	// key algorithm, issued later), which a proof of it accepts; zero: none.
+	NotBefore time.Time
+	KeyAlg    x509.PublicKeyAlgorithm
 }
 
 // Step is one recorded step of a reload.
@@ -114,8 +118,11 @@ type Report struct {
 	Error      string            `json:"error,omitempty"`
 	FailedStep string            `json:"failed_step,omitempty"`
 	CertErrors map[string]string `json:"cert_errors,omitempty"` // certificates the proxy does not serve after the reload
-	Steps      []Step            `json:"steps"`
-	Batch      int               `json:"batch,omitempty"` // in a view for one certificate: how many the reload covered
+	// Unserved are certificates the proxy answers for with another
+	// certificate (it has no server for the name): a hint, not a failure.
+	Unserved map[string]string `json:"unserved,omitempty"`
+	Steps    []Step            `json:"steps"`
+	Batch    int               `json:"batch,omitempty"` // in a view for one certificate: how many the reload covered
 }
 
 // ForCert is r as certificate name's status shows it: the reload's steps
@@ -140,9 +147,12 @@ func (r Report) ForCert(name string) Report {
 		}
 		out.Steps = append(out.Steps, s)
 	}
-	out.CertErrors = nil
+	out.CertErrors, out.Unserved = nil, nil
 	if e, ok := r.CertErrors[name]; ok {
 		out.CertErrors = map[string]string{name: e}
+	}
+	if h, ok := r.Unserved[name]; ok {
+		out.Unserved = map[string]string{name: h}
 	}
 	if err := r.ErrFor(name); err != nil {
 		out.OK, out.Error = false, err.Error()
@@ -156,6 +166,9 @@ func (r Report) ForCert(name string) Report {
 func (r Report) ErrFor(name string) error {
 	if e, ok := r.CertErrors[name]; ok {
 		return errors.New(e)
+	}
+	if h, ok := r.Unserved[name]; ok {
+		return NoServerError{Hint: h}
 	}
 	if !r.OK && r.Error != "" && len(r.CertErrors) == 0 {
 		return errors.New(r.Error)
@@ -387,63 +400,23 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, Detail: "skipped: edgecert shares no network with this container"})
 		r.log.Warn("reload not verified by handshake: edgecert shares no network with the proxy", "container", p.Name, "cert", names)
 	} else {
-		// Every certificate is looked at in each round, all at once, until
-		// all are served or the deadline: one that is not served does not
-		// use up the time of the others. Rounds start a few milliseconds
-		// apart and space out to 100 ms.
-		start := time.Now()
-		pending := slices.Clone(cs)
-		lastErr := map[string]error{}
-		wait := 2 * time.Millisecond
-		for {
-			errs := checkEach(ctx, addrs, pending)
-			var still []Cert
-			for i, c := range pending {
-				err := errs[i]
-				if err == nil {
-					rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, TookMS: time.Since(start).Milliseconds(), Detail: c.Name + ": serial " + c.Serial})
-					continue
-				}
-				var wrong, wasWrong wrongLeafError
-				switch {
-				case lastErr[c.Name] == nil:
-					lastErr[c.Name] = err
-				case errors.As(lastErr[c.Name], &wasWrong) && !errors.As(err, &wrong):
-					// Another certificate presented says more than a
-					// connection that failed afterwards.
-				case ctx.Err() == nil:
-					lastErr[c.Name] = err // a look cut short by the deadline says less than the one before
-				}
-				still = append(still, c)
-			}
-			pending = still
-			if len(pending) == 0 || ctx.Err() != nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 100*time.Millisecond)
-		}
+		prove(ctx, p.Name, addrs, cs, opts.Timeout, &rep)
 		var details []string
-		for _, c := range pending {
-			err := lastErr[c.Name]
-			if ctx.Err() != nil {
-				err = fmt.Errorf("timed out after %s: %w", opts.Timeout, err)
+		for _, c := range cs {
+			if e, ok := rep.CertErrors[c.Name]; ok {
+				details = append(details, c.Name+": "+strings.TrimPrefix(e, ErrNotServed.Error()+": "+p.Name+": "))
 			}
-			rep.Steps = append(rep.Steps, Step{Step: "handshake", TookMS: time.Since(start).Milliseconds(), Detail: c.Name + ": " + err.Error()})
-			if rep.CertErrors == nil {
-				rep.CertErrors = map[string]string{}
-			}
-			rep.CertErrors[c.Name] = fmt.Sprintf("%s: %s: %s", ErrNotServed, p.Name, err)
-			details = append(details, c.Name+": "+err.Error())
 		}
 		if len(rep.CertErrors) > 0 {
 			return fail(fmt.Errorf("%w for %d of %d certificates: %s", ErrNotServed, len(rep.CertErrors), len(cs), strings.Join(details, "; ")))
 		}
 	}
 	rep.OK = true
+	for _, c := range cs {
+		if hint, ok := rep.Unserved[c.Name]; ok {
+			r.log.Warn("the proxy answers for a certificate's name with another certificate; not retried until its next reload", "container", p.Name, "cert", c.Name, "domains", c.Domains, "hint", hint)
+		}
+	}
 	r.log.Info("reload proven", "container", p.Name, "cert", names, "steps", rep.summary())
 	return rep
 }
@@ -483,6 +456,19 @@ func startedAfter(started time.Time, cs []Cert) bool {
 		}
 	}
 	return true
+}
+
+// loadTook is how long the proxy took to load its configuration: its
+// config test, the signal and its new workers' start.
+func (rep Report) loadTook() time.Duration {
+	var ms int64
+	for _, s := range rep.Steps {
+		switch s.Step {
+		case "config_test", "signal", "workers_new":
+			ms += s.TookMS
+		}
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // step runs f, recording its outcome and duration.

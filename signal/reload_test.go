@@ -52,7 +52,8 @@ type fakeNginx struct {
 	broken       bool          // HUP leaves workers as they are, as nginx does with a bad config
 	kills        []string
 	serving      *tls.Certificate
-	pending      *tls.Certificate // served after the next good HUP
+	pending      *tls.Certificate            // served after the next good HUP
+	bySNI        map[string]*tls.Certificate // served for these names instead, whatever the HUPs
 	ip, port     string
 	startedAt    time.Time     // the container's start, as inspect says
 	gate         chan struct{} // when set, each config test waits for it
@@ -188,9 +189,12 @@ func newFake(t *testing.T) (*fakeNginx, *tls.Certificate, string) {
 	old, _ := selfSignedCert(t, "a.example.com")
 	next, fp := selfSignedCert(t, "a.example.com")
 	f := &fakeNginx{workers: []string{"10", "11"}, nextPID: 100, serving: old, pending: next}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		if c, ok := f.bySNI[h.ServerName]; ok {
+			return c, nil
+		}
 		return f.serving, nil
 	}})
 	if err != nil {

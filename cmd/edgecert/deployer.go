@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"path/filepath"
@@ -28,11 +29,33 @@ func (p proxyDeployer) Deploy(ctx context.Context, d acme.Deployment) error {
 	if err == nil {
 		return nil
 	}
+	if onlyNoServer(err) {
+		return unservedError{err}
+	}
 	if hints := p.hints(missingFiles(err.Error())); len(hints) > 0 {
 		return fmt.Errorf("%w (%s)", err, strings.Join(hints, "; "))
 	}
 	return err
 }
+
+// onlyNoServer says whether every error err joins is a proxy answering
+// for the certificate's names with another certificate.
+func onlyNoServer(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !onlyNoServer(e) {
+				return false
+			}
+		}
+		return len(j.Unwrap()) > 0
+	}
+	return errors.Is(err, signal.ErrNoServer)
+}
+
+// unservedError is acme.ErrUnserved with the proxies' hints for its text.
+type unservedError struct{ error }
+
+func (e unservedError) Is(target error) bool { return target == acme.ErrUnserved }
 
 // hints says, for each missing file, why the proxy may not find it.
 func (p proxyDeployer) hints(missing []missingFile) []string {

@@ -283,6 +283,7 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 		line("", "(permanent: retrying soon will not help; fix the cause, then renew --force)")
 	}
 	line("reload error", oneLine(c.DeployError))
+	line("hint", oneLine(c.Hint))
 	if len(c.Hosts) > 0 {
 		line("hosts", hostsText(c))
 	}

@@ -1,0 +1,112 @@
+package signal
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"math/big"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// leafFor is a parsed self-signed ECDSA leaf for names, issued at notBefore.
+func leafFor(t *testing.T, notBefore time.Time, names ...string) *x509.Certificate {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, DNSNames: names, NotBefore: notBefore, NotAfter: notBefore.Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return leaf
+}
+
+func TestJudge(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	proven := leafFor(t, t0, "a.example.com", "www.a.example.com")
+	c := Cert{Name: "a", Domains: []string{"a.example.com", "www.a.example.com"}, Fingerprint: shownOf(proven).Fingerprint,
+		NotBefore: t0, KeyAlg: x509.ECDSA}
+	for _, tc := range []struct {
+		desc string
+		c    Cert
+		sni  string
+		leaf *x509.Certificate
+		want verdict
+	}{
+		{desc: "the very leaf", c: c, sni: "a.example.com", leaf: proven, want: isServed},
+		{desc: "a newer version (a later deployment)", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Minute), "www.a.example.com", "A.example.com"), want: isNewer},
+		{desc: "an older version (not loaded yet)", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(-time.Hour), "a.example.com", "www.a.example.com"), want: isOlder},
+		{desc: "the same instant is not newer", c: c, sni: "a.example.com", leaf: leafFor(t, t0, "a.example.com", "www.a.example.com"), want: isOlder},
+		{desc: "a version, but the deployment knows no date: only itself proves it", c: Cert{Domains: c.Domains, Fingerprint: c.Fingerprint}, sni: "a.example.com",
+			leaf: leafFor(t, t0.Add(time.Minute), "a.example.com", "www.a.example.com"), want: isOlder},
+		{desc: "the default server's certificate", c: c, sni: "a.example.com", leaf: leafFor(t, t0, "default.invalid"), want: isNoServer},
+		{desc: "another name's certificate", c: c, sni: "www.a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "b.example.com"), want: isNoServer},
+		{desc: "another certificate that covers the name", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "a.example.com"), want: isOther},
+		{desc: "a wildcard of another certificate", c: c, sni: "www.a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "*.a.example.com"), want: isOther},
+		{desc: "the same names, another key algorithm", c: Cert{Domains: c.Domains, Fingerprint: c.Fingerprint, NotBefore: t0, KeyAlg: x509.RSA},
+			sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Minute), "a.example.com", "www.a.example.com"), want: isOther},
+	} {
+		if got := judge(tc.c, tc.sni, shownOf(tc.leaf)); got != tc.want {
+			t.Errorf("%s: judge = %d, want %d", tc.desc, got, tc.want)
+		}
+	}
+}
+
+// The rest after a slow reload is the proxy's own work: config test,
+// signal, new workers; never the wait for handshakes.
+func TestLoadTookIsTheProxysOwnWork(t *testing.T) {
+	rep := Report{Steps: []Step{{Step: "inspect", TookMS: 3}, {Step: "config_test", TookMS: 100}, {Step: "workers_before", TookMS: 7},
+		{Step: "signal", TookMS: 5}, {Step: "workers_new", TookMS: 200}, {Step: "handshake", TookMS: 30000}, {Step: "handshake", TookMS: 29000}}}
+	if got := rep.loadTook(); got != 305*time.Millisecond {
+		t.Errorf("loadTook = %s, want 305ms", got)
+	}
+}
+
+// A proxy that answers for one certificate's name with its default
+// server's certificate: the proof gives up on that one within about
+// otherGrace, the others of the batch are proven, and the report is no
+// failure; the one is a NoServerError naming the proxy, the name and what
+// was presented.
+func TestProofAnswersAtOnceForANameWithoutServer(t *testing.T) {
+	f, _, fp := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	def, _ := selfSignedCert(t, "default.invalid")
+	f.bySNI = map[string]*tls.Certificate{"unserved.example.com": def}
+	r := reloader(f)
+	r.opts.Timeout = 30 * time.Second // as a user's default: the proof must not wait for it
+	p := Proxy{ID: "n1", Name: "nginx", TLSPort: port}
+	served := Cert{Name: "a", Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}
+	_, otherFP := selfSignedCert(t, "unserved.example.com")
+	unserved := Cert{Name: "u", Domains: []string{"unserved.example.com"}, Serial: "u1", Fingerprint: otherFP}
+	start := time.Now()
+	rep := r.Ensure(context.Background(), p, []Cert{served, unserved})
+	took := time.Since(start)
+	if !rep.OK || rep.Error != "" || len(rep.CertErrors) != 0 {
+		t.Fatalf("report = %+v; want OK: an unserved name is no failure of the batch", rep)
+	}
+	if rep.ErrFor("a") != nil {
+		t.Errorf("a: %v, want proven", rep.ErrFor("a"))
+	}
+	err := rep.ErrFor("u")
+	if !errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), "nginx has no server for unserved.example.com") ||
+		!strings.Contains(err.Error(), "default.invalid") {
+		t.Errorf("u: %v; want a NoServerError naming nginx, the name and the default certificate", err)
+	}
+	if view := rep.ForCert("u"); view.OK || view.Unserved["u"] == "" {
+		t.Errorf("u's view = %+v; want not OK, with its hint", view)
+	}
+	// Measured, not asserted: the wait is otherGrace plus handshakes,
+	// against the 30 s timeout.
+	t.Logf("proof with an unserved name took %s (timeout %s)", took, r.opts.Timeout)
+	if took >= r.opts.Timeout {
+		t.Errorf("the proof waited for the whole timeout (%s)", took)
+	}
+}

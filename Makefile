@@ -80,7 +80,7 @@ soak-cluster: test-images
 	EDGECERT_E2E=1 EDGECERT_E2E_CLUSTER_FAULTS=200 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs $(GO) test -count=1 -v -run 'TestClusterFaults' -timeout 180m ./e2e | grep -E 'MEASURE|cluster fault|^(---|ok|FAIL|PASS)'
 
 # The unit suite 20 times with -race under -cpu 1,2 and a CPU burner per core beside it:
-# a hunt for flaky tests (FLAKE_COUNT=N to change the count). About 30 min here.
+# a hunt for flaky tests (FLAKE_COUNT=N to change the count, FLAKE_BURNERS=N the burners). About 1 h here.
 flake:
 	e2e/images/etcd.sh
 	e2e/flake.sh

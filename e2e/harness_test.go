@@ -635,11 +635,13 @@ type certView struct {
 	Failures   int      `json:"failures"`
 	Permanent  bool     `json:"permanent_error"`
 	Waiting    string   `json:"waiting"`
+	Hint       string   `json:"hint"`
 	History    []struct {
-		Kind   string `json:"kind"`
-		Serial string `json:"serial"`
-		Detail string `json:"detail"`
-		TookMS int64  `json:"took_ms"`
+		At     time.Time `json:"at"`
+		Kind   string    `json:"kind"`
+		Serial string    `json:"serial"`
+		Detail string    `json:"detail"`
+		TookMS int64     `json:"took_ms"`
 	} `json:"history"`
 	State       string    `json:"state"`
 	Serial      string    `json:"serial"`

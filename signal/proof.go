@@ -45,13 +45,16 @@ const (
 	isOther                   // another certificate that covers the name
 )
 
-// judge is what seeing s, for sni, says of c. A version of c has c's names
-// (in any order and case) and key algorithm; it is newer if it was issued
-// after c.
-func judge(c Cert, sni string, s shown) verdict {
+// judge is what seeing s, for sni, says of c, when current is the
+// fingerprint the volume holds now for c's name ("" if unknown). A version
+// of c has c's names (in any order and case) and key algorithm; it is newer
+// if it was issued after c, or is what the volume holds now.
+func judge(c Cert, sni string, s shown, current string) verdict {
 	switch {
 	case s.Fingerprint == c.Fingerprint:
 		return isServed
+	case current != "" && s.Fingerprint == current:
+		return isNewer
 	case sameNames(s.Names, c.Domains) && (c.KeyAlg == x509.UnknownPublicKeyAlgorithm || c.KeyAlg == s.KeyAlg):
 		if !c.NotBefore.IsZero() && s.NotBefore.After(c.NotBefore) {
 			return isNewer
@@ -131,7 +134,7 @@ type look struct {
 // lookAt handshakes with every proof name of c on each of addrs, and
 // returns the first answer that is not "served" (or served, if all are):
 // the address whose answers are all served wins.
-func lookAt(ctx context.Context, addrs []string, c Cert) look {
+func lookAt(ctx context.Context, addrs []string, c Cert, current func(string) string) look {
 	var worst look
 	for i, addr := range addrs {
 		got := look{v: isServed}
@@ -141,12 +144,21 @@ func lookAt(ctx context.Context, addrs []string, c Cert) look {
 				got = look{err: err, sni: d}
 				break
 			}
-			if v := judge(c, d, s); v != isServed && v != isNewer {
+			cur := ""
+			if s.Fingerprint != c.Fingerprint && current != nil {
+				cur = current(c.Name)
+			}
+			v := judge(c, d, s, cur)
+			if v == isNewer {
+				got = look{v: v, s: s, sni: d}
+				continue
+			}
+			if v != isServed {
 				got = look{v: v, s: s, sni: d}
 				break
 			}
 		}
-		if got.err == nil && got.v == isServed {
+		if got.err == nil && (got.v == isServed || got.v == isNewer) {
 			return got
 		}
 		if i == 0 || worst.err != nil && got.err == nil {
@@ -175,7 +187,7 @@ const handshakes = 8
 
 // lookEach looks, all at once (handshakes at a time), at each certificate
 // of cs on addrs.
-func lookEach(ctx context.Context, addrs []string, cs []Cert) []look {
+func lookEach(ctx context.Context, addrs []string, cs []Cert, current func(string) string) []look {
 	out := make([]look, len(cs))
 	sem := make(chan struct{}, handshakes)
 	var wg sync.WaitGroup
@@ -185,7 +197,7 @@ func lookEach(ctx context.Context, addrs []string, cs []Cert) []look {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i] = lookAt(ctx, addrs, c)
+			out[i] = lookAt(ctx, addrs, c, current)
 		}()
 	}
 	wg.Wait()
@@ -193,8 +205,8 @@ func lookEach(ctx context.Context, addrs []string, cs []Cert) []look {
 }
 
 // allServed says whether every certificate of cs is served on addrs now.
-func allServed(ctx context.Context, addrs []string, cs []Cert) bool {
-	for _, l := range lookEach(ctx, addrs, cs) {
+func allServed(ctx context.Context, addrs []string, cs []Cert, current func(string) string) bool {
+	for _, l := range lookEach(ctx, addrs, cs, current) {
 		if l.err != nil || l.v != isServed && l.v != isNewer {
 			return false
 		}
@@ -207,14 +219,14 @@ func allServed(ctx context.Context, addrs []string, cs []Cert) bool {
 // answered with another certificate for otherGrace (unserved: a hint), or
 // ctx ends (not served: an error). One that is not served never uses up
 // the time of the others. It records a handshake step for each.
-func prove(ctx context.Context, proxy string, addrs []string, cs []Cert, timeout time.Duration, rep *Report) {
+func prove(ctx context.Context, proxy string, addrs []string, cs []Cert, timeout time.Duration, current func(string) string, rep *Report) {
 	start := time.Now()
 	pending := slices.Clone(cs)
 	last := map[string]look{}
 	otherSince := map[string]time.Time{}
 	wait := 2 * time.Millisecond
 	for {
-		looks := lookEach(ctx, addrs, pending)
+		looks := lookEach(ctx, addrs, pending, current)
 		var still []Cert
 		for i, c := range pending {
 			l := looks[i]

@@ -32,17 +32,20 @@ func leafFor(t *testing.T, notBefore time.Time, names ...string) *x509.Certifica
 func TestJudge(t *testing.T) {
 	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	proven := leafFor(t, t0, "a.example.com", "www.a.example.com")
+	sameSecond := leafFor(t, t0, "a.example.com", "www.a.example.com")
 	c := Cert{Name: "a", Domains: []string{"a.example.com", "www.a.example.com"}, Fingerprint: shownOf(proven).Fingerprint,
 		NotBefore: t0, KeyAlg: x509.ECDSA}
 	for _, tc := range []struct {
-		desc string
-		c    Cert
-		sni  string
-		leaf *x509.Certificate
-		want verdict
+		desc    string
+		c       Cert
+		sni     string
+		leaf    *x509.Certificate
+		current string // what the volume holds now
+		want    verdict
 	}{
 		{desc: "the very leaf", c: c, sni: "a.example.com", leaf: proven, want: isServed},
 		{desc: "a newer version (a later deployment)", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Minute), "www.a.example.com", "A.example.com"), want: isNewer},
+		{desc: "what the volume holds now, issued in the same second", c: c, sni: "a.example.com", leaf: sameSecond, current: shownOf(sameSecond).Fingerprint, want: isNewer},
 		{desc: "an older version (not loaded yet)", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(-time.Hour), "a.example.com", "www.a.example.com"), want: isOlder},
 		{desc: "the same instant is not newer", c: c, sni: "a.example.com", leaf: leafFor(t, t0, "a.example.com", "www.a.example.com"), want: isOlder},
 		{desc: "a version, but the deployment knows no date: only itself proves it", c: Cert{Domains: c.Domains, Fingerprint: c.Fingerprint}, sni: "a.example.com",
@@ -54,7 +57,7 @@ func TestJudge(t *testing.T) {
 		{desc: "the same names, another key algorithm", c: Cert{Domains: c.Domains, Fingerprint: c.Fingerprint, NotBefore: t0, KeyAlg: x509.RSA},
 			sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Minute), "a.example.com", "www.a.example.com"), want: isOther},
 	} {
-		if got := judge(tc.c, tc.sni, shownOf(tc.leaf)); got != tc.want {
+		if got := judge(tc.c, tc.sni, shownOf(tc.leaf), tc.current); got != tc.want {
 			t.Errorf("%s: judge = %d, want %d", tc.desc, got, tc.want)
 		}
 	}
@@ -108,5 +111,31 @@ func TestProofAnswersAtOnceForANameWithoutServer(t *testing.T) {
 	t.Logf("proof with an unserved name took %s (timeout %s)", took, r.opts.Timeout)
 	if took >= r.opts.Timeout {
 		t.Errorf("the proof waited for the whole timeout (%s)", took)
+	}
+}
+
+// A deployment overtaken by a later one (two renewals in one second: their
+// dates cannot tell them apart) is proven by what the volume holds now,
+// and at once, not after the timeout.
+func TestProofOfAnOvertakenDeploymentAcceptsTheCurrentVersion(t *testing.T) {
+	f, _, current := newFake(t) // after the HUP it serves the current version
+	port, _ := strconv.Atoi(f.port)
+	_, overtaken := selfSignedCert(t, "a.example.com")
+	r := reloader(f)
+	r.opts.Timeout = 30 * time.Second
+	r.opts.Current = func(name string) string {
+		if name == "a" {
+			return current
+		}
+		return ""
+	}
+	start := time.Now()
+	rep := r.Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: port},
+		[]Cert{{Name: "a", Domains: []string{"a.example.com"}, Serial: "old", Fingerprint: overtaken}})
+	if !rep.OK || time.Since(start) >= r.opts.Timeout {
+		t.Fatalf("report = %+v after %s; want proven by the current version", rep, time.Since(start))
+	}
+	if last := rep.Steps[len(rep.Steps)-1]; last.Step != "handshake" || !strings.Contains(last.Detail, "a newer version") {
+		t.Errorf("last step = %+v; want a handshake naming the newer version", last)
 	}
 }

@@ -57,6 +57,11 @@ type Options struct {
 		RLock()
 		RUnlock()
 	}
+	// Current, when set, is the fingerprint of what the volume holds now
+	// for a certificate name: a proof of an older deployment accepts it
+	// (a later renewal overtook it; two from one second cannot be told
+	// apart by their dates).
+	Current func(name string) string
 }
 
 // NginxDefaults are the options for nginx.
@@ -301,7 +306,7 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		return fail(fmt.Errorf("inspect %s: %w", p.Name, err))
 	}
 
-	if began := time.Now(); len(addrs) > 0 && allServed(ctx, addrs, cs) {
+	if began := time.Now(); len(addrs) > 0 && allServed(ctx, addrs, cs, r.opts.Current) {
 		rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: "already serving " + names, TookMS: time.Since(began).Milliseconds()})
 		rep.OK = true
 		r.log.Debug("proxy already serves the certificates; no signal", "container", p.Name, "certs", len(cs), "took_ms", time.Since(began).Milliseconds())
@@ -313,7 +318,7 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		// starting to listen); if it does not, its configuration changed
 		// since it started, and it is reloaded as any other.
 		detail := "started at " + started.UTC().Format(time.RFC3339Nano) + ", after " + names + " were written: it read them then"
-		if len(addrs) == 0 || servedWithin(ctx, addrs, cs, startingWait) {
+		if len(addrs) == 0 || servedWithin(ctx, addrs, cs, startingWait, r.opts.Current) {
 			rep.Steps = append(rep.Steps, Step{Step: "check", OK: true, Detail: detail})
 			rep.OK = true
 			return rep
@@ -400,7 +405,7 @@ func (r *Reloader) Ensure(ctx context.Context, p Proxy, cs []Cert) Report {
 		rep.Steps = append(rep.Steps, Step{Step: "handshake", OK: true, Detail: "skipped: edgecert shares no network with this container"})
 		r.log.Warn("reload not verified by handshake: edgecert shares no network with the proxy", "container", p.Name, "cert", names)
 	} else {
-		prove(ctx, p.Name, addrs, cs, opts.Timeout, &rep)
+		prove(ctx, p.Name, addrs, cs, opts.Timeout, r.opts.Current, &rep)
 		var details []string
 		for _, c := range cs {
 			if e, ok := rep.CertErrors[c.Name]; ok {
@@ -429,11 +434,11 @@ const startingWait = 5 * time.Second
 
 // servedWithin says whether every certificate of cs is served on addrs
 // within wait (and ctx).
-func servedWithin(ctx context.Context, addrs []string, cs []Cert, wait time.Duration) bool {
+func servedWithin(ctx context.Context, addrs []string, cs []Cert, wait time.Duration, current func(string) string) bool {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
-		if allServed(ctx, addrs, cs) {
+		if allServed(ctx, addrs, cs, current) {
 			return true
 		}
 		select {

@@ -142,6 +142,13 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 	// across a swap.
 	files := &sync.RWMutex{}
 	ropts.Files = files
+	ropts.Current = func(name string) string { // a proof of an overtaken deployment accepts what is on the volume now
+		info, err := store.Read(name)
+		if err != nil {
+			return ""
+		}
+		return info.Fingerprint
+	}
 	reloader := signal.New(signal.Docker(docker), ropts, log)
 	batcher := signal.NewBatcher(reloader, cfg.ReloadWindow, onReport)
 	preflight := &challengePreflight{webroot: cfg.Webroot, proxies: batcher, probe: reloader, log: log}

@@ -160,7 +160,7 @@ type Deployment struct {
 // certificate (it has no server for them): a matter of the proxies'
 // configuration that no retry mends. The certificate then shows the error
 // as a hint, not a failure, and is checked again when a proxy next proves
-// another certificate, on `renew NAME`, and after unservedRecheck.
+// another certificate, on `renew NAME`, and hourly.
 var ErrUnserved = errors.New("no proxy serves the certificate's names")
 
 // Deployer makes the proxies serve a certificate and proves that they do.

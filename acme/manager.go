@@ -66,9 +66,11 @@ type ManagerConfig struct {
 var deployBackoff = []time.Duration{15 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute, time.Hour}
 
 // unservedRecheck is how long a certificate no proxy serves the names of
-// (ErrUnserved) waits for its next check when nothing else brings one: a
-// proxy proving another certificate, or renew.
-const unservedRecheck = 24 * time.Hour
+// (ErrUnserved) waits for its next check when nothing else brings one (a
+// proxy proving another certificate, or renew): a server block added
+// without a reload of nginx is found within the hour, at the cost of one
+// quick reload an hour while there is none.
+const unservedRecheck = time.Hour
 
 // Manager runs the certificate lifecycle. Create it with NewManager, feed it
 // with Update, Hold and Reprove, and run it with Run. Its loop is the only

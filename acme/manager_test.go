@@ -786,7 +786,7 @@ func (u *unservedDeployer) count(name string) int {
 }
 
 // A certificate no proxy serves the names of is a hint, not a failure: no
-// retries on the deploy backoff (a day of clock brings one check), checked
+// retries on the deploy backoff (an hour of clock brings one check), checked
 // again at once when a proxy proves another certificate and on renew, one
 // history event per hint, and proven when a server block comes.
 func TestManagerUnservedIsAHintNotARetryLoop(t *testing.T) {
@@ -808,14 +808,14 @@ func TestManagerUnservedIsAHintNotARetryLoop(t *testing.T) {
 		m.Renew(ctx, "nosuch", false)
 		cancel()
 	}
-	// Hours pass: the deploy backoff (15 s, 1 min, ...) would have retried
-	// many times; a hint waits.
-	for range 6 {
-		clk.set(clk.Now().Add(time.Hour))
+	// Most of an hour passes: the deploy backoff (15 s, 1 min, 5 min,
+	// 15 min) would have retried four times; a hint waits.
+	for range 5 {
+		clk.set(clk.Now().Add(11 * time.Minute))
 		roundTrip()
 	}
 	if n := dep.count("u"); n != 1 {
-		t.Fatalf("u was deployed %d times in 6 hours, want once", n)
+		t.Fatalf("u was deployed %d times in 55 minutes, want once", n)
 	}
 	// Another certificate is proven on the proxy: u is checked again.
 	m.Update([]Want{u, {Name: "a", Domains: []string{"a.example.com"}}})
@@ -829,10 +829,10 @@ func TestManagerUnservedIsAHintNotARetryLoop(t *testing.T) {
 	if res.Ordered || !strings.Contains(res.Err, "no server for u.example.com") || dep.count("u") != 3 {
 		t.Errorf("renew u = %+v (deploys %d); want no order, the hint, a third check", res, dep.count("u"))
 	}
-	// A day later with nothing else: one more check.
-	clk.set(clk.Now().Add(25 * time.Hour))
+	// An hour later with nothing else: one more check.
+	clk.set(clk.Now().Add(61 * time.Minute))
 	roundTrip()
-	waitFor(t, "the daily check, done", func() bool { return dep.count("u") == 4 && state(m, "u").LastDeploy.Equal(clk.Now()) })
+	waitFor(t, "the hourly check, done", func() bool { return dep.count("u") == 4 && state(m, "u").LastDeploy.Equal(clk.Now()) })
 	// The server block comes.
 	dep.mu.Lock()
 	dep.served["u"] = true

@@ -78,7 +78,7 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 	e.lastDeploy = now
 	if errors.Is(r.err, ErrUnserved) {
 		// No retry mends a proxy's configuration: a hint, checked again
-		// when a proxy next proves another certificate, on renew, and daily.
+		// when a proxy next proves another certificate, on renew, and hourly.
 		if hint := r.err.Error(); hint != e.unserved {
 			e.unserved = hint
 			m.record(e, Event{Kind: EventUnserved, Serial: e.disk.Serial, Detail: hint})

@@ -103,8 +103,8 @@ func (s shown) describe() string {
 // certificate.
 func unservedHint(proxy, sni string, v verdict, s shown) string {
 	if v == isNoServer {
-		return fmt.Sprintf("%s has no server for %s: it presented %s (its default server's?); add a server block for %s that uses this certificate, or give the certificate a %s group its proxy serves",
-			proxy, sni, s.describe(), sni, "proxy")
+		return fmt.Sprintf("%s has no server for %s, or its server block for it names another certificate's files: it presented %s; add or fix the server block for %s, or give the certificate the proxy group that serves it",
+			proxy, sni, s.describe(), sni)
 	}
 	return fmt.Sprintf("%s serves %s with another certificate: %s", proxy, sni, s.describe())
 }

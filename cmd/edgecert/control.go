@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/edgecert/edgecert/acme"
@@ -88,7 +89,7 @@ func serveControl(ctx context.Context, path string, d daemonState, red *redactor
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, red, http.StatusOK, d.status())
+		writeStatus(w, red, d.status())
 	})
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		if err := d.healthy(); err != nil {
@@ -162,4 +163,40 @@ func writeJSON(w http.ResponseWriter, red *redactor, code int, v any) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 	_, _ = io.WriteString(w, red.String(b.String()))
+}
+
+// writeStatus writes doc as writeJSON would, byte for byte, but one
+// certificate at a time: the status of a thousand certificates is never one
+// JSON document (and its redacted copy) in memory.
+func writeStatus(w http.ResponseWriter, red *redactor, doc StatusDoc) {
+	certs := doc.Certificates
+	doc.Certificates = []CertView{}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(doc)
+	frame := b.String()
+	const empty = `"certificates": [],`
+	i := strings.Index(frame, empty)
+	if len(certs) == 0 || i < 0 {
+		doc.Certificates = certs
+		writeJSON(w, red, http.StatusOK, doc)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, red.String(frame[:i+len(`"certificates": [`)]))
+	for n, c := range certs {
+		b.Reset()
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("\n    ")
+		enc := json.NewEncoder(&b)
+		enc.SetIndent("    ", "  ")
+		_ = enc.Encode(c)
+		b.Truncate(b.Len() - 1) // the encoder's newline
+		_, _ = io.WriteString(w, red.String(b.String()))
+	}
+	_, _ = io.WriteString(w, red.String("\n  ],"+frame[i+len(empty):]))
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -127,28 +126,85 @@ func (r *redactor) notice(nt Notice) Notice {
 	return out
 }
 
-// anyURL finds URLs in text: scheme, optional userinfo, host, path, query.
-// A backslash ends one too: in JSON text it starts the escape of the quote
-// that closes the URL's string.
-var anyURL = regexp.MustCompile(`\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s"'<>/?#@\\]*@)?([^\s"'<>/?#\\]*)([^\s"'<>?#\\]*)(\?[^\s"'<>#\\]*)?`)
-
-// redactURLs drops the userinfo and query of every URL in s.
+// redactURLs drops the userinfo and query of every URL in s: a scheme
+// (letters, digits, '+', '.', '-') and "://", then userinfo up to an '@',
+// host, path, and a query from '?'. A URL ends at white space, a quote,
+// '<', '>', '#' or a backslash (in JSON text, the escape of the quote that
+// closes its string), or where another URL's scheme begins. A scanner, not
+// a regular expression: status of a thousand certificates is mostly text
+// with URLs in it.
 func redactURLs(s string) string {
-	if !strings.Contains(s, "://") {
+	i := strings.Index(s, "://")
+	if i < 0 {
 		return s
 	}
-	return anyURL.ReplaceAllStringFunc(s, func(u string) string {
-		m := anyURL.FindStringSubmatch(u)
-		out := m[1]
-		if m[2] != "" {
-			out += redacted + "@"
+	var b strings.Builder
+	b.Grow(len(s))
+	done := 0 // s[:done] is in b
+	for i >= 0 {
+		start := i
+		for start > done && isSchemeByte(s[start-1]) {
+			start--
 		}
-		out += m[3] + m[4]
-		if m[5] != "" {
-			out += "?" + redacted
+		for start < i && !isLetter(s[start]) {
+			start++ // a scheme starts with a letter
 		}
-		return out
-	})
+		pos := i + len("://")
+		if start == i { // no scheme: not a URL
+			b.WriteString(s[done:pos])
+			done = pos
+		} else {
+			b.WriteString(s[done:pos])
+			if at := urlSpan(s, pos, "/?#@"); at < len(s) && s[at] == '@' {
+				b.WriteString(redacted + "@")
+				pos = at + 1
+			}
+			end := urlSpan(s, urlSpan(s, pos, "/?#"), "?#")
+			if k := strings.Index(s[pos:end], "://"); k >= 0 {
+				// Another URL inside this one's path: it ends where that
+				// one's scheme begins, and that one is redacted in turn.
+				end = pos + k
+				for end > pos && isSchemeByte(s[end-1]) {
+					end--
+				}
+			}
+			b.WriteString(s[pos:end])
+			pos = end
+			if pos < len(s) && s[pos] == '?' {
+				b.WriteString("?" + redacted)
+				pos = urlSpan(s, pos+1, "#")
+			}
+			done = pos
+		}
+		next := strings.Index(s[done:], "://")
+		if next < 0 {
+			break
+		}
+		i = done + next
+	}
+	b.WriteString(s[done:])
+	return b.String()
+}
+
+// urlSpan is the end of the run of URL bytes from i that holds none of
+// stop.
+func urlSpan(s string, i int, stop string) int {
+	for i < len(s) {
+		switch c := s[i]; {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '\\':
+			return i
+		case strings.IndexByte(stop, c) >= 0:
+			return i
+		}
+		i++
+	}
+	return i
+}
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+func isSchemeByte(c byte) bool {
+	return isLetter(c) || '0' <= c && c <= '9' || c == '+' || c == '.' || c == '-'
 }
 
 // redactingHandler is a slog handler that applies the rule to every

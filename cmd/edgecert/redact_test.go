@@ -7,10 +7,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,59 @@ func TestURLSecretsInTheEnvironment(t *testing.T) {
 		if got := r.String(in); got != want {
 			t.Errorf("String(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The URL scanner redacts as the regular expression it replaced did on
+// text as edgecert writes it (logs, JSON, errors), and on random bytes
+// around URL fragments leaves nothing the expression would still redact
+// (the expression saw no URL after "_" or a digit, nor one inside
+// another's path; the scanner redacts those too).
+func TestRedactURLsAsTheExpressionDid(t *testing.T) {
+	re := regexp.MustCompile(`\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s"'<>/?#@\\]*@)?([^\s"'<>/?#\\]*)([^\s"'<>?#\\]*)(\?[^\s"'<>#\\]*)?`)
+	byExpression := func(s string) string {
+		return re.ReplaceAllStringFunc(s, func(u string) string {
+			m := re.FindStringSubmatch(u)
+			out := m[1]
+			if m[2] != "" {
+				out += redacted + "@"
+			}
+			out += m[3] + m[4]
+			if m[5] != "" {
+				out += "?" + redacted
+			}
+			return out
+		})
+	}
+	for _, s := range []string{
+		"", "no url here", "://", "a://", "1://x?y", "GET https://api.example.test/v1/zones?token=abc&x=1 failed",
+		`{"error":"https://user:pw@host.test:8443/p/a/t/h?q=1#frag"}`, `"url":"http://h/?a=b\"x"`,
+		"two: ftp://a@b/c?d and https://e/f?g=h<br>", "git+ssh://git@github.com/x.git?ref=1", "http://host?only",
+		"text\thttps://t.test/x?y\nmore", "http://a'b?c", `https://x.test/\u0026?q`, "xhttps://y/?z",
+	} {
+		if got, want := redactURLs(s), byExpression(s); got != want {
+			t.Errorf("redactURLs(%q) = %q, the expression gave %q", s, got, want)
+		}
+	}
+	fragments := []string{"https://", "http://", "?", "@", "/", "#", " ", "\"", "\\", "a", "Z9", "user:pw", ".", "-", "<", "=", "&", "\t", "_", "9"}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 100000 {
+		var b strings.Builder
+		for range 1 + rnd.IntN(12) {
+			b.WriteString(fragments[rnd.IntN(len(fragments))])
+		}
+		s := b.String()
+		if got := redactURLs(s); byExpression(got) != got {
+			t.Fatalf("redactURLs(%q) = %q, in which the expression still redacts: %q", s, got, byExpression(got))
+		}
+	}
+}
+
+// A URL inside another's path keeps its password out too.
+func TestRedactURLsNested(t *testing.T) {
+	in := "GET http://relay.test/fetch/https://user:pw@origin.test/x?k=v failed"
+	want := "GET http://relay.test/fetch/https://" + redacted + "@origin.test/x?" + redacted + " failed"
+	if got := redactURLs(in); got != want {
+		t.Errorf("redactURLs(%q) = %q, want %q", in, got, want)
 	}
 }

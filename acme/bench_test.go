@@ -82,3 +82,50 @@ func BenchmarkManagerRestartThousand(b *testing.B) {
 		b.Fatalf("%d orders at a restart, want none", iss.count())
 	}
 }
+
+// BenchmarkStatusWhileAThousandLoad: the longest a Status call waits while
+// a new Manager loads 1,000 certificates from the volume and the state
+// directory (a restart): the reading is done outside the Manager's lock,
+// so status answers meanwhile.
+func BenchmarkStatusWhileAThousandLoad(b *testing.B) {
+	const n = 1000
+	certs, st := b.TempDir(), b.TempDir()
+	store, err := NewStore(certs, DefaultOwner)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca := newTestCA(b)
+	wants := make([]Want, n)
+	for i := range n {
+		name := "c" + strconv.Itoa(i)
+		d := name + ".example.com"
+		chain, key := ca.issue(b, []string{d}, 90*24*time.Hour)
+		if _, err := store.Write(name, chain, key, false); err != nil {
+			b.Fatal(err)
+		}
+		wants[i] = Want{Name: name, Domains: []string{d}, Containers: []string{name}}
+	}
+	iss := &fakeIssuer{t: b, ca: ca, life: 90 * 24 * time.Hour}
+	var worst time.Duration
+	for b.Loop() {
+		dep := &fakeDeployer{}
+		m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: st, MaxOrders: 10, Store: store, Issuer: iss,
+			Deployer: dep, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { m.Run(ctx); close(done) }()
+		m.Update(wants)
+		for {
+			start := time.Now()
+			m.Status()
+			worst = max(worst, time.Since(start))
+			if _, k := dep.last(); k >= n {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+		<-done
+	}
+	b.ReportMetric(float64(worst.Microseconds())/1000, "max-status-ms")
+}

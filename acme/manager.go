@@ -139,6 +139,7 @@ type entry struct {
 	deployFailures int
 	deployRetryAt  time.Time
 	unserved       string // no proxy serves its names (ErrUnserved): the hint
+	flatLinks      string // the names whose nginx-proxy links were written (FlatLinks)
 	lastDeploy     time.Time
 
 	wait waiters
@@ -324,8 +325,17 @@ func (m *Manager) takeInbox() {
 		refresh: m.in.refresh}
 	m.in.wants, m.in.hasWant, m.in.hasHold, m.in.reprove, m.in.refresh = nil, false, false, false, nil
 	m.in.mu.Unlock()
+	var pre []loaded
+	if in.hasWant {
+		pre = m.preload(in.wants)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, l := range pre {
+		if m.certs[l.name] == nil {
+			m.adopt(l)
+		}
+	}
 	if in.hasHold && in.hold != m.hold {
 		if in.hold != "" {
 			m.log.Warn("orders wait", "reason", in.hold)

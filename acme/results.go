@@ -270,8 +270,7 @@ func (m *Manager) issued(e *entry, info *Info, p *pendingPair) {
 // a stop: already current on the volume (the state was not saved), it is
 // adopted; not yet written, it is written next; expired, it is dropped.
 // m.mu is held.
-func (m *Manager) adoptPending(e *entry) {
-	p, err := loadPending(m.cfg.StateDir, e.name)
+func (m *Manager) adoptPending(e *entry, p *pendingPair, err error) {
 	if err != nil {
 		m.log.Error("cannot read the pending copy of an issued certificate", "cert", e.name, "err", err)
 		return

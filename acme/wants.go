@@ -85,9 +85,13 @@ func (m *Manager) reconcile(ws []Want) {
 				e.combinedFP = e.disk.Fingerprint
 			}
 		}
-		if m.cfg.FlatLinks {
+		if key := strings.Join(w.Domains, ","); m.cfg.FlatLinks && e.flatLinks != key {
+			// The links follow new versions by themselves: written once per
+			// set of names, not at every look at the containers.
 			if err := m.cfg.Store.WriteFlatLinks(w.Name, w.Domains); err != nil {
 				m.log.Error("cannot write nginx-proxy links", "cert", w.Name, "err", err)
+			} else {
+				e.flatLinks = key
 			}
 		}
 	}
@@ -112,7 +116,25 @@ func (m *Manager) entry(name string) *entry {
 	if e, ok := m.certs[name]; ok {
 		return e
 	}
-	e := &entry{name: name}
+	return m.adopt(m.load(name))
+}
+
+// loaded is what the volume and the state directory hold for a name, read
+// without the Manager's lock.
+type loaded struct {
+	name    string
+	disk    *Info
+	st      persisted
+	stErr   error
+	pending *pendingPair
+	pendErr error
+}
+
+// load reads name's certificate, state and pending pair. It takes no lock
+// and changes nothing the Manager holds (but a damaged current version,
+// which it replaces with the newest usable one, as the volume's owner).
+func (m *Manager) load(name string) loaded {
+	l := loaded{name: name}
 	info, err := m.cfg.Store.Read(name)
 	if err != nil && m.cfg.Store.Has(name) {
 		// The current version is damaged or gone: an older one that is
@@ -126,12 +148,21 @@ func (m *Manager) entry(name string) *entry {
 		}
 	}
 	if err == nil {
-		e.disk = info
+		l.disk = info
 	}
-	if e.st, err = loadState(m.cfg.StateDir, name); err != nil {
-		m.log.Error("cannot read certificate state; starting afresh", "cert", name, "err", err)
+	l.st, l.stErr = loadState(m.cfg.StateDir, name)
+	l.pending, l.pendErr = loadPending(m.cfg.StateDir, name)
+	return l
+}
+
+// adopt makes l name's entry. m.mu is held.
+func (m *Manager) adopt(l loaded) *entry {
+	name := l.name
+	e := &entry{name: name, disk: l.disk, st: l.st}
+	if l.stErr != nil {
+		m.log.Error("cannot read certificate state; starting afresh", "cert", name, "err", l.stErr)
 	}
-	m.adoptPending(e)
+	m.adoptPending(e, l.pending, l.pendErr)
 	if e.disk != nil && !e.disk.Placeholder && e.st.Fingerprint != "" && e.st.Fingerprint != e.disk.Fingerprint {
 		// The state describes another certificate than the volume holds (a
 		// crash between the two writes, or files put back by hand): what it
@@ -145,4 +176,32 @@ func (m *Manager) entry(name string) *entry {
 	}
 	m.certs[name] = e
 	return e
+}
+
+// preload reads, without the Manager's lock, what the volume and the state
+// directory hold for the wanted names not known yet (and, the first time,
+// every name on the volume): at a start with a thousand certificates,
+// status and the other callers do not wait on the disk. What it read is
+// adopted under the lock, unless the name was loaded meanwhile.
+func (m *Manager) preload(ws []Want) []loaded {
+	m.mu.Lock()
+	var names []string
+	for _, w := range ws {
+		if m.certs[w.Name] == nil {
+			names = append(names, w.Name)
+		}
+	}
+	synced := m.synced
+	m.mu.Unlock()
+	if !synced {
+		vol, _ := m.cfg.Store.Names() // reconcile logs an error listing the volume
+		names = append(append(names, vol...), pendingNames(m.cfg.StateDir)...)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	out := make([]loaded, len(names))
+	for i, n := range names {
+		out[i] = m.load(n)
+	}
+	return out
 }

@@ -145,10 +145,9 @@ type Deployment struct {
 	Serial      string
 	Fingerprint string    // SHA-256 of the leaf, hex
 	Written     time.Time // when it became current on the volume
-	// NotBefore and KeyAlg let a proof accept a newer version of it (the
-	// same names and key algorithm, issued later).
-	NotBefore time.Time
-	KeyAlg    x509.PublicKeyAlgorithm
+	// KeyAlg lets a proof tell another version of it (the same names and
+	// key algorithm) from another certificate.
+	KeyAlg x509.PublicKeyAlgorithm
 	// More says other certificates are about to be handed over (orders in
 	// flight, or deployments started together): a deployer may wait for
 	// them, briefly, to reload each proxy once.

@@ -204,7 +204,7 @@ func (m *Manager) startDeploy(ctx context.Context, wg *sync.WaitGroup, e *entry,
 	e.deploySeq++
 	seq := e.deploySeq
 	d := Deployment{Name: e.name, Group: e.want.Group, Domains: slices.Clone(e.disk.Domains), Serial: e.disk.Serial,
-		Fingerprint: e.disk.Fingerprint, Written: e.disk.Written, NotBefore: e.disk.NotBefore, More: more}
+		Fingerprint: e.disk.Fingerprint, Written: e.disk.Written, More: more}
 	if e.disk.Leaf != nil {
 		d.KeyAlg = e.disk.Leaf.PublicKeyAlgorithm
 	}

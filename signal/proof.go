@@ -17,10 +17,12 @@ import (
 
 // The proof: TLS handshakes that show whether a proxy serves a certificate.
 // What a handshake presents says one of four things of the certificate
-// being proven: served; a newer version of it (a later deployment overtook
-// this one: served too); an older version (the proxy has not loaded it yet:
-// wait); or another certificate altogether (the proxy has no server for the
-// name, so its default server answers, or another certificate covers it).
+// being proven: served; what the volume holds now for its name (a later
+// deployment overtook this one: served too); another version of it (the
+// proxy has not loaded it yet: wait; after a rollback the newer one is such
+// a version); or another certificate altogether (the proxy has no server for
+// the name, so its default server answers, or another certificate covers
+// it).
 // Waiting cannot change the last, so it is answered within otherGrace, as a
 // hint for the operator, and never holds up the other certificates.
 
@@ -29,7 +31,6 @@ type shown struct {
 	Fingerprint string // SHA-256, hex
 	Serial      string // hex
 	Names       []string
-	NotBefore   time.Time
 	KeyAlg      x509.PublicKeyAlgorithm
 	leaf        *x509.Certificate
 }
@@ -39,16 +40,17 @@ type verdict int
 
 const (
 	isServed   verdict = iota // the very leaf
-	isNewer                   // a newer version of the certificate: served
-	isOlder                   // an older version: the proxy has not loaded it yet
+	isNewer                   // what the volume holds now for its name: a later deployment's, served
+	isOlder                   // another version of it: the proxy has not loaded this one yet
 	isNoServer                // a leaf that does not cover the name: the proxy has no server for it
 	isOther                   // another certificate that covers the name
 )
 
 // judge is what seeing s, for sni, says of c, when current is the
 // fingerprint the volume holds now for c's name ("" if unknown). A version
-// of c has c's names (in any order and case) and key algorithm; it is newer
-// if it was issued after c, or is what the volume holds now.
+// of c has c's names (in any order and case) and key algorithm. Dates do
+// not tell which version should be served (a rollback puts an older one
+// back; two renewals in one second carry the same): the volume does.
 func judge(c Cert, sni string, s shown, current string) verdict {
 	switch {
 	case s.Fingerprint == c.Fingerprint:
@@ -56,9 +58,6 @@ func judge(c Cert, sni string, s shown, current string) verdict {
 	case current != "" && s.Fingerprint == current:
 		return isNewer
 	case sameNames(s.Names, c.Domains) && (c.KeyAlg == x509.UnknownPublicKeyAlgorithm || c.KeyAlg == s.KeyAlg):
-		if !c.NotBefore.IsZero() && s.NotBefore.After(c.NotBefore) {
-			return isNewer
-		}
 		return isOlder
 	case s.leaf == nil || s.leaf.VerifyHostname(sni) != nil:
 		return isNoServer
@@ -318,7 +317,7 @@ func present(ctx context.Context, addr, sni string) (shown, error) {
 func shownOf(leaf *x509.Certificate) shown {
 	sum := sha256.Sum256(leaf.Raw)
 	return shown{Fingerprint: hex.EncodeToString(sum[:]), Serial: hex.EncodeToString(leaf.SerialNumber.Bytes()),
-		Names: leaf.DNSNames, NotBefore: leaf.NotBefore, KeyAlg: leaf.PublicKeyAlgorithm, leaf: leaf}
+		Names: leaf.DNSNames, KeyAlg: leaf.PublicKeyAlgorithm, leaf: leaf}
 }
 
 // proofNames are the names a proof handshakes with: a certificate's names

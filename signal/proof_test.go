@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"math/big"
 	"strconv"
@@ -33,8 +35,8 @@ func TestJudge(t *testing.T) {
 	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	proven := leafFor(t, t0, "a.example.com", "www.a.example.com")
 	sameSecond := leafFor(t, t0, "a.example.com", "www.a.example.com")
-	c := Cert{Name: "a", Domains: []string{"a.example.com", "www.a.example.com"}, Fingerprint: shownOf(proven).Fingerprint,
-		NotBefore: t0, KeyAlg: x509.ECDSA}
+	later := leafFor(t, t0.Add(time.Minute), "www.a.example.com", "A.example.com")
+	c := Cert{Name: "a", Domains: []string{"a.example.com", "www.a.example.com"}, Fingerprint: shownOf(proven).Fingerprint, KeyAlg: x509.ECDSA}
 	for _, tc := range []struct {
 		desc    string
 		c       Cert
@@ -44,17 +46,16 @@ func TestJudge(t *testing.T) {
 		want    verdict
 	}{
 		{desc: "the very leaf", c: c, sni: "a.example.com", leaf: proven, want: isServed},
-		{desc: "a newer version (a later deployment)", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Minute), "www.a.example.com", "A.example.com"), want: isNewer},
+		{desc: "a later version the volume holds now (a later deployment)", c: c, sni: "a.example.com", leaf: later, current: shownOf(later).Fingerprint, want: isNewer},
+		{desc: "a later version the volume no longer holds (a rollback): not this one", c: c, sni: "a.example.com", leaf: later, current: c.Fingerprint, want: isOlder},
 		{desc: "what the volume holds now, issued in the same second", c: c, sni: "a.example.com", leaf: sameSecond, current: shownOf(sameSecond).Fingerprint, want: isNewer},
 		{desc: "an older version (not loaded yet)", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(-time.Hour), "a.example.com", "www.a.example.com"), want: isOlder},
-		{desc: "the same instant is not newer", c: c, sni: "a.example.com", leaf: leafFor(t, t0, "a.example.com", "www.a.example.com"), want: isOlder},
-		{desc: "a version, but the deployment knows no date: only itself proves it", c: Cert{Domains: c.Domains, Fingerprint: c.Fingerprint}, sni: "a.example.com",
-			leaf: leafFor(t, t0.Add(time.Minute), "a.example.com", "www.a.example.com"), want: isOlder},
+		{desc: "a later version, the volume unknown: only itself proves it", c: c, sni: "a.example.com", leaf: later, want: isOlder},
 		{desc: "the default server's certificate", c: c, sni: "a.example.com", leaf: leafFor(t, t0, "default.invalid"), want: isNoServer},
 		{desc: "another name's certificate", c: c, sni: "www.a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "b.example.com"), want: isNoServer},
 		{desc: "another certificate that covers the name", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "a.example.com"), want: isOther},
 		{desc: "a wildcard of another certificate", c: c, sni: "www.a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "*.a.example.com"), want: isOther},
-		{desc: "the same names, another key algorithm", c: Cert{Domains: c.Domains, Fingerprint: c.Fingerprint, NotBefore: t0, KeyAlg: x509.RSA},
+		{desc: "the same names, another key algorithm", c: Cert{Domains: c.Domains, Fingerprint: c.Fingerprint, KeyAlg: x509.RSA},
 			sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Minute), "a.example.com", "www.a.example.com"), want: isOther},
 	} {
 		if got := judge(tc.c, tc.sni, shownOf(tc.leaf), tc.current); got != tc.want {
@@ -137,5 +138,25 @@ func TestProofOfAnOvertakenDeploymentAcceptsTheCurrentVersion(t *testing.T) {
 	}
 	if last := rep.Steps[len(rep.Steps)-1]; last.Step != "handshake" || !strings.Contains(last.Detail, "a newer version") {
 		t.Errorf("last step = %+v; want a handshake naming the newer version", last)
+	}
+}
+
+// A rollback: nginx serves a later version than the one the volume holds
+// again; the proof does not take the later one for served, so the proxy is
+// reloaded and serves the one put back.
+func TestProofOfARollbackReloads(t *testing.T) {
+	f, next, _ := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	back := f.serving // the earlier version, put back on the volume
+	sum := sha256.Sum256(back.Certificate[0])
+	backFP := hex.EncodeToString(sum[:])
+	f.serving, f.pending = next, back // nginx serves the later one until a HUP
+	r := reloader(f)
+	r.opts.Timeout = 10 * time.Second
+	r.opts.Current = func(string) string { return backFP }
+	rep := r.Ensure(context.Background(), Proxy{ID: "n1", Name: "nginx", TLSPort: port},
+		[]Cert{{Name: "a", Domains: []string{"a.example.com"}, Serial: "back", Fingerprint: backFP, KeyAlg: x509.ECDSA}})
+	if !rep.OK || !rep.Reloaded || len(f.killed()) != 1 {
+		t.Fatalf("report = %+v, kills %v; want a reload that makes nginx serve the version put back", rep, f.killed())
 	}
 }

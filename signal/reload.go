@@ -99,10 +99,9 @@ type Cert struct {
 	Serial      string
 	Fingerprint string    // SHA-256 of the leaf, hex
 	Written     time.Time // when its files became current; zero if unknown
-	// NotBefore and KeyAlg tell a newer version of it (the same names and
-	// key algorithm, issued later), which a proof of it accepts; zero: none.
-	NotBefore time.Time
-	KeyAlg    x509.PublicKeyAlgorithm
+	// KeyAlg tells another version of it (the same names and key
+	// algorithm) from another certificate; zero: names alone.
+	KeyAlg x509.PublicKeyAlgorithm
 }
 
 // Step is one recorded step of a reload.

@@ -68,5 +68,5 @@ func toWant(c dockerwatch.CertSpec) acme.Want {
 // toCert is a certificate acme has made current, as signal proves it served.
 func toCert(d acme.Deployment) signal.Cert {
 	return signal.Cert{Name: d.Name, Group: d.Group, Domains: d.Domains, Serial: d.Serial, Fingerprint: d.Fingerprint, Written: d.Written,
-		NotBefore: d.NotBefore, KeyAlg: d.KeyAlg}
+		KeyAlg: d.KeyAlg}
 }

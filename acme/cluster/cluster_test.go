@@ -138,7 +138,10 @@ func member(t *testing.T, e *etcdServer, node string, cfg Config) *Cluster {
 	cfg.Endpoints, cfg.Node, cfg.Prefix = []string{e.client}, node, "/test/"
 	c, stop := running(t, cfg)
 	t.Cleanup(stop)
-	waitFor(t, 20*time.Second, func() error {
+	// 60 s, reached only on failure: make flake beside a CI run found a
+	// fresh etcd on a loaded machine answering the first join's key check
+	// after 20 s.
+	waitFor(t, 60*time.Second, func() error {
 		if ok, why, _ := c.Reachable(); !ok {
 			return errors.New(why)
 		}

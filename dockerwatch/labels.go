@@ -3,14 +3,10 @@ package dockerwatch
 import (
 	"fmt"
 	"maps"
-	"net"
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
-
-	"golang.org/x/net/idna"
 )
 
 // Label suffixes, appended to the configured prefix and a dot.
@@ -450,156 +446,8 @@ func optionsDiffer(a, b *CertSpec) (string, bool) {
 	return "", false
 }
 
-func parseProxy(p string, c Container, v string) (*Proxy, []Problem) {
-	v = strings.TrimSpace(v)
-	proxy := &Proxy{ID: c.ID, Name: c.Name, TLSPort: 443, Running: c.Running, Starts: c.Starts}
-	switch strings.ToLower(v) {
-	case "true", "1", "yes":
-	case "false", "0", "no", "":
-		return nil, nil
-	default:
-		if !groupRE.MatchString(v) {
-			return nil, []Problem{{c.Name, p + labelNginx, fmt.Sprintf("%q is neither true, false nor a group name (letters, digits, '.', '_', '-')", v)}}
-		}
-		proxy.Group = v
-	}
-	if raw, ok := c.Labels[p+labelTLSPort]; ok {
-		port, err := strconv.Atoi(strings.TrimSpace(raw))
-		if err != nil || port < 1 || port > 65535 {
-			return nil, []Problem{{c.Name, p + labelTLSPort, fmt.Sprintf("%q is not a port number (1-65535)", raw)}}
-		}
-		proxy.TLSPort = port
-	}
-	if raw, ok := c.Labels[p+labelSignal]; ok {
-		sig := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(raw)), "SIG")
-		if !slices.Contains(Signals, sig) {
-			return nil, []Problem{{c.Name, p + labelSignal, fmt.Sprintf("%q: want one of %s (a reload signal, not one that stops the proxy)", raw, strings.Join(Signals, ", "))}}
-		}
-		proxy.Signal = sig
-	}
-	if raw, ok := c.Labels[p+labelTest]; ok {
-		proxy.HasConfigTest = true
-		if f := strings.Fields(raw); len(f) > 0 {
-			proxy.ConfigTest = f
-		}
-	}
-	if raw, ok := c.Labels[p+labelReload]; ok {
-		if f := strings.Fields(raw); len(f) > 0 {
-			proxy.ReloadCommand = f
-		}
-	}
-	if raw, ok := c.Labels[p+labelCombined]; ok {
-		if !isBool(strings.TrimSpace(raw)) {
-			return nil, []Problem{{c.Name, p + labelCombined, fmt.Sprintf("%q: want true or false", raw)}}
-		}
-		switch strings.ToLower(strings.TrimSpace(raw)) {
-		case "true", "1", "yes":
-			proxy.CombinedPEM = true
-		}
-	}
-	if raw, ok := c.Labels[p+labelWorkers]; ok {
-		raw = strings.TrimSpace(raw)
-		if raw == "" || len(raw) > 200 {
-			return nil, []Problem{{c.Name, p + labelWorkers, "want a non-empty part of the worker processes' command line (as docker top shows it), at most 200 characters"}}
-		}
-		proxy.WorkerPattern = raw
-	}
-	return proxy, nil
-}
-
-func isBool(v string) bool {
-	switch strings.ToLower(v) {
-	case "true", "1", "yes", "false", "0", "no":
-		return true
-	}
-	return false
-}
-
 var (
 	profileRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	emailRE   = regexp.MustCompile(`^[^@\s,<>]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$`)
 	groupRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	labelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 )
-
-// ParseDomains splits a comma (or space) separated list of domain names,
-// lowercases them, converts internationalised ones to their ASCII form
-// (bücher.example -> xn--bcher-kva.example, as the CA and DNS know them),
-// drops duplicates and validates each one as a DNS name that HTTP-01 can
-// prove.
-func ParseDomains(raw string) ([]string, error) {
-	fields := strings.FieldsFunc(raw, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
-	if len(fields) == 0 {
-		return nil, fmt.Errorf("no domain names in %q", raw)
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, f := range fields {
-		d := strings.ToLower(strings.TrimSuffix(f, "."))
-		if !isASCII(d) {
-			base, star := strings.CutPrefix(d, "*.")
-			a, err := idna.Lookup.ToASCII(base)
-			if err != nil {
-				return nil, fmt.Errorf("%q: not a valid internationalised domain name: %v", f, err)
-			}
-			if d = a; star {
-				d = "*." + a
-			}
-		}
-		if err := ValidateDomain(d); err != nil {
-			return nil, err
-		}
-		if !seen[d] {
-			seen[d] = true
-			out = append(out, d)
-		}
-	}
-	if len(out) > 100 {
-		return nil, fmt.Errorf("%d domain names: a certificate holds at most 100", len(out))
-	}
-	return out, nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-// ValidateDomain checks one lowercase domain name.
-func ValidateDomain(d string) error {
-	switch {
-	case strings.HasPrefix(d, "*."):
-		return validateName(d[2:], d) // the name under it; the challenge is checked with the labels
-	case strings.Contains(d, "*"):
-		return fmt.Errorf("%q: a wildcard is only allowed as the whole first label (*.example.com)", d)
-	}
-	return validateName(d, d)
-}
-
-// validateName checks d, a name or the part of a wildcard under its "*."
-// (full is the whole name, for the error).
-func validateName(d, full string) error {
-	switch {
-	case net.ParseIP(strings.Trim(d, "[]")) != nil:
-		return fmt.Errorf("%q: IP addresses are not supported; use a domain name", full)
-	case len(d) > 253:
-		return fmt.Errorf("%q: longer than 253 characters", full)
-	}
-	labels := strings.Split(d, ".")
-	if len(labels) < 2 {
-		return fmt.Errorf("%q: not a fully qualified domain name (needs at least one dot)", full)
-	}
-	for _, l := range labels {
-		if !labelRE.MatchString(l) {
-			return fmt.Errorf("%q: label %q must be 1-63 letters, digits or '-', not starting or ending with '-'", full, l)
-		}
-	}
-	if _, err := strconv.Atoi(labels[len(labels)-1]); err == nil {
-		return fmt.Errorf("%q: the top-level label is numeric", full)
-	}
-	return nil
-}

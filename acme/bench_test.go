@@ -32,22 +32,7 @@ func BenchmarkStoreWrite(b *testing.B) {
 // order placed. The e2e scale row adds the engine's list and the proof.
 func BenchmarkManagerRestartThousand(b *testing.B) {
 	const n = 1000
-	certs, st := b.TempDir(), b.TempDir()
-	store, err := NewStore(certs, DefaultOwner)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ca := newTestCA(b)
-	wants := make([]Want, n)
-	for i := range n {
-		name := "c" + strconv.Itoa(i)
-		d := name + ".example.com"
-		chain, key := ca.issue(b, []string{d}, 90*24*time.Hour)
-		if _, err := store.Write(name, chain, key, false); err != nil {
-			b.Fatal(err)
-		}
-		wants[i] = Want{Name: name, Domains: []string{d}, Containers: []string{name}}
-	}
+	store, st, ca, wants := thousandOnTheVolume(b, n)
 	iss := &fakeIssuer{t: b, ca: ca, life: 90 * 24 * time.Hour}
 	var live int64
 	b.ReportAllocs()
@@ -89,22 +74,7 @@ func BenchmarkManagerRestartThousand(b *testing.B) {
 // so status answers meanwhile.
 func BenchmarkStatusWhileAThousandLoad(b *testing.B) {
 	const n = 1000
-	certs, st := b.TempDir(), b.TempDir()
-	store, err := NewStore(certs, DefaultOwner)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ca := newTestCA(b)
-	wants := make([]Want, n)
-	for i := range n {
-		name := "c" + strconv.Itoa(i)
-		d := name + ".example.com"
-		chain, key := ca.issue(b, []string{d}, 90*24*time.Hour)
-		if _, err := store.Write(name, chain, key, false); err != nil {
-			b.Fatal(err)
-		}
-		wants[i] = Want{Name: name, Domains: []string{d}, Containers: []string{name}}
-	}
+	store, st, ca, wants := thousandOnTheVolume(b, n)
 	iss := &fakeIssuer{t: b, ca: ca, life: 90 * 24 * time.Hour}
 	var worst time.Duration
 	for b.Loop() {
@@ -128,4 +98,27 @@ func BenchmarkStatusWhileAThousandLoad(b *testing.B) {
 		<-done
 	}
 	b.ReportMetric(float64(worst.Microseconds())/1000, "max-status-ms")
+}
+
+// thousandOnTheVolume is a store holding n certificates (c0 to c<n-1>),
+// a state directory, their CA, and the wants for them.
+func thousandOnTheVolume(b *testing.B, n int) (*Store, string, *testCA, []Want) {
+	b.Helper()
+	certs, st := b.TempDir(), b.TempDir()
+	store, err := NewStore(certs, DefaultOwner)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca := newTestCA(b)
+	wants := make([]Want, n)
+	for i := range n {
+		name := "c" + strconv.Itoa(i)
+		d := name + ".example.com"
+		chain, key := ca.issue(b, []string{d}, 90*24*time.Hour)
+		if _, err := store.Write(name, chain, key, false); err != nil {
+			b.Fatal(err)
+		}
+		wants[i] = Want{Name: name, Domains: []string{d}, Containers: []string{name}}
+	}
+	return store, st, ca, wants
 }

@@ -62,12 +62,12 @@ func TestUnservedNameHoldsNothingUp(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "proven") {
 			t.Fatalf("renew --force site: exit %d:\n%s", code, out)
 		}
-		// Before: 30 s (the handshake timeout for the unserved name) and a
-		// rest as long. 15 s is far above a proof's own time on a loaded
-		// machine, far below the wait that was.
-		if proof < 0 || proof > 15*time.Second {
-			t.Errorf("site was proven %s after it was written, want within seconds", proof)
-		}
+	}
+	// Before, the unserved name's handshake ran to the reload timeout and
+	// the proxy then rested as long; what shows it is in the log, not in a
+	// time measured on a loaded machine.
+	if logs := s.logs(); strings.Contains(logs, "proxy rests before its next reload") || strings.Contains(logs, "timed out after") {
+		t.Errorf("a proof waited for its timeout, or the proxy rested, with a name it does not serve beside:\n%s", logs)
 	}
 
 	// Two forced renewals in quick succession: the second starts as soon
@@ -99,9 +99,13 @@ func TestUnservedNameHoldsNothingUp(t *testing.T) {
 	wg.Wait()
 	for i := range 2 {
 		t.Logf("MEASURE quick-succession renew=%d took=%s exit=%d", i+1, took[i].Round(time.Millisecond), codes[i])
-		if codes[i] != 0 || !strings.Contains(outs[i], "proven") || took[i] > 20*time.Second {
+		if codes[i] != 0 || !strings.Contains(outs[i], "proven") {
 			t.Errorf("renewal %d in quick succession: exit %d after %s:\n%s", i+1, codes[i], took[i], outs[i])
 		}
+	}
+	// The first's proof never waited for its overtaken serial.
+	if logs := s.logs(); strings.Contains(logs, "timed out after") || strings.Contains(logs, `msg="deployment failed; will retry" cert=site`) {
+		t.Errorf("a proof in quick succession waited for its timeout or failed:\n%s", logs)
 	}
 
 	if n := strings.Count(s.logs(), `msg="ordering certificate" cert=bare `); n != 1 {

@@ -215,16 +215,6 @@ func TestCompanionImport(t *testing.T) {
 	}
 }
 
-// newOrders counts the new-order requests a Pebble container has received.
-func newOrders(t *testing.T, pebble string) int {
-	t.Helper()
-	out, err := docker("logs", pebble)
-	if err != nil {
-		t.Fatal(out)
-	}
-	return strings.Count(out, "POST /order-plz")
-}
-
 // companionMu: acme-companion mode reads every container of the engine (the
 // nginx-proxy label and LETSENCRYPT_HOST know no label prefix), as it does on
 // a user's host, so the tests that use it run one at a time.

@@ -52,11 +52,7 @@ func TestCrashCampaign(t *testing.T) {
 		s.waitServed(roots, d, 150*time.Second)
 	}
 	s.waitDeployed(names...)
-	ordersAtCA := func() int {
-		out, _ := docker("logs", "e2e-"+runID+"-pebble-crash")
-		return strings.Count(out, "Added order")
-	}
-	base := ordersAtCA()
+	base := newOrders(t, "e2e-"+runID+"-"+s.pebble)
 	certs := filepath.Join(s.dir, "certs")
 
 	seed := uint64(time.Now().UnixNano())
@@ -136,7 +132,7 @@ func TestCrashCampaign(t *testing.T) {
 			t.Errorf("%s at the end: serves %v (%v), status %s serial %s", n, leaf, err, c.State, c.Serial)
 		}
 	}
-	orders := ordersAtCA() - base
+	orders := newOrders(t, "e2e-"+runID+"-"+s.pebble) - base
 	issued := strings.Count(s.logs(), "certificate obtained and written") // every run of the container
 	t.Logf("MEASURE crash_campaign kills=%d renewals_asked=%d orders_at_ca=%d issued_and_written=%d mismatched_pairs=%d lost=%d leftovers=%d unverified=%d state_volume_disagreed=%d seed=%d",
 		kills, asked, orders, issued, mismatched, lost, leftovers, unverified, disagreed, seed)

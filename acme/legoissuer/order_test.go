@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -18,6 +19,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -97,7 +100,19 @@ func TestObtainStopsWhenItsContextEnds(t *testing.T) {
 // a pause), then the certificate is served.
 func finalizingCA(t *testing.T, chain []byte, onFinalize func()) (*httptest.Server, *atomic.Int32) {
 	t.Helper()
+	srv, orders, _ := refusingCA(t, chain, onFinalize, nil)
+	return srv, orders
+}
+
+// refusingCA is finalizingCA refusing, as Pebble does, a new-order request
+// for which refuse(its replaces field) is true with a 500 serverInternal
+// that creates no order; it returns the orders created and the replaces
+// field of every request, in order.
+func refusingCA(t *testing.T, chain []byte, onFinalize func(), refuse func(replaces string) bool) (*httptest.Server, *atomic.Int32, func() []string) {
+	t.Helper()
 	var orders atomic.Int32
+	var mu sync.Mutex
+	var asked []string
 	var srv *httptest.Server
 	var nonce atomic.Int64
 	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -109,7 +124,7 @@ func finalizingCA(t *testing.T, chain []byte, onFinalize func()) (*httptest.Serv
 		}
 		switch r.URL.Path {
 		case "/dir":
-			_ = json.NewEncoder(w).Encode(map[string]string{"newNonce": srv.URL + "/nonce", "newAccount": srv.URL + "/acct", "newOrder": srv.URL + "/order"})
+			_ = json.NewEncoder(w).Encode(map[string]string{"newNonce": srv.URL + "/nonce", "newAccount": srv.URL + "/acct", "newOrder": srv.URL + "/order", "renewalInfo": srv.URL + "/ari"})
 		case "/nonce":
 			w.WriteHeader(http.StatusOK)
 		case "/acct":
@@ -117,6 +132,24 @@ func finalizingCA(t *testing.T, chain []byte, onFinalize func()) (*httptest.Serv
 			w.WriteHeader(http.StatusCreated)
 			_, _ = io.WriteString(w, `{"status":"valid"}`)
 		case "/order":
+			var jws struct{ Payload string }
+			var req struct{ Replaces string }
+			if err := json.NewDecoder(r.Body).Decode(&jws); err != nil {
+				t.Errorf("new order: %v", err)
+			}
+			payload, err := base64.RawURLEncoding.DecodeString(jws.Payload)
+			if err != nil || json.Unmarshal(payload, &req) != nil {
+				t.Errorf("new order payload %q: %v", jws.Payload, err)
+			}
+			mu.Lock()
+			asked = append(asked, req.Replaces)
+			mu.Unlock()
+			if refuse != nil && refuse(req.Replaces) {
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(http.StatusInternalServerError)
+				_, _ = io.WriteString(w, `{"type":"urn:ietf:params:acme:error:serverInternal","detail":"could not find an order for the given certificate: could not find order resulting in the given certificate serial number","status":500}`)
+				return
+			}
 			orders.Add(1)
 			w.Header().Set("Location", srv.URL+"/order/1")
 			w.WriteHeader(http.StatusCreated)
@@ -136,7 +169,57 @@ func finalizingCA(t *testing.T, chain []byte, onFinalize func()) (*httptest.Serv
 		}
 	}))
 	t.Cleanup(srv.Close)
-	return srv, &orders
+	return srv, &orders, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(asked) }
+}
+
+// A CA that refuses an order's replaces field (RFC 9773: alreadyReplaced, or
+// Pebble v2.10.1's 500 for a serial whose DER encoding starts with a zero
+// byte) gets the order once more without it, and only once: a plain order
+// refused too is not placed a third time.
+func TestARefusedReplacementIsOrderedOnceWithoutReplaces(t *testing.T) {
+	old, err := x509.ParseCertificate(pemBlock(t, selfSigned(t, "a.example.com")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		desc       string
+		refuse     func(replaces string) bool
+		wantErr    bool
+		wantOrders int32
+	}{
+		{desc: "a replacement refused, the plain order served", refuse: func(r string) bool { return r != "" }, wantOrders: 1},
+		{desc: "every order refused", refuse: func(string) bool { return true }, wantErr: true, wantOrders: 0},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			dir := t.TempDir()
+			chain := selfSigned(t, "a.example.com")
+			srv, orders, asked := refusingCA(t, chain, func() {}, tc.refuse)
+			iss := issuerFor(t, srv, dir)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			got, _, err := iss.Obtain(ctx, acme.Order{Domains: []string{"a.example.com"}, Replaces: old})
+			if (err != nil) != tc.wantErr || (err == nil && string(got) != string(chain)) {
+				t.Errorf("Obtain: %v (chain served: %v); want an error: %v", err, string(got) == string(chain), tc.wantErr)
+			}
+			a := asked()
+			if len(a) != 2 || a[0] == "" || a[1] != "" {
+				t.Errorf("new-order requests' replaces fields %q; want one naming the old certificate, then one without", a)
+			}
+			if n := orders.Load(); n != tc.wantOrders {
+				t.Errorf("%d orders created, want %d", n, tc.wantOrders)
+			}
+		})
+	}
+}
+
+// pemBlock is the DER of p's first PEM block.
+func pemBlock(t *testing.T, p []byte) []byte {
+	t.Helper()
+	b, _ := pem.Decode(p)
+	if b == nil {
+		t.Fatal("no PEM block")
+	}
+	return b.Bytes
 }
 
 // Finding 4 of issue 19: an order whose context ended after finalize (a lost

@@ -465,10 +465,8 @@ func logTime(logs, msg, name string) time.Time {
 		if !strings.Contains(line, msg) || !certIn(line, name) {
 			continue
 		}
-		if m := regexp.MustCompile(`\btime=(\S+)`).FindStringSubmatch(line); m != nil {
-			if at, err := time.Parse(time.RFC3339Nano, m[1]); err == nil {
-				return at
-			}
+		if at := lineTime(line); !at.IsZero() {
+			return at
 		}
 	}
 	return time.Time{}
@@ -578,7 +576,8 @@ func TestBenchScale(t *testing.T) {
 	// A reload of nginx with a thousand server blocks takes tens of seconds
 	// (more while Docker starts containers): the timeout README gives for
 	// that many.
-	s.startEdgecert("EDGECERT_DEBOUNCE=0", "EDGECERT_RELOAD_TIMEOUT=2m")
+	// Debug: the restart's steps (list, volume, handshakes) are timed there.
+	s.startEdgecert("EDGECERT_DEBOUNCE=0", "EDGECERT_RELOAD_TIMEOUT=2m", "EDGECERT_LOG_LEVEL=debug")
 	var tab benchTable
 
 	// The n containers, started a few at a time; each server block is added
@@ -612,6 +611,7 @@ func TestBenchScale(t *testing.T) {
 	orders := strings.Count(logs, "ordering certificate")
 	tab.add(fmt.Sprintf("%d containers: restart until all proven again", n),
 		fmt.Sprintf("%s (seen by status through docker exec after %s)", secs(proven.Sub(restarted)), secs(polled)), "≤ 2 s")
+	tab.add(fmt.Sprintf("%d containers: the restart's steps", n), restartSteps(logs), "")
 	tab.add(fmt.Sprintf("%d containers: orders / signals at the restart", n),
 		fmt.Sprintf("%d / %d", orders, signalsIn(logs)+boolInt(!slices.Equal(workers, s.workerPIDs()))), "0 / 0")
 	time.Sleep(3 * time.Second) // idle is what is measured
@@ -631,6 +631,54 @@ func TestBenchScale(t *testing.T) {
 	tab.add(fmt.Sprintf("then %d starts at once: reloads", burst), strconv.Itoa(signalsIn(logs)), "≤ 3")
 	tab.add(fmt.Sprintf("then %d starts at once: all proven", burst), secs(time.Since(before)), "")
 	tab.print(t)
+}
+
+// restartSteps is how long a start's steps took, from edgecert's debug log:
+// the engine's list of containers, the volume read (every certificate
+// parsed and checked), the proxies' handshakes (every certificate already
+// served: no signal), and from the process's start to the last of them.
+func restartSteps(logs string) string {
+	began := logTimeOf(logs, "edgecert starting")
+	const served = "proxy already serves the certificates"
+	var last time.Time
+	checks, certs, tookMS := 0, 0, 0
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, served) {
+			last = lineTime(line)
+			checks++
+			n, _ := strconv.Atoi(logValue(line, served, "certs"))
+			ms, _ := strconv.Atoi(logValue(line, served, "took_ms"))
+			certs, tookMS = certs+n, tookMS+ms
+		}
+	}
+	total := "?"
+	if !began.IsZero() && !last.IsZero() {
+		total = secs(last.Sub(began))
+	}
+	return fmt.Sprintf("list %s ms, volume read %s ms (%s certificates), handshakes %d ms (%d certificates in %d checks); start to proven %s",
+		logValue(logs, "containers listed", "took_ms"),
+		logValue(logs, "certificate volume read", "took_ms"), logValue(logs, "certificate volume read", "certs"),
+		tookMS, certs, checks, total)
+}
+
+// logTimeOf is the time of the first log line with msg, lineTime the time
+// of one line (zero if it has none).
+func logTimeOf(logs, msg string) time.Time {
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, msg) {
+			return lineTime(line)
+		}
+	}
+	return time.Time{}
+}
+
+func lineTime(line string) time.Time {
+	if m := regexp.MustCompile(`\btime=(\S+)`).FindStringSubmatch(line); m != nil {
+		if at, err := time.Parse(time.RFC3339Nano, m[1]); err == nil {
+			return at
+		}
+	}
+	return time.Time{}
 }
 
 // scaleApps starts n labelled containers (prefix0..), eight at a time, and

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs besides Go and a Docker Engine: Debian's nginx, apache2,
 # haproxy and BIND 9 (their binaries go into FROM scratch test images), busybox-static
-# (the shell of the image's offline build stage), the CA bundle, ps (docker top),
+# (the shell of the image's offline build stage), the CA bundle, ps (docker top), Chromium,
 # and a Compose tool. Run as root, it installs what is missing; otherwise it
 # prints the one command to run. Safe to run again.
 set -euo pipefail
@@ -14,6 +14,8 @@ need=()
 { [ -x /bin/busybox ] && ! { file /bin/busybox 2>/dev/null | grep -q 'dynamically linked'; }; } || need+=(busybox-static)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 command -v ps >/dev/null 2>&1 || need+=(procps)
+# The status page's test drives a real browser (headless, through chromedp).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

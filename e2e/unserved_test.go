@@ -117,9 +117,12 @@ func TestUnservedNameHoldsNothingUp(t *testing.T) {
 	if out, err := docker("kill", "-s", "HUP", s.nginx); err != nil {
 		t.Fatalf("reload nginx: %s", out)
 	}
+	// `renew bare` proves it; or, if a reload of this nginx (the last of
+	// site's, say) has proven it meanwhile, says it is not due, and status
+	// shows it deployed.
 	if err := waitUntil(60*time.Second, func() error {
 		out, code := s.renew("bare")
-		if code != 0 || !strings.Contains(out, "proven") {
+		if c, _ := s.cert("bare"); code != 0 || !strings.Contains(out, "proven") && !(c.Deployed && c.Hint == "" && strings.Contains(out, "not due")) {
 			return fmt.Errorf("renew bare: exit %d: %s", code, out)
 		}
 		return nil

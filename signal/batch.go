@@ -3,6 +3,7 @@ package signal
 import (
 	"context"
 	"errors"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -39,6 +40,7 @@ type Batcher struct {
 	batch   int                    // which batch is gathering: a timer of an earlier one flushes nothing
 	queues  map[string]*proxyQueue // by proxy ID: flushed certificates waiting for its next reload
 	reports map[string][]Report    // by certificate name: the last report of each proxy
+	byProxy map[string]ProxyReload // by proxy ID: its last reload, and the rest it takes
 	onRep   func(Report)           // hears every report (metrics); nil: nobody
 }
 
@@ -73,7 +75,7 @@ type proxyQueue struct {
 // orders in flight. onReport (nil: none) hears every reload report, on the
 // reloading goroutine: it must not block.
 func NewBatcher(r *Reloader, bound time.Duration, onReport func(Report)) *Batcher {
-	return &Batcher{r: r, bound: bound, restFrom: RestFrom, queues: map[string]*proxyQueue{}, reports: map[string][]Report{}, onRep: onReport}
+	return &Batcher{r: r, bound: bound, restFrom: RestFrom, queues: map[string]*proxyQueue{}, reports: map[string][]Report{}, byProxy: map[string]ProxyReload{}, onRep: onReport}
 }
 
 // SetProxies replaces the set of proxies and says whether it changed.
@@ -92,6 +94,20 @@ func (d *Batcher) Proxies() []Proxy {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.proxies)
+}
+
+// ProxyReload is a proxy's last reload as its own status shows it, and
+// when its rest after a slow reload ends (zero: none).
+type ProxyReload struct {
+	Last      Report    `json:"last"`
+	RestUntil time.Time `json:"rest_until,omitzero"`
+}
+
+// ProxyReloads returns each proxy's last reload, by proxy ID.
+func (d *Batcher) ProxyReloads() map[string]ProxyReload {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.byProxy)
 }
 
 // Reports returns the last reload report of each proxy for certificate name.
@@ -232,6 +248,7 @@ func (d *Batcher) reloadQueue(ctx context.Context, id string) {
 		if rep.Reloaded && took >= d.restFrom {
 			q.restUntil = time.Now().Add(took)
 		}
+		d.byProxy[px.ID] = ProxyReload{Last: rep.ForProxy(), RestUntil: q.restUntil}
 		for _, c := range certs {
 			views := slices.DeleteFunc(d.reports[c.Name], func(r Report) bool { return r.Container == rep.Container })
 			d.reports[c.Name] = append(views, rep.ForCert(c.Name))

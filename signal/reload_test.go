@@ -679,6 +679,22 @@ func TestReportForCertKeepsItsOwnHandshakesOnly(t *testing.T) {
 	}
 }
 
+func TestReportForProxyIsOneLineOfHandshakes(t *testing.T) {
+	rep := Report{Container: "nginx", Certs: []string{"a", "b", "c"}, CertErrors: map[string]string{"b": "b: wrong leaf"},
+		Steps: []Step{{Step: "config_test", OK: true, TookMS: 120}, {Step: "handshake", OK: true, TookMS: 4, Detail: "a: served"},
+			{Step: "handshake", TookMS: 900, Detail: "b: wrong leaf"}, {Step: "handshake", OK: true, TookMS: 7, Detail: "c: served"}}}
+	v := rep.ForProxy()
+	if len(v.Steps) != 2 || v.Steps[0].Step != "config_test" || v.Batch != 3 {
+		t.Fatalf("proxy view: %+v; want the config test and one handshakes step, batch 3", v)
+	}
+	if h := v.Steps[1]; h.Step != "handshakes" || h.OK || h.TookMS != 900 || h.Detail != "3 certificates, 1 not served" {
+		t.Errorf("handshakes step %+v; want the slowest's 900 ms, 3 certificates, 1 not served", h)
+	}
+	if v.CertErrors["b"] == "" || len(rep.Steps) != 4 {
+		t.Errorf("the certificates' errors are kept (%v) and the report is not changed (%d steps)", v.CertErrors, len(rep.Steps))
+	}
+}
+
 // BenchmarkReportForCertThousand views a reload of 1,000 certificates (one
 // handshake each) for every one of them, as the Batcher does.
 func BenchmarkReportForCertThousand(b *testing.B) {

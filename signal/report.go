@@ -72,6 +72,33 @@ func (r Report) ForCert(name string) Report {
 	return out
 }
 
+// ForProxy is r as its proxy's status shows it: the handshakes of the
+// batch as one step (the slowest's time; how many, and how many failed, in
+// its detail), so that a reload of a thousand certificates stays one line.
+func (r Report) ForProxy() Report {
+	out := r
+	out.Batch = len(r.Certs)
+	out.Steps = nil
+	var shakes, failed int
+	var slowest int64
+	for _, s := range r.Steps {
+		if s.Step != "handshake" {
+			out.Steps = append(out.Steps, s)
+			continue
+		}
+		shakes++
+		slowest = max(slowest, s.TookMS)
+		if !s.OK {
+			failed++
+		}
+	}
+	if shakes > 0 {
+		out.Steps = append(out.Steps, Step{Step: "handshakes", OK: failed == 0, TookMS: slowest,
+			Detail: fmt.Sprintf("%d certificates, %d not served", shakes, failed)})
+	}
+	return out
+}
+
 // ErrFor returns the error of this report for certificate name, or nil.
 func (r Report) ErrFor(name string) error {
 	if e, ok := r.CertErrors[name]; ok {

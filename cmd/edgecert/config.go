@@ -57,6 +57,8 @@ type Config struct {
 	SMTPTLS       string        `env:"EDGECERT_SMTP_TLS" envDefault:"auto"`
 	DeployHook    string        `env:"EDGECERT_DEPLOY_HOOK"`
 	MetricsAddr   string        `env:"EDGECERT_METRICS_ADDR"`
+	StatusAddr    string        `env:"EDGECERT_STATUS_ADDR"`
+	StatusAuth    string        `env:"EDGECERT_STATUS_AUTH_FILE"`
 	Companion     bool          `env:"EDGECERT_ACME_COMPANION" envDefault:"false"`
 	FlatLinks     bool          `env:"EDGECERT_FLAT_LINKS" envDefault:"false"`
 	CompanionDir  string        `env:"EDGECERT_COMPANION_CERTS"`
@@ -185,6 +187,14 @@ func loadConfig() (Config, error) {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			return bad("EDGECERT_METRICS_ADDR", "%q: want host:port, e.g. :9090", c.MetricsAddr)
 		}
+	}
+	if c.StatusAddr != "" {
+		if _, _, err := net.SplitHostPort(c.StatusAddr); err != nil {
+			return bad("EDGECERT_STATUS_ADDR", "%q: want host:port, e.g. :8080", c.StatusAddr)
+		}
+	}
+	if c.StatusAuth != "" && c.StatusAddr == "" {
+		return bad("EDGECERT_STATUS_AUTH_FILE", "set without EDGECERT_STATUS_ADDR: there is no status page to protect")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return bad("EDGECERT_LOG_LEVEL", "%v", err)

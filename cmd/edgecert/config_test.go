@@ -40,6 +40,8 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{desc: "negative key owner", name: "EDGECERT_KEY_OWNER", value: "101:-1"},
 		{desc: "resync too often", name: "EDGECERT_DOCKER_RESYNC", value: "1s"},
 		{desc: "negative forced renewals", name: "EDGECERT_FORCED_RENEWALS", value: "-1"},
+		{desc: "status page without a port", name: "EDGECERT_STATUS_ADDR", value: "status.example"},
+		{desc: "a password for no status page", name: "EDGECERT_STATUS_AUTH_FILE", value: "/run/secrets/htpasswd"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -28,8 +28,20 @@ type StatusDoc struct {
 	Directory    string                `json:"directory"`
 	Docker       dockerwatch.Health    `json:"docker"`
 	Certificates []CertView            `json:"certificates"`
+	Proxies      []ProxyView           `json:"proxies"`
 	Problems     []dockerwatch.Problem `json:"problems"`
 	Cluster      *ClusterView          `json:"cluster,omitempty"` // cluster mode only
+}
+
+// ProxyView is one labelled proxy: its group ("" serves every
+// certificate), whether it runs, its last reload (the handshakes of a batch
+// as one step) and the end of its rest after a slow reload.
+type ProxyView struct {
+	Name       string         `json:"name"`
+	Group      string         `json:"group,omitempty"`
+	Running    bool           `json:"running"`
+	LastReload *signal.Report `json:"last_reload,omitempty"`
+	RestUntil  time.Time      `json:"rest_until,omitzero"`
 }
 
 // CertView is one certificate with the last reload reports of its proxies.

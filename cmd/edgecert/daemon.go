@@ -72,13 +72,16 @@ type daemon struct {
 	watcher *dockerwatch.Watcher
 	stages  stages
 	notes   *notifier
-	metrics *metrics         // nil: no metrics endpoint
+	metrics *metrics    // nil: no metrics endpoint
+	page    *statusPage // nil: no status page
+	store   *acme.Store
 	cluster *cluster.Cluster // nil: one host, no etcd
 	holds   *holds
 	red     *redactor // every text that leaves the process goes through it
 
 	mu       sync.Mutex
 	problems []dockerwatch.Problem // from the last snapshot
+	proxies  []dockerwatch.Proxy   // from the last snapshot: labelled proxies, running or not
 }
 
 // newDaemon builds every stage from cfg; nothing runs until run.
@@ -128,6 +131,18 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 		Redact: red},
 		cfg.StateDir, log)
 	events = append(events, d.notes)
+	d.store = store
+	if cfg.StatusAddr != "" {
+		var auth *htpasswd
+		if cfg.StatusAuth != "" {
+			if auth, err = readHtpasswd(cfg.StatusAuth); err != nil {
+				return nil, fmt.Errorf("EDGECERT_STATUS_AUTH_FILE: %w", err)
+			}
+		}
+		if d.page, err = newStatusPage(d, red, auth, log); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.MetricsAddr != "" {
 		d.metrics = newMetrics(d)
 		events = append(events, d.metrics)
@@ -226,6 +241,10 @@ func (d *daemon) run(ctx context.Context) error {
 		g.Go(func() error { return d.metrics.serve(ctx, cfg.MetricsAddr) })
 		d.log.Info("metrics served", "addr", cfg.MetricsAddr, "path", "/metrics")
 	}
+	if d.page != nil {
+		g.Go(func() error { return d.page.serve(ctx, cfg.StatusAddr) })
+		d.log.Info("status page served", "addr", cfg.StatusAddr, "auth", d.page.auth != nil)
+	}
 	g.Go(func() error {
 		for {
 			select {
@@ -243,7 +262,7 @@ func (d *daemon) run(ctx context.Context) error {
 // to the stages.
 func (d *daemon) apply(snap dockerwatch.Desired) {
 	d.mu.Lock()
-	d.problems = snap.Problems
+	d.problems, d.proxies = snap.Problems, snap.Proxies
 	d.mu.Unlock()
 	if d.cluster != nil {
 		// Before the Manager hears of them: an order's tokens are then
@@ -257,10 +276,13 @@ func (d *daemon) apply(snap dockerwatch.Desired) {
 	d.stages.apply(snap)
 }
 
+// versions are the versions of certificate name kept on the volume.
+func (d *daemon) versions(name string) ([]*acme.Info, error) { return d.store.Versions(name) }
+
 // status is the document `edgecert status --json` prints.
 func (d *daemon) status() StatusDoc {
 	doc := StatusDoc{Version: version, Directory: d.cfg.ACMEDirectory, Docker: d.watcher.Health(),
-		Certificates: []CertView{}, Problems: []dockerwatch.Problem{}}
+		Certificates: []CertView{}, Proxies: []ProxyView{}, Problems: []dockerwatch.Problem{}}
 	for _, s := range d.stages.manager.Status() {
 		reloads := d.stages.batcher.Reports(s.Name)
 		if reloads == nil {
@@ -280,8 +302,16 @@ func (d *daemon) status() StatusDoc {
 			}
 		}
 	}
+	reloads := d.stages.batcher.ProxyReloads()
 	d.mu.Lock()
 	doc.Problems = append(doc.Problems, d.problems...)
+	for _, p := range d.proxies {
+		v := ProxyView{Name: p.Name, Group: p.Group, Running: p.Running}
+		if r, ok := reloads[p.ID]; ok {
+			v.LastReload, v.RestUntil = &r.Last, r.RestUntil
+		}
+		doc.Proxies = append(doc.Proxies, v)
+	}
 	d.mu.Unlock()
 	for _, c := range d.stages.manager.Conflicts() {
 		for _, ct := range c.Containers {

@@ -213,13 +213,13 @@ func (p *statusPage) events(ctx context.Context, w http.ResponseWriter, r *http.
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
+	last := p.fingerprint() // before the stream opens: a change after it is told
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("X-Accel-Buffering", "no") // nginx in front: pass events at once
 	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprint(w, "retry: 2000\n\n")
 	flusher.Flush()
-	last := p.fingerprint()
 	tick := time.NewTicker(pagePoll)
 	defer tick.Stop()
 	pinged := time.Now()

@@ -276,7 +276,7 @@ func TestPageEventsTellAChange(t *testing.T) {
 			}
 		}
 	}()
-	changed := src.status()
+	changed := thousandCerts(2) // a new document, as the daemon makes one per call
 	changed.Certificates[0].Serial = "0bnew"
 	src.set(changed)
 	for {

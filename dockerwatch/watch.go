@@ -50,6 +50,9 @@ type Config struct {
 	// the event stream, the stream check (default 30s). A call that takes
 	// longer ends the session: the watcher reconnects and lists again.
 	Timeout time.Duration
+	// Podman: the engine is Podman (its Docker-compatible API), whose event
+	// stream differs from Docker's (podman.go).
+	Podman bool
 }
 
 // withDefaults fills in what c leaves zero.
@@ -219,8 +222,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 // streamFilter is what the watcher follows: containers coming and going.
 func streamFilter() filters.Args {
 	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)))
-	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionStop,
-		events.ActionDestroy, events.ActionRename, events.ActionRestart, events.ActionUnPause, events.ActionPause} {
+	for _, a := range watched {
 		f.Add("event", string(a))
 	}
 	return f
@@ -255,6 +257,9 @@ func (w *Watcher) session(ctx context.Context) error {
 			}
 			return fmt.Errorf("event stream: %w", err)
 		case m := <-msgs:
+			if !w.relevant(&m) {
+				continue
+			}
 			w.note(m, delivered)
 			if w.cfg.Debounce > 0 {
 				if !pending {
@@ -269,7 +274,9 @@ func (w *Watcher) session(ctx context.Context) error {
 			for {
 				select {
 				case m := <-msgs:
-					w.note(m, delivered)
+					if w.relevant(&m) {
+						w.note(m, delivered)
+					}
 				default:
 					break queued
 				}
@@ -289,6 +296,11 @@ func (w *Watcher) session(ctx context.Context) error {
 				return err
 			}
 			until := time.Now().Add(-streamLag)
+			if w.cfg.Podman {
+				// Podman's compatible API answers no past container event
+				// (podman.go): the list above is the only check.
+				continue
+			}
 			if err := w.checkStream(ctx, checked, until, delivered); err != nil {
 				return err
 			}
@@ -326,6 +338,9 @@ func (w *Watcher) subscribe(ctx context.Context) (<-chan events.Message, <-chan 
 		errs <-chan error
 	}
 	octx, cancel := context.WithCancel(ctx)
+	if w.cfg.Podman {
+		return w.subscribePodman(octx, cancel)
+	}
 	ch := make(chan opened, 1)
 	go func() {
 		m, e := w.api.Events(octx, events.ListOptions{Filters: streamFilter()})

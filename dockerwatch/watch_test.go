@@ -28,6 +28,10 @@ type fakeEngine struct {
 	gate     chan struct{} // when set, each list waits for a token
 	waiting  int           // lists that came to the gate
 	buffer   int           // the event stream's buffer
+	// podman: as Podman 4's compatible API, the stream's Events call
+	// returns only with its first event (the headers come with it); it
+	// takes that event from this channel.
+	podman chan events.Message
 }
 
 type stream struct {
@@ -86,7 +90,16 @@ func (f *fakeEngine) Events(ctx context.Context, o events.ListOptions) (<-chan e
 		}()
 		return msgs, errs
 	}
-	s := stream{make(chan events.Message, f.buffer), make(chan error, 1)}
+	s := stream{make(chan events.Message, f.buffer+1), make(chan error, 1)}
+	if f.podman != nil {
+		select {
+		case m := <-f.podman:
+			s.msgs <- m
+		case <-ctx.Done():
+			s.errs <- ctx.Err()
+			return nil, s.errs
+		}
+	}
 	f.streams <- s
 	return s.msgs, s.errs
 }

@@ -295,7 +295,7 @@ func TestClusterNoARI(t *testing.T) {
 func startACMERelay(t *testing.T, alias, upstream string, noARI bool) (string, string) {
 	t.Helper()
 	name := "e2e-" + runID + "-" + alias
-	ip := fmt.Sprintf("%s.%d", subnet, nextIP.Add(1))
+	ip := newIP()
 	if out, err := docker("run", "-d", "--name", name, "--label", "edgecert-e2e="+runID, "--network", netName, "--ip", ip,
 		"--network-alias", alias,
 		"-v", filepath.Join(hostDir, "pebble-tls-cert.pem")+":/cert.pem:ro",

@@ -98,8 +98,12 @@ func setup() error {
 		n := 1 + int(b[try%3])%250
 		subnet = fmt.Sprintf("10.231.%d", n)
 		netName = "e2e-" + runID
+		ipRange := subnet + ".128/25"
+		if onPodman {
+			ipRange = subnet + ".0/24" // newIP
+		}
 		out, err := docker("network", "create", "--label", "edgecert-e2e="+runID, "--subnet", subnet+".0/24",
-			"--ip-range", subnet+".128/25", "--gateway", subnet+".1", netName)
+			"--ip-range", ipRange, "--gateway", subnet+".1", netName)
 		if err == nil {
 			break
 		}
@@ -109,7 +113,7 @@ func setup() error {
 		b[0] += 17
 	}
 	nextIP.Store(10)
-	challIP = subnet + ".2"
+	challIP = newIP()
 	if out, err := docker("run", "-d", "--name", "e2e-"+runID+"-chall", "--label", "edgecert-e2e="+runID, "--network", netName, "--ip", challIP,
 		"edgecert-pebble:e2e", "/usr/bin/pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-dnsserver", ":8053", "-management", ":8055"); err != nil {
@@ -184,7 +188,7 @@ func startPebble(alias string) (string, error) {
 // startPebbleDNS starts a Pebble that looks names up at dnsServer.
 func startPebbleDNS(alias, dnsServer string) (string, error) {
 	name := "e2e-" + runID + "-" + alias
-	ip := fmt.Sprintf("%s.%d", subnet, nextIP.Add(1))
+	ip := newIP()
 	if out, err := docker("run", "-d", "--name", name, "--label", "edgecert-e2e="+runID, "--network", netName, "--ip", ip,
 		"--network-alias", alias,
 		"-v", filepath.Join(hostDir, "pebble-tls-cert.pem")+":/test/certs/localhost/cert.pem:ro",
@@ -232,6 +236,24 @@ func docker(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// The engine the suite runs on: Docker's socket, or another one that
+// speaks its API (Podman's: make test-podman) named by DOCKER_HOST, which
+// the docker CLI the harness runs follows too. engineSocket is mounted into
+// edgecert as /var/run/docker.sock.
+var (
+	engineSocket = cmp.Or(strings.TrimPrefix(os.Getenv("DOCKER_HOST"), "unix://"), "/var/run/docker.sock")
+	onPodman     = os.Getenv("EDGECERT_E2E_PODMAN") == "1"
+)
+
+// podman runs Podman's own CLI against the suite's engine, for what its
+// compatible API does not do as Docker does.
+func podman(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "podman", args...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
@@ -343,7 +365,7 @@ func newStack(t *testing.T, name string) *stack {
 		}
 	}
 	s := &stack{t: t, name: name, pebble: "pebble", prefix: "e2e-" + runID + "-" + name, dir: dir,
-		ip:    fmt.Sprintf("%s.%d", subnet, nextIP.Add(1)),
+		ip:    newIP(),
 		nginx: "e2e-" + runID + "-" + name + "-nginx", edgecert: "e2e-" + runID + "-" + name + "-edgecert"}
 	t.Cleanup(func() {
 		// Keep every container's log for reading after the run (CI prints where).
@@ -382,8 +404,19 @@ func (s *stack) up(name string, domains ...string) *x509.CertPool {
 	return caRoots(s.t, s.pebble)
 }
 
-// newIP returns a fixed address for another container of the stack.
-func newIP() string { return fmt.Sprintf("%s.%d", subnet, nextIP.Add(1)) }
+// newIP returns a fixed address for a container. On Docker the engine
+// gives dynamic addresses from the upper half (--ip-range) and fixed ones
+// come from the lower half; Podman's CNI allocator takes fixed addresses
+// only inside --ip-range and hands dynamic ones out from its start, so
+// there the range is the whole subnet and fixed addresses count down from
+// its top.
+func newIP() string {
+	n := nextIP.Add(1)
+	if onPodman {
+		n = 264 - n // 11 -> .253, and down
+	}
+	return fmt.Sprintf("%s.%d", subnet, n)
+}
 
 func (s *stack) domain(host string) string { return host + "." + s.name + ".test" }
 
@@ -488,7 +521,7 @@ func (s *stack) startEdgecert(env ...string) {
 	s.t.Helper()
 	args := []string{"run", "-d", "--name", s.edgecert, "--network", cmp.Or(s.network, s.netName())}
 	if !s.noSocket {
-		args = append(args, "-v", "/var/run/docker.sock:/var/run/docker.sock")
+		args = append(args, "-v", engineSocket+":/var/run/docker.sock")
 	}
 	args = append(append(args,
 		"-v", filepath.Join(s.dir, "certs")+":/etc/edgecert/certs",
@@ -773,6 +806,13 @@ func (s *stack) workerPIDs() []int { return workerPIDs(s.nginx, "nginx: worker p
 func workerPIDs(container, pattern string) []int {
 	main, _ := docker("inspect", "--format", "{{.State.Pid}}", container)
 	out, err := docker("top", container)
+	pidField := 1 // docker top: UID PID PPID ...
+	if onPodman {
+		// Podman's compatible top runs ps inside the container, which the
+		// test images do not have; its own reads /proc from the host.
+		out, err = podman("top", container, "hpid", "args")
+		pidField = 0
+	}
 	if err != nil {
 		return nil
 	}
@@ -782,8 +822,8 @@ func workerPIDs(container, pattern string) []int {
 			continue
 		}
 		f := strings.Fields(line)
-		if len(f) > 1 && f[1] != main {
-			if p, err := strconv.Atoi(f[1]); err == nil {
+		if len(f) > pidField && f[pidField] != main {
+			if p, err := strconv.Atoi(f[pidField]); err == nil {
 				pids = append(pids, p)
 			}
 		}

@@ -111,7 +111,7 @@ func (c *capped) String() string {
 func (r *Reloader) workers(ctx context.Context, id string, opts Options, mainPID int) ([]int, error) {
 	ctx, cancel := call(ctx)
 	defer cancel()
-	top, err := r.api.ContainerTop(ctx, id, nil)
+	top, err := r.top(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -147,9 +147,13 @@ func fetchFrom(ctx context.Context, ip, url, host string, want []byte) error {
 }
 
 // SelfID returns this process's container ID when it runs in a container
-// (Docker sets the hostname to the short ID), or "" otherwise.
+// (Docker and Podman set the hostname to the short ID; Docker marks its
+// containers with /.dockerenv, Podman with /run/.containerenv), or ""
+// otherwise.
 func SelfID() string {
-	if _, err := os.Stat("/.dockerenv"); err != nil {
+	_, docker := os.Stat("/.dockerenv")
+	_, podman := os.Stat("/run/.containerenv")
+	if docker != nil && podman != nil {
 		return ""
 	}
 	h, err := os.Hostname()

@@ -62,6 +62,9 @@ type Options struct {
 	// (a later renewal overtook it; two from one second cannot be told
 	// apart by their dates).
 	Current func(name string) string
+	// Top, when set, lists a proxy's processes instead of the engine's
+	// docker top (Podman's: LibpodTop).
+	Top func(ctx context.Context, id string) (container.TopResponse, error)
 }
 
 // NginxDefaults are the options for nginx.

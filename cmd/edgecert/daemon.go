@@ -152,6 +152,15 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 	ropts := signal.NginxDefaults()
 	ropts.Timeout = cfg.ReloadTimeout
 	ropts.Self = signal.SelfID()
+	eng, err := detectEngine(context.Background(), docker)
+	if err != nil {
+		log.Warn("the engine did not say what it is; taken for Docker (Podman's differences are handled only if it answers at start)", "err", err)
+	} else {
+		log.Info("container engine", "engine", eng.Name, "engine_version", eng.Version)
+	}
+	if eng.Podman {
+		ropts.Top = signal.LibpodTop(docker)
+	}
 	// Swaps of a pair and proxies reading the files (config test to new
 	// workers) take turns, so that no proxy reads one pair's two files
 	// across a swap.
@@ -219,7 +228,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 	d.watcher = dockerwatch.New(docker, dockerwatch.Config{
 		Rules: dockerwatch.Rules{Prefix: cfg.LabelPrefix, KeyTypes: acme.KeyTypes, CertName: acme.ValidateName,
 			DNSProviders: cfg.DNSProviders},
-		Debounce: cfg.Debounce, Companion: cfg.Companion, Resync: cfg.DockerResync}, log)
+		Debounce: cfg.Debounce, Companion: cfg.Companion, Resync: cfg.DockerResync, Podman: eng.Podman}, log)
 	return d, nil
 }
 

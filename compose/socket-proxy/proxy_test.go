@@ -216,6 +216,7 @@ func TestProxyPassesEdgecertsCalls(t *testing.T) {
 	}{
 		{desc: "ping", raw: req("GET", "/_ping", ""), want: "GET /_ping"},
 		{desc: "head ping", raw: req("HEAD", "/_ping", ""), want: "HEAD /_ping"},
+		{desc: "version", raw: req("GET", "/v1.41/version", ""), want: "GET /v1.41/version"},
 		{desc: "list", raw: req("GET", "/v1.41/containers/json?all=1", ""), want: "GET /v1.41/containers/json?all=1"},
 		{desc: "events", raw: req("GET", "/v1.41/events?filters=%7B%7D", ""), want: "GET /v1.41/events?filters=%7B%7D"},
 		{desc: "top", raw: req("GET", "/v1.41/containers/nginx/top", ""), want: "GET /v1.41/containers/nginx/top"},

@@ -152,11 +152,12 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 	ropts := signal.NginxDefaults()
 	ropts.Timeout = cfg.ReloadTimeout
 	ropts.Self = signal.SelfID()
+	asked := time.Now()
 	eng, err := detectEngine(context.Background(), docker)
 	if err != nil {
 		log.Warn("the engine did not say what it is; taken for Docker (Podman's differences are handled only if it answers at start)", "err", err)
 	} else {
-		log.Info("container engine", "engine", eng.Name, "engine_version", eng.Version)
+		log.Info("container engine", "engine", eng.Name, "engine_version", eng.Version, "took_ms", time.Since(asked).Milliseconds())
 	}
 	if eng.Podman {
 		ropts.Top = signal.LibpodTop(docker)

@@ -10,7 +10,7 @@ BIN     := build/bin
 export DOCKER_BUILDKIT := 0
 UNIT    := $(shell $(GO) list ./... | grep -v /e2e)
 
-.PHONY: all setup build image tools test-images lint unit compose-check e2e test soak soak-cluster flake fuzz bench bench-e2e clean
+.PHONY: all setup build image tools test-images lint unit compose-check e2e test test-podman soak soak-cluster flake fuzz bench bench-e2e clean
 
 all: build
 
@@ -70,6 +70,15 @@ setup:
 	@e2e/setup.sh
 
 test: setup unit compose-check e2e
+
+# The engine-neutral part of the e2e suite against Podman's Docker-compatible
+# API (rootful, netavark), with the same images: e2e/podman.sh installs and
+# starts what it needs. CI runs it after make test.
+PODMAN_TESTS := ^(TestLoop|TestInvalidLabel|TestBrokenConfig|TestDNS01|TestStatusPageInABrowser)$$
+test-podman: test-images
+	e2e/podman.sh
+	DOCKER_HOST=unix:///run/podman/podman.sock EDGECERT_E2E_PODMAN=1 EDGECERT_E2E=1 EDGECERT_E2E_LOGS=$(CURDIR)/build/e2e-logs/podman \
+		$(GO) test -count=1 -v -parallel 4 -timeout 20m -run '$(PODMAN_TESTS)' ./e2e
 
 # The crash campaign with 200 kills (make test runs 30): prints its counts.
 soak: test-images

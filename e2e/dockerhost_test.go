@@ -22,6 +22,7 @@ var allowedDocker = []struct {
 }{
 	{"HEAD", regexp.MustCompile(`^/_ping$`)},
 	{"GET", regexp.MustCompile(`^/_ping$`)},
+	{"GET", regexp.MustCompile(`^/version$`)},
 	{"GET", regexp.MustCompile(`^/containers/json$`)},
 	{"GET", regexp.MustCompile(`^/events$`)},
 	{"GET", regexp.MustCompile(`^/containers/[^/]+/json$`)},

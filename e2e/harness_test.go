@@ -248,6 +248,13 @@ var (
 	onPodman     = os.Getenv("EDGECERT_E2E_PODMAN") == "1"
 )
 
+// macFor is the MAC address Docker gives a container with IPv4 ip:
+// 02:42 and the address's four bytes.
+func macFor(ip string) string {
+	b := net.ParseIP(ip).To4()
+	return fmt.Sprintf("02:42:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}
+
 // podman runs Podman's own CLI against the suite's engine, for what its
 // compatible API does not do as Docker does.
 func podman(args ...string) (string, error) {
@@ -488,6 +495,16 @@ func (s *stack) startProxy(p proxySpec) {
 		"-v", filepath.Join(s.dir, p.conf) + ":" + confDir + ":ro",
 		"-v", filepath.Join(s.dir, "certs") + ":" + certDir + ":ro",
 		"-v", filepath.Join(s.dir, "acme") + ":/var/www/acme:ro"}, s.labels()...)
+	run := docker
+	if onPodman {
+		// Podman gives a container a new MAC address at every start; with
+		// its fixed IP, edgecert's neighbour cache keeps the old one for
+		// up to about 45 s after a restart (README, Podman). Docker derives
+		// the MAC from the IP; so does this (with Podman's CLI: the docker
+		// CLI asks API 1.44 for it, Podman 4 speaks 1.41).
+		args = append(args, "--mac-address", macFor(p.ip))
+		run = podman
+	}
 	for _, k := range slices.Sorted(maps.Keys(p.labels)) {
 		args = append(args, "--label", s.prefix+"."+k+"="+p.labels[k])
 	}
@@ -495,7 +512,7 @@ func (s *stack) startProxy(p proxySpec) {
 		args = append(args, "--label", k+"="+p.raw[k])
 	}
 	args = append(args, p.args...)
-	if out, err := docker(append(args, image)...); err != nil {
+	if out, err := run(append(args, image)...); err != nil {
 		s.t.Fatalf("start %s: %s", p.name, out)
 	}
 	if p.noWait {

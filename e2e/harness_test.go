@@ -556,6 +556,13 @@ func (s *stack) startEdgecert(env ...string) {
 	for _, e := range env {
 		args = append(args, "-e", e)
 	}
+	if ip, ok := pebbleIPs.Load(s.pebble); ok && onPodman {
+		// Podman 4.3's aardvark-dns 1.4 loses names while containers of
+		// the network start and stop in parallel (seen here: "lookup
+		// pebble ... no such host" for minutes in one run of five): the
+		// CA's name is pinned. The suite tests edgecert, not the network's DNS.
+		args = append(args, "--add-host", s.pebble+":"+ip.(string))
+	}
 	args = append(args, s.extraArgs...)
 	if len(s.alsoOn) > 0 {
 		args = append([]string{"create"}, args[2:]...) // created, connected, then started

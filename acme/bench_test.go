@@ -39,13 +39,7 @@ func BenchmarkManagerRestartThousand(b *testing.B) {
 	var live int64
 	b.ReportAllocs()
 	for b.Loop() {
-		dep := &fakeDeployer{}
-		m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: st, MaxOrders: 10, Store: store, Issuer: iss,
-			Deployer: dep, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { m.Run(ctx); close(done) }()
-		m.Update(wants)
+		_, dep, stop := startThousand(store, st, iss, wants)
 		for {
 			if _, k := dep.last(); k >= n {
 				break
@@ -59,8 +53,7 @@ func BenchmarkManagerRestartThousand(b *testing.B) {
 		runtime.ReadMemStats(&ms)
 		live = int64(ms.HeapAlloc)
 		heapProfile(b)
-		cancel()
-		<-done
+		stop()
 		runtime.GC()
 		runtime.ReadMemStats(&ms)
 		live -= int64(ms.HeapAlloc)
@@ -81,13 +74,7 @@ func BenchmarkStatusWhileAThousandLoad(b *testing.B) {
 	iss := &fakeIssuer{t: b, ca: ca, life: 90 * 24 * time.Hour}
 	var worst time.Duration
 	for b.Loop() {
-		dep := &fakeDeployer{}
-		m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: st, MaxOrders: 10, Store: store, Issuer: iss,
-			Deployer: dep, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { m.Run(ctx); close(done) }()
-		m.Update(wants)
+		m, dep, stop := startThousand(store, st, iss, wants)
 		for {
 			start := time.Now()
 			m.Status()
@@ -97,10 +84,22 @@ func BenchmarkStatusWhileAThousandLoad(b *testing.B) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		cancel()
-		<-done
+		stop()
 	}
 	b.ReportMetric(float64(worst.Microseconds())/1000, "max-status-ms")
+}
+
+// startThousand runs a new Manager on the volume (a restart) and hands it
+// the wants; stop ends it.
+func startThousand(store *Store, st string, iss issuer, wants []Want) (*Manager, *fakeDeployer, func()) {
+	dep := &fakeDeployer{}
+	m := NewManager(ManagerConfig{Directory: "https://ca.test/dir", StateDir: st, MaxOrders: 10, Store: store, Issuer: iss,
+		Deployer: dep, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	m.Update(wants)
+	return m, dep, func() { cancel(); <-done }
 }
 
 // With a heap profile asked for, every allocation is sampled: the

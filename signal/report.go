@@ -79,24 +79,32 @@ func (r Report) ForProxy() Report {
 	out := r
 	out.Batch = len(r.Certs)
 	out.Steps = nil
-	var shakes, failed int
-	var slowest int64
 	for _, s := range r.Steps {
 		if s.Step != "handshake" {
 			out.Steps = append(out.Steps, s)
+		}
+	}
+	if n, failed, slowest := r.handshakes(); n > 0 {
+		out.Steps = append(out.Steps, Step{Step: "handshakes", OK: failed == 0, TookMS: slowest,
+			Detail: fmt.Sprintf("%d certificates, %d not served", n, failed)})
+	}
+	return out
+}
+
+// handshakes tallies the report's handshake steps: how many, how many
+// failed, and the slowest's time (a batch's handshakes run together).
+func (r Report) handshakes() (n, failed int, slowest int64) {
+	for _, s := range r.Steps {
+		if s.Step != "handshake" {
 			continue
 		}
-		shakes++
+		n++
 		slowest = max(slowest, s.TookMS)
 		if !s.OK {
 			failed++
 		}
 	}
-	if shakes > 0 {
-		out.Steps = append(out.Steps, Step{Step: "handshakes", OK: failed == 0, TookMS: slowest,
-			Detail: fmt.Sprintf("%d certificates, %d not served", shakes, failed)})
-	}
-	return out
+	return n, failed, slowest
 }
 
 // ErrFor returns the error of this report for certificate name, or nil.
@@ -142,17 +150,12 @@ func (rep *Report) step(name string, f func() (string, error)) error {
 // batch are one word: the slowest, and how many.
 func (rep *Report) summary() string {
 	var words []string
-	var shakes int
-	var slowest int64
 	for _, s := range rep.Steps {
-		if s.Step == "handshake" {
-			shakes++
-			slowest = max(slowest, s.TookMS)
-			continue
+		if s.Step != "handshake" {
+			words = append(words, fmt.Sprintf("%s=%dms", s.Step, s.TookMS))
 		}
-		words = append(words, fmt.Sprintf("%s=%dms", s.Step, s.TookMS))
 	}
-	switch {
+	switch shakes, _, slowest := rep.handshakes(); {
 	case shakes == 1:
 		words = append(words, fmt.Sprintf("handshake=%dms", slowest))
 	case shakes > 1:

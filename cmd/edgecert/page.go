@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -270,6 +269,3 @@ func (p *statusPage) serve(ctx context.Context, addr string) error {
 	}
 	return serveUntil(ctx, ln, p.handler(ctx), "status page")
 }
-
-func urlQueryEscape(s string) string { return url.QueryEscape(s) }
-func urlPathEscape(s string) string  { return url.PathEscape(s) }

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -94,7 +95,6 @@ type certRow struct {
 	Versions    []versionRow
 	Serial      string
 	NotBefore   string
-	NotAfter    string
 	Containers  string
 	DeployError string
 }
@@ -178,10 +178,10 @@ func buildPage(doc StatusDoc, q pageQuery, now time.Time) pageView {
 func (q pageQuery) href(sort string, page int) string {
 	var parts []string
 	if q.Filter != "" {
-		parts = append(parts, "q="+urlQueryEscape(q.Filter))
+		parts = append(parts, "q="+url.QueryEscape(q.Filter))
 	}
 	if sort != "" && sort != pageSortDef {
-		parts = append(parts, "sort="+urlQueryEscape(sort))
+		parts = append(parts, "sort="+url.QueryEscape(sort))
 	}
 	if page > 1 {
 		parts = append(parts, fmt.Sprintf("page=%d", page))
@@ -237,7 +237,7 @@ func sortCerts(cs []CertView, by string) {
 
 // rowOf is c's row.
 func rowOf(c CertView, now time.Time) certRow {
-	r := certRow{Name: c.Name, Href: "cert/" + urlPathEscape(c.Name), State: string(c.State), KeyType: c.KeyType, Profile: c.Profile,
+	r := certRow{Name: c.Name, Href: "cert/" + url.PathEscape(c.Name), State: string(c.State), KeyType: c.KeyType, Profile: c.Profile,
 		CA: c.Issuer, Challenge: c.Challenge, Hint: c.Hint, Waiting: c.Waiting, Stuck: c.OrderStuck, Serial: c.Serial,
 		AllNames: strings.Join(c.Domains, ", "), Containers: strings.Join(c.Containers, ", "), DeployError: c.DeployError, Urgency: "none"}
 	if c.DNSProvider != "" {
@@ -246,7 +246,7 @@ func rowOf(c CertView, now time.Time) certRow {
 	r.Names = c.Domains[:min(namesShown, len(c.Domains))]
 	r.MoreNames = len(c.Domains) - len(r.Names)
 	if !c.NotAfter.IsZero() {
-		r.ExpiryAbs, r.NotAfter = clock(c.NotAfter), clock(c.NotAfter)
+		r.ExpiryAbs = clock(c.NotAfter)
 		r.NotBefore = clock(c.NotBefore)
 		switch life, left := c.NotAfter.Sub(c.NotBefore), c.NotAfter.Sub(now); {
 		case left <= 0:

@@ -48,12 +48,16 @@ type Want struct {
 	Group      string // passed on to the Deployer: which proxies serve it
 	// CombinedPEM: a proxy that serves it wants combined.pem (HAProxy).
 	CombinedPEM bool
-	Challenge   string // "" (HTTP-01) or ChallengeDNS
+	Challenge   string // "" (HTTP-01), ChallengeDNS or ChallengeDNSPersist
 	DNS         string // DNS-01: the provider
 }
 
-// ChallengeDNS is the DNS-01 challenge; "" is HTTP-01.
-const ChallengeDNS = "dns-01"
+// The challenges besides HTTP-01 (""): DNS-01 through a DNS provider, and
+// DNS-PERSIST-01, a TXT record the operator sets once.
+const (
+	ChallengeDNS        = "dns-01"
+	ChallengeDNSPersist = "dns-persist-01"
+)
 
 // Order is one certificate to obtain. Empty options take the issuer's defaults.
 type Order struct {
@@ -64,7 +68,7 @@ type Order struct {
 	Replaces *x509.Certificate // the certificate this order replaces (RFC 9773), or nil
 	Key      []byte            // PEM private key to reuse when it is of KeyType; a new key otherwise
 	// Challenge: "" for HTTP-01, ChallengeDNS for DNS-01 through the DNS
-	// provider named DNS.
+	// provider named DNS, ChallengeDNSPersist for DNS-PERSIST-01.
 	Challenge string
 	DNS       string
 	DNSConfig string // a fingerprint of the DNS configuration (not sent anywhere)
@@ -106,7 +110,11 @@ type OrderError struct {
 	// Config: edgecert's own configuration failed (a DNS provider refused
 	// its credentials): retried on the slow schedule, at once after a
 	// restart with another configuration.
-	Config     bool
+	Config bool
+	// NotPlaced: nothing was asked of the CA (a record edgecert checks
+	// before ordering is missing): a retry costs the CA nothing, so it
+	// comes every 10 minutes at most.
+	NotPlaced  bool
 	RetryAfter time.Duration // the CA's Retry-After, 0 if none
 }
 

@@ -178,20 +178,13 @@ func (m *Manager) orderFailed(e *entry, r result) {
 	now := m.now()
 	var oe *OrderError
 	var ra time.Duration
-	permanent, config := false, false
+	permanent, config, notPlaced := false, false, false
 	if errors.As(r.err, &oe) {
-		ra, permanent, config = oe.RetryAfter, oe.Permanent, oe.Config
+		ra, permanent, config, notPlaced = oe.RetryAfter, oe.Permanent, oe.Config, oe.NotPlaced
 	}
 	e.st.Failures++
 	e.st.LastError, e.st.Permanent, e.st.FailedSpec = r.err.Error(), permanent, r.fp
-	steps := e.st.Failures
-	if config {
-		// Credentials do not mend by themselves: not every minute (10 min,
-		// 100 min, then daily). A new configuration (edgecert recreated)
-		// is a new wish, tried at once.
-		steps++
-	}
-	e.st.RetryAt = retryAt(now, steps, ra, permanent, rand.Float64)
+	e.st.RetryAt = retryAt(now, retrySteps(e.st.Failures, config, notPlaced), ra, permanent, rand.Float64)
 	e.st.LimitedUntil = time.Time{}
 	if ra > 0 {
 		e.st.LimitedUntil = e.st.RetryAt
@@ -241,8 +234,11 @@ func (m *Manager) issued(e *entry, info *Info, p *pendingPair) {
 		LastAttempt: now, LastSuccess: now, UnusedSince: e.st.UnusedSince, History: e.st.History,
 		WishOrders: e.st.WishOrders, ForcedOrders: e.st.ForcedOrders}
 	detail := p.Reason + " (http-01)"
-	if p.Challenge == ChallengeDNS {
+	switch p.Challenge {
+	case ChallengeDNS:
 		detail = p.Reason + " (dns-01 through " + p.DNS + ")"
+	case ChallengeDNSPersist:
+		detail = p.Reason + " (dns-persist-01)"
 	}
 	if p.Reason == reasonClusterRollback {
 		// Rolled back on another host: held here too, until a renewal

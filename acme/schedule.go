@@ -103,6 +103,23 @@ func nextARIPoll(now time.Time, retryAfter time.Duration) time.Time {
 // orderBackoff is Let's Encrypt's advice for retrying a failed order.
 var orderBackoff = []time.Duration{time.Minute, 10 * time.Minute, 100 * time.Minute, 24 * time.Hour}
 
+// retrySteps is the step of orderBackoff a failure takes, failures
+// counting it. Credentials do not mend by themselves: a failure of
+// edgecert's own configuration skips the first minute (10 min, 100 min,
+// then daily; a new configuration, edgecert recreated, is a new wish, tried
+// at once). One that asked nothing of the CA (a record checked before
+// ordering is missing) waits 10 minutes at most: its retry costs nothing.
+func retrySteps(failures int, config, notPlaced bool) int {
+	steps := failures
+	if config {
+		steps++
+	}
+	if notPlaced {
+		steps = min(steps, 2)
+	}
+	return steps
+}
+
 // retryAt is when to try a failed order again: the CA's Retry-After when it
 // sent one (at least a minute), a day for a permanent error, and otherwise
 // the backoff table with ±10% jitter. failures counts this failure too.

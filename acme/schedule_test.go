@@ -120,3 +120,25 @@ func TestRetryAt(t *testing.T) {
 		t.Errorf("jitter range = [%v, %v], want [9m, 11m)", lo.Sub(t0), hi.Sub(t0))
 	}
 }
+
+func TestRetrySteps(t *testing.T) {
+	mid := func() float64 { return 0.5 } // no jitter
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		desc              string
+		failures          int
+		config, notPlaced bool
+		want              time.Duration
+	}{
+		{desc: "the CA refused: a minute", failures: 1, want: time.Minute},
+		{desc: "the CA refused, fourth time: daily", failures: 4, want: 24 * time.Hour},
+		{desc: "credentials refused: 10 minutes first", failures: 1, config: true, want: 10 * time.Minute},
+		{desc: "credentials refused, third time: daily", failures: 3, config: true, want: 24 * time.Hour},
+		{desc: "a record missing, nothing asked of the CA: 10 minutes", failures: 1, config: true, notPlaced: true, want: 10 * time.Minute},
+		{desc: "a record missing for days: still 10 minutes", failures: 40, config: true, notPlaced: true, want: 10 * time.Minute},
+	} {
+		if got := retryAt(now, retrySteps(tc.failures, tc.config, tc.notPlaced), 0, false, mid).Sub(now); got != tc.want {
+			t.Errorf("%s: retry in %s, want %s", tc.desc, got, tc.want)
+		}
+	}
+}

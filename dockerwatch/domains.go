@@ -2,7 +2,7 @@ package dockerwatch
 
 import (
 	"fmt"
-	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +12,8 @@ import (
 
 // Domain names as labels give them: split, lowercased, internationalised
 // names in their ASCII form, and each checked as a name HTTP-01 can prove.
+// IP addresses are identifiers too (RFC 8738): written in their canonical
+// form (RFC 5952 for IPv6), as the CA and the certificate's SAN show them.
 
 var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
@@ -28,6 +30,16 @@ func ParseDomains(raw string) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	for _, f := range fields {
+		if ip, ok, err := parseIP(f); ok {
+			if err != nil {
+				return nil, err
+			}
+			if !seen[ip] {
+				seen[ip] = true
+				out = append(out, ip)
+			}
+			continue
+		}
 		d := strings.ToLower(strings.TrimSuffix(f, "."))
 		if !isASCII(d) {
 			base, star := strings.CutPrefix(d, "*.")
@@ -51,6 +63,39 @@ func ParseDomains(raw string) ([]string, error) {
 		return nil, fmt.Errorf("%d domain names: a certificate holds at most 100", len(out))
 	}
 	return out, nil
+}
+
+// parseIP reads f as an IP address when it is one (ok), in its canonical
+// form: IPv4 dotted, IPv6 compressed and lowercase, brackets allowed around
+// it. A zone (fe80::1%eth0) or an IPv4-mapped IPv6 address is refused: no
+// CA validates either.
+func parseIP(f string) (ip string, ok bool, err error) {
+	s := f
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		s = s[1 : len(s)-1]
+	}
+	a, perr := netip.ParseAddr(s)
+	if perr != nil {
+		if strings.Contains(s, "%") && strings.Contains(s, ":") {
+			return "", true, fmt.Errorf("%q: an IPv6 address with a zone cannot be in a certificate", f)
+		}
+		return "", false, nil
+	}
+	switch {
+	case a.Zone() != "":
+		return "", true, fmt.Errorf("%q: an IPv6 address with a zone cannot be in a certificate", f)
+	case a.Is4In6():
+		return "", true, fmt.Errorf("%q: an IPv4-mapped IPv6 address; write the IPv4 address (%s)", f, a.Unmap())
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast():
+		return "", true, fmt.Errorf("%q: not an address a CA can reach (unspecified, loopback, multicast or link-local)", f)
+	}
+	return a.String(), true, nil
+}
+
+// IsIP says whether d, one of ParseDomains' results, is an IP address.
+func IsIP(d string) bool {
+	_, err := netip.ParseAddr(d)
+	return err == nil
 }
 
 func isASCII(s string) bool {
@@ -77,8 +122,8 @@ func ValidateDomain(d string) error {
 // (full is the whole name, for the error).
 func validateName(d, full string) error {
 	switch {
-	case net.ParseIP(strings.Trim(d, "[]")) != nil:
-		return fmt.Errorf("%q: IP addresses are not supported; use a domain name", full)
+	case IsIP(d):
+		return fmt.Errorf("%q: an IP address cannot be under a wildcard", full)
 	case len(d) > 253:
 		return fmt.Errorf("%q: longer than 253 characters", full)
 	}

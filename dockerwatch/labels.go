@@ -24,14 +24,15 @@ const (
 	labelWorkers   = "workers"        // proxy: ps CMD substring of its worker processes
 	labelReload    = "reload_command" // proxy: exec this instead of a signal
 	labelCombined  = "combined_pem"   // proxy: write combined.pem (certificate, chain, key) for its certificates
-	labelChallenge = "challenge"      // certificate option: http-01 (default) or dns-01
+	labelChallenge = "challenge"      // certificate option: http-01 (default), dns-01 or dns-persist-01
 	labelDNS       = "dns_provider"   // certificate option: one of the configured DNS providers
 )
 
 // Challenge types a certificate may name.
 const (
-	ChallengeHTTP = "http-01"
-	ChallengeDNS  = "dns-01"
+	ChallengeHTTP       = "http-01"
+	ChallengeDNS        = "dns-01"
+	ChallengeDNSPersist = "dns-persist-01" // a TXT record the operator sets once; no DNS provider
 )
 
 // Signals a proxy label may name. Others (TERM, KILL, ...) would stop the proxy.
@@ -48,6 +49,10 @@ type Rules struct {
 	// DNSProviders are the configured DNS-01 providers, the default first;
 	// none: DNS-01 (and so wildcard names) cannot be asked for.
 	DNSProviders []string
+	// IPProfile is the ACME profile of a certificate with an IP address
+	// when its labels name none (Let's Encrypt issues for addresses only
+	// under its short-lived profile); "": the configured default.
+	IPProfile string
 }
 
 // checkName checks an edgecert.name value with r.CertName, or else as a
@@ -110,7 +115,7 @@ type CertSpec struct {
 	Profile    string   // "" for the default
 	Email      string   // "" for the default
 	Group      string   // "" for every proxy
-	Challenge  string   // "" (HTTP-01) or ChallengeDNS
+	Challenge  string   // "" (HTTP-01), ChallengeDNS or ChallengeDNSPersist
 	DNS        string   // DNS-01: the provider; "" for none
 	// CombinedPEM: a proxy that serves it (its group's or an all-groups one)
 	// asks for combined.pem.
@@ -339,6 +344,9 @@ func parseOptions(r Rules, c Container, spec *CertSpec) *Problem {
 		}
 		spec.Profile = v
 	}
+	if spec.Profile == "" && slices.ContainsFunc(spec.Domains, IsIP) {
+		spec.Profile = r.IPProfile
+	}
 	if v, ok := c.Labels[p+labelGroup]; ok {
 		v = strings.TrimSpace(v)
 		if !groupRE.MatchString(v) || isBool(v) {
@@ -379,14 +387,20 @@ func parseChallenge(r Rules, c Container, spec *CertSpec) *Problem {
 		switch v = strings.ToLower(strings.TrimSpace(v)); v {
 		case ChallengeHTTP:
 			if wildcard {
-				return &Problem{c.Name, p + labelChallenge, "http-01 cannot prove a wildcard name: use dns-01 (or leave the label out)"}
+				return &Problem{c.Name, p + labelChallenge, "http-01 cannot prove a wildcard name: use dns-01 or dns-persist-01 (or leave the label out)"}
 			}
 			v = ""
-		case ChallengeDNS:
+		case ChallengeDNS, ChallengeDNSPersist:
 		default:
-			return &Problem{c.Name, p + labelChallenge, fmt.Sprintf("%q: want http-01 or dns-01", v)}
+			return &Problem{c.Name, p + labelChallenge, fmt.Sprintf("%q: want http-01, dns-01 or dns-persist-01", v)}
 		}
 		spec.Challenge = v
+	}
+	if ip := slices.IndexFunc(spec.Domains, IsIP); ip >= 0 && spec.Challenge != "" {
+		return &Problem{c.Name, p + labelChallenge, fmt.Sprintf("%s: a CA validates an IP address over http-01 only (or tls-alpn-01), never %s", spec.Domains[ip], spec.Challenge)}
+	}
+	if _, ok := c.Labels[p+labelDNS]; ok && spec.Challenge == ChallengeDNSPersist {
+		return &Problem{c.Name, p + labelDNS, "dns-persist-01 uses no DNS provider (the record is set once, by hand): leave " + p + labelDNS + " out"}
 	}
 	if v, ok := c.Labels[p+labelDNS]; ok {
 		v = strings.TrimSpace(v)
@@ -418,11 +432,12 @@ func orNone(s []string) string {
 
 // defaultName is a certificate's name when no label gives one: its first
 // name that is not a wildcard (example.com for "*.example.com,example.com"),
-// or the wildcard's base with "wildcard." before it.
+// or the wildcard's base with "wildcard." before it. An IPv6 address has
+// '-' for its colons (2001-db8--1), as a file name on every volume takes.
 func defaultName(domains []string) string {
 	for _, d := range domains {
 		if !strings.HasPrefix(d, "*.") {
-			return d
+			return strings.ReplaceAll(d, ":", "-")
 		}
 	}
 	return "wildcard." + strings.TrimPrefix(domains[0], "*.")

@@ -26,7 +26,14 @@ func TestParseDomains(t *testing.T) {
 		{desc: "wildcard (its challenge is checked with the labels)", in: "*.example.com,example.com", want: []string{"*.example.com", "example.com"}},
 		{desc: "wildcard not first", in: "a.*.example.com", wantErr: "whole first label"},
 		{desc: "bad name under a wildcard", in: "*.-x.example.com", wantErr: "label"},
-		{desc: "ip", in: "10.0.0.1", wantErr: "IP addresses"},
+		{desc: "ipv4", in: "192.0.2.10", want: []string{"192.0.2.10"}},
+		{desc: "ipv6 canonical (RFC 5952), brackets allowed, once", in: "2001:DB8:0:0:0:0:0:1,[2001:db8::1]", want: []string{"2001:db8::1"}},
+		{desc: "a name and an address", in: "www.example.com, 192.0.2.10", want: []string{"www.example.com", "192.0.2.10"}},
+		{desc: "ipv6 with a zone", in: "fe80::1%eth0", wantErr: "zone"},
+		{desc: "ipv4-mapped ipv6", in: "::ffff:192.0.2.10", wantErr: "write the IPv4 address (192.0.2.10)"},
+		{desc: "loopback", in: "127.0.0.1", wantErr: "not an address a CA can reach"},
+		{desc: "wildcard over an address", in: "*.192.0.2.10", wantErr: "cannot be under a wildcard"},
+		{desc: "not quite an address", in: "10.0.0.256", wantErr: "numeric"},
 		{desc: "single label", in: "localhost", wantErr: "fully qualified"},
 		{desc: "path traversal", in: "../../etc/passwd", wantErr: "label"},
 		{desc: "slash", in: "a/b.example.com", wantErr: "label"},
@@ -246,7 +253,7 @@ func TestParseChallenge(t *testing.T) {
 	for _, p := range d.Problems {
 		probs[p.Container] = p.Label + ": " + p.Err
 	}
-	if !strings.Contains(probs["wild-http"], "edgecert.challenge: http-01 cannot prove a wildcard") || !strings.Contains(probs["bad-chal"], "want http-01 or dns-01") || len(probs) != 2 {
+	if !strings.Contains(probs["wild-http"], "edgecert.challenge: http-01 cannot prove a wildcard") || !strings.Contains(probs["bad-chal"], "want http-01, dns-01 or dns-persist-01") || len(probs) != 2 {
 		t.Errorf("problems = %v", probs)
 	}
 
@@ -263,6 +270,54 @@ func TestParseChallenge(t *testing.T) {
 	}
 	if n := defaultName([]string{"*.only.test"}); n != "wildcard.only.test" {
 		t.Errorf("defaultName of a lone wildcard = %q", n)
+	}
+}
+
+// TestParseAddressesAndPersist: IP addresses get a name a volume takes, the
+// short-lived profile unless a label names one, and HTTP-01 only;
+// DNS-PERSIST-01 needs no DNS provider, proves wildcards, and takes no
+// provider label.
+func TestParseAddressesAndPersist(t *testing.T) {
+	cs := []Container{
+		{ID: "1", Name: "v4", Created: 1, Running: true, Labels: map[string]string{"edgecert.domains": "192.0.2.10"}},
+		{ID: "2", Name: "v6", Created: 2, Running: true, Labels: map[string]string{"edgecert.domains": "2001:db8::1,www.v6.test"}},
+		{ID: "3", Name: "v4-profile", Created: 3, Running: true, Labels: map[string]string{"edgecert.domains": "192.0.2.11", "edgecert.profile": "sixdays"}},
+		{ID: "4", Name: "v4-dns", Created: 4, Running: true, Labels: map[string]string{"edgecert.domains": "192.0.2.12", "edgecert.challenge": "dns-01"}},
+		{ID: "5", Name: "persist", Created: 5, Running: true, Labels: map[string]string{"edgecert.domains": "*.p.test,p.test", "edgecert.challenge": "DNS-PERSIST-01"}},
+		{ID: "6", Name: "persist-dns", Created: 6, Running: true, Labels: map[string]string{"edgecert.domains": "q.test", "edgecert.challenge": "dns-persist-01", "edgecert.dns_provider": "rfc2136"}},
+		{ID: "7", Name: "v4-persist", Created: 7, Running: true, Labels: map[string]string{"edgecert.domains": "192.0.2.13", "edgecert.challenge": "dns-persist-01"}},
+	}
+	r := storeRules
+	r.IPProfile = "shortlived"
+	d := Parse(r, cs)
+	got := map[string]string{}
+	for _, c := range d.Certs {
+		got[c.Name] = strings.Join(c.Domains, ",") + " " + c.Profile + " " + c.Challenge
+	}
+	want := map[string]string{
+		"192.0.2.10":  "192.0.2.10 shortlived ",
+		"2001-db8--1": "2001:db8::1,www.v6.test shortlived ",
+		"192.0.2.11":  "192.0.2.11 sixdays ",
+		"p.test":      "*.p.test,p.test  dns-persist-01",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("certificates = %v, want %v", got, want)
+	}
+	probs := map[string]string{}
+	for _, p := range d.Problems {
+		probs[p.Container] = p.Label + ": " + p.Err
+	}
+	for c, w := range map[string]string{
+		"v4-dns":      "edgecert.challenge: 192.0.2.12: a CA validates an IP address over http-01 only",
+		"persist-dns": "edgecert.dns_provider: dns-persist-01 uses no DNS provider",
+		"v4-persist":  "edgecert.challenge: 192.0.2.13: a CA validates an IP address over http-01 only",
+	} {
+		if !strings.Contains(probs[c], w) {
+			t.Errorf("%s: problem %q, want one containing %q", c, probs[c], w)
+		}
+	}
+	if len(probs) != 3 {
+		t.Errorf("problems = %v, want 3", probs)
 	}
 }
 

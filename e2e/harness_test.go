@@ -134,7 +134,7 @@ func setup() error {
 // pebbleAliases are the names Pebbles answer to: "pebble" is shared by the
 // scenarios; the others belong to scenarios that stop their CA, read its log,
 // or order in bulk (so the shared CA's latency stays that of a quiet CA).
-var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn", "pebble-clone", "pebble-cltake", "pebble-clquorum", "pebble-clcut", "pebble-clmany", "pebble-clfault", "pebble-clfault-ca", "pebble-clfault-other", "pebble-noari", "pebble-noari-ca", "pebble-secret"}
+var pebbleAliases = []string{"pebble", "pebble-import", "pebble-dns", "pebble-dnskey", "pebble-renew", "pebble-outage", "pebble-many", "pebble-twenty", "pebble-crash", "pebble-bench", "pebble-scale", "pebble-nsn", "pebble-clone", "pebble-cltake", "pebble-clquorum", "pebble-clcut", "pebble-clmany", "pebble-clfault", "pebble-clfault-ca", "pebble-clfault-other", "pebble-noari", "pebble-noari-ca", "pebble-secret", "pebble-ip", "pebble-persist"}
 
 // writePebbleTLS makes a root and a server certificate for every Pebble
 // alias, so that edgecert verifies each CA's TLS as it would Let's Encrypt's.
@@ -772,7 +772,7 @@ func (s *stack) served(domain string) ([]*x509.Certificate, error) {
 
 // servedAt returns the chain the server at ip:443 presents for domain.
 func servedAt(ip, domain string) ([]*x509.Certificate, error) {
-	conn, err := tls.DialWithDialer(&netDialer, "tcp", ip+":443", &tls.Config{ServerName: domain, InsecureSkipVerify: true})
+	conn, err := tls.DialWithDialer(&netDialer, "tcp", net.JoinHostPort(ip, "443"), &tls.Config{ServerName: domain, InsecureSkipVerify: true})
 	if err != nil {
 		return nil, err
 	}

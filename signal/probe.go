@@ -22,8 +22,9 @@ import (
 // edgecert can reach, which certificate a TLS handshake shows, and whether
 // an HTTP path serves a given body (the HTTP-01 preflight).
 
-// addresses returns the proxy's TLS addresses on networks edgecert shares
-// with it (all of them when edgecert does not run in a container).
+// addresses returns the proxy's TLS addresses (IPv4, and IPv6 where its
+// network has it) on networks edgecert shares with it (all of them when
+// edgecert does not run in a container), IPv4 first.
 func (r *Reloader) addresses(ctx context.Context, info container.InspectResponse, port int) []string {
 	shared := map[string]bool{}
 	self := r.opts.Self
@@ -44,10 +45,14 @@ func (r *Reloader) addresses(ctx context.Context, info container.InspectResponse
 		return nil
 	}
 	for n, ep := range info.NetworkSettings.Networks {
-		if ep == nil || ep.IPAddress == "" || (self != "" && !shared[n]) {
+		if ep == nil || (self != "" && !shared[n]) {
 			continue
 		}
-		out = append(out, net.JoinHostPort(ep.IPAddress, strconv.Itoa(port)))
+		for _, ip := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
+			if ip != "" {
+				out = append(out, net.JoinHostPort(ip, strconv.Itoa(port)))
+			}
+		}
 	}
 	slices.Sort(out)
 	return out
@@ -90,6 +95,8 @@ func (r *Reloader) ServesFile(ctx context.Context, p Proxy, port int, host, path
 		hostport := host // as a CA sends it: no port for 80
 		if port != 80 {
 			hostport = net.JoinHostPort(host, strconv.Itoa(port))
+		} else if strings.Contains(host, ":") {
+			hostport = "[" + host + "]" // an IPv6 address
 		}
 		err := fetchFrom(ctx, ip, "http://"+hostport+path, host, want)
 		if err == nil || errors.Is(err, ErrRedirectedAway) {

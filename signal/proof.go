@@ -138,7 +138,7 @@ func lookAt(ctx context.Context, addrs []string, c Cert, current func(string) st
 	for i, addr := range addrs {
 		got := look{v: isServed}
 		for _, d := range proofNames(c.Domains) {
-			s, err := present(ctx, addr, d)
+			s, err := present(ctx, addressFor(addrs, addr, d), d)
 			if err != nil {
 				got = look{err: err, sni: d}
 				break
@@ -165,6 +165,19 @@ func lookAt(ctx context.Context, addrs []string, c Cert, current func(string) st
 		}
 	}
 	return worst
+}
+
+// addressFor is where the handshake for proof name d goes: to d itself when
+// d is one of the proxy's own addresses (a certificate for an IP address
+// is proven as a client reaching that address sees it: no SNI, the
+// listener's default server), to addr otherwise.
+func addressFor(addrs []string, addr, d string) string {
+	for _, a := range addrs {
+		if host, _, err := net.SplitHostPort(a); err == nil && host == d {
+			return a
+		}
+	}
+	return addr
 }
 
 // err is l as the error of a proof that did not succeed.
@@ -296,7 +309,10 @@ func Served(ctx context.Context, addr, sni string) (fingerprint, serial string, 
 }
 
 // present is the leaf addr presents for sni. The handshake does not verify
-// the chain: the proof compares the exact leaf, a stronger check.
+// the chain: the proof compares the exact leaf, a stronger check. An IP
+// address as sni sends no SNI (crypto/tls never sends an address), as a
+// client that reaches the proxy by its address does: the proxy answers
+// with its default server's certificate.
 func present(ctx context.Context, addr, sni string) (shown, error) {
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second},
 		Config: &tls.Config{ServerName: sni, InsecureSkipVerify: true}} //nolint:gosec // the leaf is compared byte for byte
@@ -314,10 +330,16 @@ func present(ctx context.Context, addr, sni string) (shown, error) {
 	return shownOf(certs[0]), nil
 }
 
+// shownOf is what a leaf shows: its names are its DNS names and then its IP
+// addresses (as edgecert's labels write them).
 func shownOf(leaf *x509.Certificate) shown {
 	sum := sha256.Sum256(leaf.Raw)
+	names := slices.Clip(leaf.DNSNames)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
 	return shown{Fingerprint: hex.EncodeToString(sum[:]), Serial: hex.EncodeToString(leaf.SerialNumber.Bytes()),
-		Names: leaf.DNSNames, KeyAlg: leaf.PublicKeyAlgorithm, leaf: leaf}
+		Names: names, KeyAlg: leaf.PublicKeyAlgorithm, leaf: leaf}
 }
 
 // proofNames are the names a proof handshakes with: a certificate's names

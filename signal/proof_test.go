@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math/big"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,7 +23,14 @@ func leafFor(t *testing.T, notBefore time.Time, names ...string) *x509.Certifica
 	t.Helper()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, DNSNames: names, NotBefore: notBefore, NotAfter: notBefore.Add(time.Hour)}
+	tmpl := &x509.Certificate{SerialNumber: serial, NotBefore: notBefore, NotAfter: notBefore.Add(time.Hour)}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +45,8 @@ func TestJudge(t *testing.T) {
 	sameSecond := leafFor(t, t0, "a.example.com", "www.a.example.com")
 	later := leafFor(t, t0.Add(time.Minute), "www.a.example.com", "A.example.com")
 	c := Cert{Name: "a", Domains: []string{"a.example.com", "www.a.example.com"}, Fingerprint: shownOf(proven).Fingerprint, KeyAlg: x509.ECDSA}
+	ipLeaf := leafFor(t, t0, "192.0.2.10", "2001:db8::1")
+	ipc := Cert{Name: "ip", Domains: []string{"192.0.2.10", "2001:db8::1"}, Fingerprint: shownOf(ipLeaf).Fingerprint, KeyAlg: x509.ECDSA}
 	for _, tc := range []struct {
 		desc    string
 		c       Cert
@@ -55,6 +65,10 @@ func TestJudge(t *testing.T) {
 		{desc: "another name's certificate", c: c, sni: "www.a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "b.example.com"), want: isNoServer},
 		{desc: "another certificate that covers the name", c: c, sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "a.example.com"), want: isOther},
 		{desc: "a wildcard of another certificate", c: c, sni: "www.a.example.com", leaf: leafFor(t, t0.Add(time.Hour), "*.a.example.com"), want: isOther},
+		{desc: "an address: another version of it", c: ipc, sni: "2001:db8::1", leaf: leafFor(t, t0.Add(-time.Hour), "2001:db8::1", "192.0.2.10"), want: isOlder},
+		{desc: "an address: the very leaf", c: ipc, sni: "192.0.2.10", leaf: ipLeaf, want: isServed},
+		{desc: "an address: the default server's certificate, for names", c: ipc, sni: "192.0.2.10", leaf: leafFor(t, t0, "a.example.com"), want: isNoServer},
+		{desc: "an address: another certificate that covers it", c: ipc, sni: "192.0.2.10", leaf: leafFor(t, t0, "192.0.2.10"), want: isOther},
 		{desc: "the same names, another key algorithm", c: Cert{Domains: c.Domains, Fingerprint: c.Fingerprint, KeyAlg: x509.RSA},
 			sni: "a.example.com", leaf: leafFor(t, t0.Add(time.Minute), "a.example.com", "www.a.example.com"), want: isOther},
 	} {
@@ -158,5 +172,19 @@ func TestProofOfARollbackReloads(t *testing.T) {
 		[]Cert{{Name: "a", Domains: []string{"a.example.com"}, Serial: "back", Fingerprint: backFP, KeyAlg: x509.ECDSA}})
 	if !rep.OK || !rep.Reloaded || len(f.killed()) != 1 {
 		t.Fatalf("report = %+v, kills %v; want a reload that makes nginx serve the version put back", rep, f.killed())
+	}
+}
+
+func TestAddressFor(t *testing.T) {
+	addrs := []string{"10.0.0.5:443", "[fd00::5]:443"}
+	for _, tc := range []struct{ desc, addr, d, want string }{
+		{desc: "a name: the address being tried", addr: "10.0.0.5:443", d: "a.example.com", want: "10.0.0.5:443"},
+		{desc: "the proxy's IPv6 address: reached there", addr: "10.0.0.5:443", d: "fd00::5", want: "[fd00::5]:443"},
+		{desc: "the proxy's IPv4 address: reached there", addr: "[fd00::5]:443", d: "10.0.0.5", want: "10.0.0.5:443"},
+		{desc: "another address (published on the host's): the address being tried", addr: "10.0.0.5:443", d: "192.0.2.10", want: "10.0.0.5:443"},
+	} {
+		if got := addressFor(addrs, tc.addr, tc.d); got != tc.want {
+			t.Errorf("%s: addressFor = %s, want %s", tc.desc, got, tc.want)
+		}
 	}
 }

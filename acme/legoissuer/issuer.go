@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -184,12 +185,21 @@ func (l *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		if err != nil {
 			return nil, nil, classify(ctx, err)
 		}
+		if err := checkProfile(opts.Profile, core.GetDirectory().Meta.Profiles, domains); err != nil {
+			return nil, nil, &acme.OrderError{Err: err, Permanent: true}
+		}
 		run := &orderRun{core: core, tr: tr, webroot: l.cfg.Webroot, domains: domains, log: l.log.Warn, share: l.cfg.Tokens}
-		if o.Challenge == acme.ChallengeDNS {
+		switch o.Challenge {
+		case acme.ChallengeDNS:
 			if run.dns = l.dns[o.DNS]; run.dns == nil {
 				return nil, nil, &acme.OrderError{Err: fmt.Errorf("DNS provider %q is not configured (EDGECERT_DNS_PROVIDER)", o.DNS), Config: true}
 			}
 			run.dnsOpts = l.dnsOpts
+		case acme.ChallengeDNSPersist:
+			if err := l.checkPersistRecords(ctx, core, domains, acct.Registration.URI); err != nil {
+				return nil, nil, err
+			}
+			run.persist = true
 		}
 		chain, err := run.obtain(ctx, opts, pk)
 		if err == nil {
@@ -215,6 +225,24 @@ func (l *Issuer) Obtain(ctx context.Context, o acme.Order) (chain, key []byte, e
 		}
 		return nil, nil, classify(ctx, err)
 	}
+}
+
+// checkProfile refuses, before any order, a profile the CA does not list
+// among its profiles (when it lists any): a typo, or an IP-address
+// certificate at a CA whose short-lived profile has another name, costs no
+// order and says what the CA offers.
+func checkProfile(profile string, offered map[string]string, domains []string) error {
+	if profile == "" || len(offered) == 0 {
+		return nil
+	}
+	if _, ok := offered[profile]; ok {
+		return nil
+	}
+	err := fmt.Errorf("the CA offers no profile %q (it offers: %s); no order placed", profile, strings.Join(slices.Sorted(maps.Keys(offered)), ", "))
+	if slices.ContainsFunc(domains, isIP) {
+		err = fmt.Errorf("%w: a certificate for an IP address needs the CA's short-lived profile: set edgecert.profile, or EDGECERT_IP_PROFILE for every such certificate", err)
+	}
+	return err
 }
 
 // orderKey is the key the certificate is ordered for: reuse (PEM) when it

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,7 +48,9 @@ type orderRun struct {
 	share   TokenSharer // nil: the token is served by this host only
 	domains []string
 	log     func(msg string, args ...any)
-	// DNS-01 through dns when set; HTTP-01 into webroot otherwise.
+	// DNS-PERSIST-01 when persist is set; DNS-01 through dns when set;
+	// HTTP-01 into webroot otherwise.
+	persist bool
 	dns     challenge.Provider
 	dnsOpts []dns01.ChallengeOption
 
@@ -143,12 +147,20 @@ func (r *orderRun) obtain(ctx context.Context, opts *api.OrderOptions, pk crypto
 	return chain, nil
 }
 
-// commonName is the first name when it fits a subject CN (64 bytes), as lego does.
+// commonName is the first name when it fits a subject CN (64 bytes), as lego
+// does; none when the certificate has an IP address (Let's Encrypt refuses a
+// CSR with an address in its CN, and its certificates for addresses have
+// no subject).
 func commonName(domains []string) string {
-	if len(domains[0]) <= 64 {
-		return domains[0]
+	if slices.ContainsFunc(domains, isIP) || len(domains[0]) > 64 {
+		return ""
 	}
-	return ""
+	return domains[0]
+}
+
+func isIP(d string) bool {
+	_, err := netip.ParseAddr(d)
+	return err == nil
 }
 
 // authorize proves every authorization of order, all at once, and waits
@@ -191,6 +203,9 @@ func (r *orderRun) prove(ctx context.Context, authzURL string) error {
 	}
 	if done, err := authzStatus(authz); done || err != nil {
 		return withName(name, err)
+	}
+	if r.persist {
+		return r.provePersist(ctx, authz)
 	}
 	if r.dns != nil {
 		return r.proveDNS(ctx, authz)

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -282,4 +283,45 @@ func issuerFor(t *testing.T, srv *httptest.Server, dir string) *Issuer {
 		t.Fatal(err)
 	}
 	return iss
+}
+
+func TestCommonName(t *testing.T) {
+	long := strings.Repeat("a", 61) + ".test"
+	for _, tc := range []struct {
+		desc    string
+		domains []string
+		want    string
+	}{
+		{desc: "the first name", domains: []string{"a.test", "b.test"}, want: "a.test"},
+		{desc: "a first name past 64 bytes: none", domains: []string{long, "b.test"}},
+		{desc: "an address alone: none", domains: []string{"192.0.2.10"}},
+		{desc: "a name and an address: none (Let's Encrypt refuses an address in the CN)", domains: []string{"a.test", "2001:db8::1"}},
+	} {
+		if got := commonName(tc.domains); got != tc.want {
+			t.Errorf("%s: commonName = %q, want %q", tc.desc, got, tc.want)
+		}
+	}
+}
+
+func TestCheckProfile(t *testing.T) {
+	offered := map[string]string{"classic": "", "shortlived": "", "tlsserver": ""}
+	for _, tc := range []struct {
+		desc    string
+		profile string
+		offered map[string]string
+		domains []string
+		wantErr string
+	}{
+		{desc: "offered", profile: "shortlived", offered: offered, domains: []string{"192.0.2.10"}},
+		{desc: "the CA's default", offered: offered, domains: []string{"a.test"}},
+		{desc: "a CA that lists none: the CA decides", profile: "shortlived", domains: []string{"192.0.2.10"}},
+		{desc: "a typo", profile: "clasic", offered: offered, domains: []string{"a.test"}, wantErr: `the CA offers no profile "clasic" (it offers: classic, shortlived, tlsserver); no order placed`},
+		{desc: "an address, the CA names its short-lived profile otherwise", profile: "shortlived", offered: map[string]string{"default": "", "short": ""},
+			domains: []string{"a.test", "192.0.2.10"}, wantErr: "a certificate for an IP address needs the CA's short-lived profile: set edgecert.profile, or EDGECERT_IP_PROFILE"},
+	} {
+		err := checkProfile(tc.profile, tc.offered, tc.domains)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: checkProfile = %v, want %q", tc.desc, err, tc.wantErr)
+		}
+	}
 }

@@ -83,7 +83,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(runCmd(stderr), statusCmd(stdout, stderr), renewCmd(stdout, stderr), rollbackCmd(stdout, stderr),
-		forgetCmd(stdout, stderr), healthCmd(stdout, stderr), versionCmd(stdout))
+		forgetCmd(stdout, stderr), dnsRecordCmd(stdout, stderr), healthCmd(stdout, stderr), versionCmd(stdout))
 	return root
 }
 
@@ -209,6 +209,32 @@ own domains (ordered then). The files stay until that certificate is written.`,
 		Args:    cobra.ExactArgs(1),
 		RunE:    func(_ *cobra.Command, args []string) error { return exit(cmdForget(args[0], stdout, stderr)) },
 	}
+}
+
+func dnsRecordCmd(stdout, stderr io.Writer) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "dns-record NAME|DOMAINS",
+		Short: "Print the DNS-PERSIST-01 TXT records to set, once, for a certificate, and whether DNS has them",
+		Long: `Print the TXT records DNS-PERSIST-01 needs (edgecert.challenge=dns-persist-01):
+one per name, at _validation-persist.<name>, naming the CA and this host's ACME
+account (the cluster's, in cluster mode), with policy=wildcard when the
+certificate has the wildcard under the name. Set them once at your DNS host;
+edgecert checks them before every order and needs no DNS credentials.
+
+NAME is a certificate's name or one of its domains; a comma-separated list of
+domains not yet labelled works too (with the default account). Each record is
+followed by what DNS shows of it now. Exit 0 when every record is in place,
+1 when one is missing or wrong, 2 when edgecert cannot tell.`,
+		Example: `  edgecert dns-record example.com
+  edgecert dns-record 'example.com,*.example.com'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return exit(cmdDNSRecord(args[0], asJSON, stdout, stderr))
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the records as JSON")
+	return c
 }
 
 func healthCmd(stdout, stderr io.Writer) *cobra.Command {

@@ -39,6 +39,10 @@ func TestCLIParsing(t *testing.T) {
 		{args: []string{"rollback", "www.example.com", "--to", "0abb"}, out: "rolled back to serial 0abb"},
 		{args: []string{"rollback", "site", "--to", "dead"}, code: 1, out: "site: FAILED: -: refused: serial dead expired"},
 		{args: []string{"forget"}, code: 2, errs: "accepts 1 arg"},
+		{args: []string{"dns-record", "persist"}, code: 1,
+			out: "_validation-persist.p.example.com. IN TXT \"ca.example; accounturi=https://ca.example/acct/1; policy=wildcard\"\n;   not in place: no TXT record"},
+		{args: []string{"dns-record", "persist", "--json"}, code: 1, out: `"owner": "_validation-persist.p.example.com"`},
+		{args: []string{"dns-record", "nothing"}, code: 2, errs: `no certificate named or covering "nothing"`},
 	}
 	for _, tc := range tests {
 		out, errs, code := cli(tc.args...)

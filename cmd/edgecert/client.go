@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -93,15 +94,22 @@ func findCert(doc StatusDoc, key string) (CertView, bool) {
 	return CertView{}, false
 }
 
-// unhealthy lists the certificates in use that are failing or expire within warn.
+// unhealthy lists the certificates in use that are failing or expire within
+// warn, or within a third of their lifetime when that is shorter: a
+// short-lived certificate (6 days, an IP address's) always expires within
+// 14 days, and is renewed with half of its lifetime left.
 func unhealthy(doc StatusDoc, now time.Time, warn time.Duration) []string {
 	var bad []string
 	for _, c := range doc.Certificates {
+		w := warn
+		if !c.NotBefore.IsZero() && c.NotAfter.After(c.NotBefore) {
+			w = min(w, c.NotAfter.Sub(c.NotBefore)/3)
+		}
 		switch {
 		case c.State == acme.StateUnused:
 		case c.State == acme.StateFailing:
 			bad = append(bad, c.Name+" is failing")
-		case c.State != acme.StatePlaceholder && c.State != acme.StatePending && !c.NotAfter.IsZero() && c.NotAfter.Sub(now) < warn:
+		case c.State != acme.StatePlaceholder && c.State != acme.StatePending && !c.NotAfter.IsZero() && c.NotAfter.Sub(now) < w:
 			bad = append(bad, fmt.Sprintf("%s expires in %s", c.Name, span(c.NotAfter.Sub(now))))
 		}
 	}
@@ -261,6 +269,52 @@ func cmdForget(name string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: %s\n", res.Name, res.Message)
+	return 0
+}
+
+func cmdDNSRecord(key string, asJSON bool, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var res struct {
+		dnsRecordAnswer
+		Error string `json:"error"`
+	}
+	code, err := newControlClient(socketPath()).do(ctx, "GET", "/v1/dns-record?name="+url.QueryEscape(key), nil, &res)
+	if err == nil && code != http.StatusOK {
+		err = errors.New(cmp.Or(res.Error, fmt.Sprintf("the daemon answered %d", code)))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "edgecert: %v\n", err)
+		return 2
+	}
+	missing := 0
+	for _, r := range res.Records {
+		if r.Problem != "" {
+			missing++
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(res.dnsRecordAnswer)
+	} else {
+		what := strings.Join(res.Domains, ",")
+		if res.Name != "" {
+			what = res.Name + " (" + what + ")"
+		}
+		fmt.Fprintf(stdout, "; DNS-PERSIST-01 for %s: set once at your DNS host\n", what)
+		for _, r := range res.Records {
+			fmt.Fprintln(stdout, r.String())
+			if r.Problem != "" {
+				fmt.Fprintf(stdout, ";   not in place: %s\n", r.Problem)
+			} else {
+				fmt.Fprintln(stdout, ";   in place")
+			}
+		}
+	}
+	if missing > 0 {
+		return 1
+	}
 	return 0
 }
 

@@ -29,6 +29,7 @@ type Config struct {
 	ACMEEmail     string        `env:"EDGECERT_ACME_EMAIL"`
 	ACMERoots     string        `env:"EDGECERT_ACME_ROOTS"`
 	ACMEProfile   string        `env:"EDGECERT_ACME_PROFILE"`
+	IPProfile     string        `env:"EDGECERT_IP_PROFILE" envDefault:"shortlived"`
 	EABKid        string        `env:"EDGECERT_ACME_EAB_KID"`
 	EABHMAC       string        `env:"EDGECERT_ACME_EAB_HMAC"`
 	DryRunDir     string        `env:"EDGECERT_DRY_RUN_DIRECTORY" envDefault:"staging"`

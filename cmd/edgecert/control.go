@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgecert/edgecert/acme"
 	"github.com/edgecert/edgecert/acme/cluster"
+	"github.com/edgecert/edgecert/acme/legoissuer"
 	"github.com/edgecert/edgecert/dockerwatch"
 	"github.com/edgecert/edgecert/signal"
 )
@@ -69,6 +70,16 @@ type daemonState interface {
 	renew(ctx context.Context, name string, force, dryRun bool) acme.RenewResult
 	forget(ctx context.Context, name string) acme.RenewResult
 	rollback(ctx context.Context, name, serial string) acme.RenewResult
+	dnsRecords(ctx context.Context, key string) (dnsRecordAnswer, error)
+}
+
+// dnsRecordAnswer is what `edgecert dns-record` shows: the DNS-PERSIST-01
+// records of a certificate (Name, when one is wanted) or of domains.
+type dnsRecordAnswer struct {
+	Name    string                     `json:"name,omitempty"`
+	Domains []string                   `json:"domains"`
+	Email   string                     `json:"-"`
+	Records []legoissuer.PersistRecord `json:"records"`
 }
 
 type rollbackRequest struct {
@@ -138,6 +149,14 @@ func serveControl(ctx context.Context, path string, d daemonState, red *redactor
 			return
 		}
 		writeJSON(w, red, http.StatusOK, d.forget(r.Context(), req.Name))
+	})
+	mux.HandleFunc("GET /v1/dns-record", func(w http.ResponseWriter, r *http.Request) {
+		ans, err := d.dnsRecords(r.Context(), r.URL.Query().Get("name"))
+		if err != nil {
+			writeJSON(w, red, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, red, http.StatusOK, ans)
 	})
 	mux.HandleFunc("POST /v1/rollback", func(w http.ResponseWriter, r *http.Request) {
 		var req rollbackRequest

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgecert/edgecert/acme"
+	"github.com/edgecert/edgecert/acme/legoissuer"
 	"github.com/edgecert/edgecert/dockerwatch"
 	"github.com/edgecert/edgecert/signal"
 )
@@ -35,6 +36,15 @@ func (f *fakeDaemon) forget(ctx context.Context, name string) acme.RenewResult {
 		return acme.RenewResult{Name: name, Err: "no certificate named " + name}
 	}
 	return acme.RenewResult{Name: name, Message: "released"}
+}
+
+func (f *fakeDaemon) dnsRecords(ctx context.Context, key string) (dnsRecordAnswer, error) {
+	if key != "persist" {
+		return dnsRecordAnswer{}, errors.New("no certificate named or covering " + strconv.Quote(key))
+	}
+	return dnsRecordAnswer{Name: "persist", Domains: []string{"p.example.com", "*.p.example.com"}, Records: []legoissuer.PersistRecord{
+		{Owner: "_validation-persist.p.example.com", Value: "ca.example; accounturi=https://ca.example/acct/1; policy=wildcard",
+			Names: []string{"p.example.com", "*.p.example.com"}, Problem: "no TXT record for ca.example at _validation-persist.p.example.com"}}}, nil
 }
 
 func (f *fakeDaemon) rollback(ctx context.Context, name, serial string) acme.RenewResult {

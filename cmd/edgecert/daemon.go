@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	ossignal "os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,8 +81,10 @@ type daemon struct {
 	red     *redactor // every text that leaves the process goes through it
 
 	mu       sync.Mutex
-	problems []dockerwatch.Problem // from the last snapshot
-	proxies  []dockerwatch.Proxy   // from the last snapshot: labelled proxies, running or not
+	problems []dockerwatch.Problem  // from the last snapshot
+	proxies  []dockerwatch.Proxy    // from the last snapshot: labelled proxies, running or not
+	certs    []dockerwatch.CertSpec // from the last snapshot: for dns-record
+	issuer   *legoissuer.Issuer     // the CA's: for dns-record (the cluster's accounts in cluster mode)
 }
 
 // newDaemon builds every stage from cfg; nothing runs until run.
@@ -199,6 +202,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 	if err != nil {
 		return nil, err
 	}
+	d.issuer = iss
 	mcfg := acme.ManagerConfig{
 		Directory: cfg.ACMEDirectory, StateDir: cfg.StateDir, MaxOrders: cfg.MaxOrders, ForcedLimit: cfg.ForcedLimit,
 		DefaultKeyType: cfg.KeyType, DefaultProfile: cfg.ACMEProfile, UnusedGrace: cfg.UnusedGrace, FlatLinks: cfg.FlatLinks,
@@ -228,7 +232,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 	}
 	d.watcher = dockerwatch.New(docker, dockerwatch.Config{
 		Rules: dockerwatch.Rules{Prefix: cfg.LabelPrefix, KeyTypes: acme.KeyTypes, CertName: acme.ValidateName,
-			DNSProviders: cfg.DNSProviders},
+			DNSProviders: cfg.DNSProviders, IPProfile: cfg.IPProfile},
 		Debounce: cfg.Debounce, Companion: cfg.Companion, Resync: cfg.DockerResync, Podman: eng.Podman}, log)
 	return d, nil
 }
@@ -272,7 +276,7 @@ func (d *daemon) run(ctx context.Context) error {
 // to the stages.
 func (d *daemon) apply(snap dockerwatch.Desired) {
 	d.mu.Lock()
-	d.problems, d.proxies = snap.Problems, snap.Proxies
+	d.problems, d.proxies, d.certs = snap.Problems, snap.Proxies, snap.Certs
 	d.mu.Unlock()
 	if d.cluster != nil {
 		// Before the Manager hears of them: an order's tokens are then
@@ -346,6 +350,42 @@ func (d *daemon) healthy() error {
 		}
 	}
 	return nil
+}
+
+// dnsRecords are the DNS-PERSIST-01 records of the certificate named key
+// (or wanted for the domain key), or of the domains key lists when no
+// certificate is: what to set before labelling a container.
+func (d *daemon) dnsRecords(ctx context.Context, key string) (dnsRecordAnswer, error) {
+	d.mu.Lock()
+	var spec *dockerwatch.CertSpec
+	for i, c := range d.certs {
+		if c.Name == key {
+			spec = &d.certs[i]
+		}
+	}
+	for i, c := range d.certs {
+		if spec == nil && slices.Contains(c.Domains, strings.ToLower(key)) {
+			spec = &d.certs[i]
+		}
+	}
+	ans := dnsRecordAnswer{}
+	if spec != nil {
+		ans.Name, ans.Domains, ans.Email = spec.Name, spec.Domains, spec.Email
+	}
+	d.mu.Unlock()
+	if spec == nil {
+		domains, err := dockerwatch.ParseDomains(key)
+		if err != nil {
+			return ans, fmt.Errorf("no certificate named or covering %q, and it is not a list of domains: %w", key, err)
+		}
+		ans.Domains = domains
+	}
+	if i := slices.IndexFunc(ans.Domains, dockerwatch.IsIP); i >= 0 {
+		return ans, fmt.Errorf("%s is an IP address: a CA validates addresses over http-01 only", ans.Domains[i])
+	}
+	recs, err := d.issuer.PersistRecords(ctx, ans.Email, ans.Domains)
+	ans.Records = recs
+	return ans, err
 }
 
 func (d *daemon) forget(ctx context.Context, name string) acme.RenewResult {

@@ -19,6 +19,12 @@ func view(name string, state acme.State, notAfter time.Time) CertView {
 	return CertView{CertStatus: acme.CertStatus{Name: name, State: state, NotAfter: notAfter, Domains: []string{name + ".example.com"}}}
 }
 
+// lived gives v a lifetime.
+func lived(v CertView, lifetime time.Duration) CertView {
+	v.NotBefore = v.NotAfter.Add(-lifetime)
+	return v
+}
+
 func TestUnhealthy(t *testing.T) {
 	now := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	day := 24 * time.Hour
@@ -32,6 +38,9 @@ func TestUnhealthy(t *testing.T) {
 		{desc: "failing", c: view("a", "failing", now.Add(60*day)), bad: true},
 		{desc: "placeholder: not yet issued is not an expiry", c: view("a", "placeholder", now.Add(day))},
 		{desc: "unused, expiring: nobody needs it", c: view("a", "unused", now.Add(day))},
+		{desc: "short-lived (160 h), renewed at half: 4 days left is fine", c: lived(view("a", "valid", now.Add(4*day)), 160*time.Hour)},
+		{desc: "short-lived (160 h), under a third left: its renewal is late", c: lived(view("a", "valid", now.Add(50*time.Hour)), 160*time.Hour), bad: true},
+		{desc: "90 days, 20 days left: the warning (14 d) is shorter than a third", c: lived(view("a", "valid", now.Add(20*day)), 90*day)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/net/idna"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgecert/edgecert/dockerwatch"
 )
 
 // How status looks in a terminal: the table of every certificate, and one
@@ -248,12 +250,21 @@ func printDetail(w io.Writer, c CertView, now time.Time) {
 	}
 	var names []string
 	for _, d := range c.Domains {
-		names = append(names, withUnicode(d))
+		if dockerwatch.IsIP(d) {
+			names = append(names, d+" (IP address)")
+		} else {
+			names = append(names, withUnicode(d))
+		}
 	}
 	line("domains", strings.Join(names, ", "))
 	line("containers", strings.Join(c.Containers, ", "))
 	line("key type", c.KeyType)
 	line("profile", c.Profile)
+	if c.DNSProvider != "" {
+		line("challenge", c.Challenge+" through "+c.DNSProvider)
+	} else {
+		line("challenge", c.Challenge)
+	}
 	line("serial", c.Serial)
 	line("issuer", c.Issuer)
 	if !c.NotAfter.IsZero() {

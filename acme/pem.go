@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"time"
 )
 
@@ -27,7 +28,7 @@ func infoOf(leaf *x509.Certificate) *Info {
 	}
 	return &Info{
 		Serial:      hex.EncodeToString(leaf.SerialNumber.Bytes()),
-		Domains:     append([]string(nil), leaf.DNSNames...),
+		Domains:     leafNames(leaf),
 		NotBefore:   leaf.NotBefore,
 		NotAfter:    leaf.NotAfter,
 		Issuer:      issuer,
@@ -36,6 +37,16 @@ func infoOf(leaf *x509.Certificate) *Info {
 		KeyType:     keyTypeOf(leaf),
 		Leaf:        leaf,
 	}
+}
+
+// leafNames are the identifiers a leaf holds as labels write them: its DNS
+// names, then its IP addresses (canonical: IPv6 compressed, RFC 5952).
+func leafNames(leaf *x509.Certificate) []string {
+	names := append([]string(nil), leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names
 }
 
 // keyTypeOf names the leaf's key the way labels and env name key types.
@@ -103,12 +114,18 @@ func selfSigned(domains []string) (chain, key []byte, err error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: domains[0], Organization: []string{placeholderOrg}},
-		DNSNames:              domains,
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(placeholderValid),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
+	}
+	for _, d := range domains {
+		if ip := net.ParseIP(d); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, d)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {

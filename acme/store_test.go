@@ -467,3 +467,24 @@ func TestStoreSwapsTheLongestName(t *testing.T) {
 		t.Fatalf("Read = %+v, %v; want the second version", got, err)
 	}
 }
+
+// An address is one of a certificate's names, in the placeholder and as a
+// leaf is read back: a certificate for 192.0.2.10 is for the wish
+// "192.0.2.10", never "domains changed" (an order wasted at every check).
+func TestAddressesAreNames(t *testing.T) {
+	chain, _, err := selfSigned([]string{"192.0.2.10", "a.example.com", "2001:db8::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _, err := parseChain(chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaf.IPAddresses) != 2 || len(leaf.DNSNames) != 1 {
+		t.Fatalf("placeholder SANs: DNS %v, IP %v; want the addresses as IP SANs", leaf.DNSNames, leaf.IPAddresses)
+	}
+	info := infoOf(leaf)
+	if !SameNames(info.Domains, []string{"192.0.2.10", "a.example.com", "2001:db8::1"}) {
+		t.Errorf("names read back = %v", info.Domains)
+	}
+}

@@ -101,7 +101,8 @@ EDGECERT_* environment variables (see README.md) and takes no flags.`,
 
 func statusCmd(stdout, stderr io.Writer) *cobra.Command {
 	var o statusOpts
-	c := &cobra.Command{
+	var c *cobra.Command
+	c = &cobra.Command{
 		Use:     "status [NAME|DOMAIN]",
 		Aliases: []string{"certificates"},
 		Short:   "Show every certificate, or one in detail with its history",
@@ -122,11 +123,12 @@ Monitoring can run it as it is.`,
 			if len(names) > 1 {
 				return errors.New("status shows one certificate in detail, or all: name at most one")
 			}
+			o.warnSet = c.Flags().Changed("warn-days")
 			return exit(cmdStatus(o, names, stdout, stderr))
 		},
 	}
 	c.Flags().BoolVar(&o.json, "json", false, "print the status as JSON (the schema is in README.md)")
-	c.Flags().IntVar(&o.warnDays, "warn-days", 14, "exit 1 if a certificate in use expires within this many days")
+	c.Flags().IntVar(&o.warnDays, "warn-days", 14, "exit 1 if a certificate in use expires within this many days (unset: 14, or a third of its lifetime when that is shorter)")
 	c.Flags().IntVar(&o.width, "width", 0, "fit the table to this many columns (default: the terminal's, or $COLUMNS, or 120)")
 	c.Flags().StringSliceVar(&o.certNames, "cert-name", nil, "the certificate to show (certbot's flag; same as naming it)")
 	return c

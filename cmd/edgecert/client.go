@@ -25,6 +25,7 @@ import (
 type statusOpts struct {
 	json      bool
 	warnDays  int
+	warnSet   bool // --warn-days given: taken as it is, whatever the lifetime
 	width     int
 	certNames []string
 }
@@ -60,7 +61,7 @@ func cmdStatus(o statusOpts, names []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgecert: %s: changes to containers are not seen\n", doc.Docker.Error)
 		return 2
 	}
-	if bad := unhealthy(doc, now, time.Duration(o.warnDays)*24*time.Hour); len(bad) > 0 {
+	if bad := unhealthy(doc, now, time.Duration(o.warnDays)*24*time.Hour, !o.warnSet); len(bad) > 0 {
 		fmt.Fprintf(stderr, "edgecert: needs attention: %s\n", strings.Join(bad, "; "))
 		return 1
 	}
@@ -95,14 +96,15 @@ func findCert(doc StatusDoc, key string) (CertView, bool) {
 }
 
 // unhealthy lists the certificates in use that are failing or expire within
-// warn, or within a third of their lifetime when that is shorter: a
-// short-lived certificate (6 days, an IP address's) always expires within
-// 14 days, and is renewed with half of its lifetime left.
-func unhealthy(doc StatusDoc, now time.Time, warn time.Duration) []string {
+// warn; with byLifetime (the default warning, not one the operator set),
+// within a third of their lifetime when that is shorter: a short-lived
+// certificate (6 days, an IP address's) always expires within 14 days, and
+// is renewed with half of its lifetime left.
+func unhealthy(doc StatusDoc, now time.Time, warn time.Duration, byLifetime bool) []string {
 	var bad []string
 	for _, c := range doc.Certificates {
 		w := warn
-		if !c.NotBefore.IsZero() && c.NotAfter.After(c.NotBefore) {
+		if byLifetime && !c.NotBefore.IsZero() && c.NotAfter.After(c.NotBefore) {
 			w = min(w, c.NotAfter.Sub(c.NotBefore)/3)
 		}
 		switch {

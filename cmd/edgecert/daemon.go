@@ -242,7 +242,7 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 func (d *daemon) run(ctx context.Context) error {
 	cfg := d.cfg
 	d.log.Info("edgecert starting", "version", version, "directory", cfg.ACMEDirectory, "certs_dir", cfg.CertsDir,
-		"webroot", cfg.Webroot, "label_prefix", cfg.LabelPrefix)
+		"webroot", cfg.Webroot, "label_prefix", cfg.LabelPrefix, "setup_ms", time.Since(processStart).Milliseconds())
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.watcher.Run(ctx) })
 	g.Go(func() error { return d.stages.manager.Run(ctx) })

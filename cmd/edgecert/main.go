@@ -23,10 +23,19 @@
 //	metrics.go     the Prometheus endpoint
 package main
 
-import "os"
+import (
+	"os"
+	"time"
+)
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// processStart is when the process began to run Go code (package
+// initialisation): "edgecert starting" says how long the set-up after it
+// took, so that a slow start is split between the engine (starting the
+// container, loading the binary) and edgecert.
+var processStart = time.Now()
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))

@@ -31,6 +31,7 @@ func TestUnhealthy(t *testing.T) {
 	tests := []struct {
 		desc string
 		c    CertView
+		warn time.Duration // set by the operator; 0: the default
 		bad  bool
 	}{
 		{desc: "valid, far from expiry", c: view("a", "valid", now.Add(60*day))},
@@ -41,10 +42,16 @@ func TestUnhealthy(t *testing.T) {
 		{desc: "short-lived (160 h), renewed at half: 4 days left is fine", c: lived(view("a", "valid", now.Add(4*day)), 160*time.Hour)},
 		{desc: "short-lived (160 h), under a third left: its renewal is late", c: lived(view("a", "valid", now.Add(50*time.Hour)), 160*time.Hour), bad: true},
 		{desc: "90 days, 20 days left: the warning (14 d) is shorter than a third", c: lived(view("a", "valid", now.Add(20*day)), 90*day)},
+		{desc: "90 days, 60 days left, --warn-days 100 set: as the operator asked", c: lived(view("a", "valid", now.Add(60*day)), 90*day), warn: 100 * day, bad: true},
+		{desc: "short-lived, --warn-days 14 set: as the operator asked", c: lived(view("a", "valid", now.Add(4*day)), 160*time.Hour), warn: 14 * day, bad: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			got := unhealthy(StatusDoc{Certificates: []CertView{tc.c}}, now, 14*day)
+			warn, set := 14*day, tc.warn > 0
+			if set {
+				warn = tc.warn
+			}
+			got := unhealthy(StatusDoc{Certificates: []CertView{tc.c}}, now, warn, !set)
 			if (len(got) > 0) != tc.bad {
 				t.Errorf("unhealthy = %v, want bad=%v", got, tc.bad)
 			}

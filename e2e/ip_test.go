@@ -96,9 +96,13 @@ func TestIPAddressCertificates(t *testing.T) {
 	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > 5*time.Minute {
 		t.Fatalf("the address's certificate lasts %s: not the CA's short-lived profile", life)
 	}
+	// Proven by edgecert too: its handshake may come a moment after the
+	// leaf is served (a reload for the other certificate loaded it while
+	// this one's first reload had met that one's files not yet written).
+	s.waitDeployed(v4)
 	c, _ := s.cert(v4)
-	if c.Profile != "shortlived" || !c.Deployed || c.Hint != "" {
-		t.Fatalf("status of %s: profile %q, deployed %v, hint %q; want shortlived, deployed (proven by a handshake to the address), no hint", v4, c.Profile, c.Deployed, c.Hint)
+	if c.Profile != "shortlived" || c.Hint != "" {
+		t.Fatalf("status of %s: profile %q, hint %q; want shortlived, no hint", v4, c.Profile, c.Hint)
 	}
 	t.Logf("%s: serial %s, SAN IP %v, no CN, lifetime %s, profile %s", v4, serialOf(leaf), leaf.IPAddresses, leaf.NotAfter.Sub(leaf.NotBefore), c.Profile)
 
@@ -110,9 +114,10 @@ func TestIPAddressCertificates(t *testing.T) {
 		if byName, err := s.verified(roots, mixed); err != nil || serialOf(byName) != serialOf(m) {
 			t.Fatalf("%s by SNI on IPv4: %v (want serial %s)", mixed, err, serialOf(m))
 		}
+		s.waitDeployed(mixed)
 		mc, _ := s.cert(mixed)
-		if !mc.Deployed || mc.Hint != "" {
-			t.Fatalf("status of %s: deployed %v, hint %q", mixed, mc.Deployed, mc.Hint)
+		if mc.Hint != "" {
+			t.Fatalf("status of %s: hint %q", mixed, mc.Hint)
 		}
 		t.Logf("%s: serial %s, SAN DNS %v, SAN IP %v, no CN", mixed, serialOf(m), m.DNSNames, m.IPAddresses)
 	}
@@ -136,18 +141,20 @@ func TestIPAddressCertificates(t *testing.T) {
 	t.Logf("%s renewed: serial %s after %s", v4, serialOf(renewed), renewed.NotBefore.Sub(leaf.NotBefore).Round(time.Second))
 
 	// Every order the CA created issued a certificate: none lost, none
-	// ordered twice for one need.
-	issued := 0
-	for _, cv := range s.status().Certificates {
-		for _, h := range cv.History {
-			if h.Kind == "issued" {
-				issued++
-			}
+	// ordered twice for one need. (Counted from the log: status keeps a
+	// short history, and these certificates renew every minute or so; an
+	// order in flight at one look is issued at the next.)
+	var orders, issued int
+	if err := waitUntil(30*time.Second, func() error {
+		orders, issued = newOrders(t, pebble), strings.Count(s.logs(), "certificate obtained and written")
+		if orders != issued {
+			return fmt.Errorf("the CA created %d orders, %d certificates were issued", orders, issued)
 		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if orders := newOrders(t, pebble); orders != issued {
-		t.Fatalf("the CA created %d orders, %d certificates were issued", orders, issued)
-	}
+	t.Logf("MEASURE ip orders_at_ca=%d issued=%d", orders, issued)
 }
 
 // waitAddressServed waits until nginx, reached at ip without SNI, presents

@@ -48,8 +48,9 @@ func TestDNSPersist01(t *testing.T) {
 	if retry := time.Until(c.NextRetry); retry > 11*time.Minute {
 		t.Errorf("a missing record is checked again in %s; want 10 minutes at most", retry.Round(time.Second))
 	}
-	if n := newOrders(t, pebble); n != 0 {
-		t.Fatalf("the CA created %d orders while the record was missing, want 0", n)
+	missing := newOrders(t, pebble)
+	if missing != 0 {
+		t.Fatalf("the CA created %d orders while the record was missing, want 0", missing)
 	}
 	t.Logf("status while the record is missing: %s", c.LastError)
 
@@ -83,9 +84,11 @@ func TestDNSPersist01(t *testing.T) {
 			}
 		}
 	}
-	if n := newOrders(t, pebble); n != 1 {
-		t.Errorf("the CA created %d orders, want 1", n)
+	after := newOrders(t, pebble)
+	if after != 1 {
+		t.Errorf("the CA created %d orders, want 1", after)
 	}
+	t.Logf("MEASURE dns-persist-01 orders_at_ca_while_missing=%d orders_at_ca_after=%d", missing, after)
 	c, _ = s.cert("persist")
 	if c.Challenge != "dns-persist-01" || !strings.Contains(historyText(c), "(dns-persist-01)") {
 		t.Errorf("status of persist: challenge %q, history %s", c.Challenge, historyText(c))

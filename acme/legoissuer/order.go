@@ -118,7 +118,7 @@ func (r *orderRun) obtain(ctx context.Context, opts *api.OrderOptions, pk crypto
 	if err != nil {
 		return nil, err
 	}
-	csr, err := certcrypto.CreateCSR(pk, certcrypto.CSROptions{Domain: commonName(r.domains), SAN: r.domains})
+	csr, err := csrFor(pk, r.domains)
 	if err != nil {
 		return nil, fmt.Errorf("certificate request: %w", err)
 	}
@@ -145,6 +145,12 @@ func (r *orderRun) obtain(ctx context.Context, opts *api.OrderOptions, pk crypto
 		return nil, fmt.Errorf("download certificate: %w", err)
 	}
 	return chain, nil
+}
+
+// csrFor is the certificate request for domains: every name a SAN (an
+// address an IP SAN), the CN as commonName says.
+func csrFor(pk crypto.PrivateKey, domains []string) ([]byte, error) {
+	return certcrypto.CreateCSR(pk, certcrypto.CSROptions{Domain: commonName(domains), SAN: domains})
 }
 
 // commonName is the first name when it fits a subject CN (64 bytes), as lego

@@ -303,6 +303,27 @@ func TestCommonName(t *testing.T) {
 	}
 }
 
+// The request for a name and two addresses: the name a DNS SAN, the
+// addresses IP SANs, no CN.
+func TestCSRForAddresses(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := csrFor(k, []string{"a.test", "192.0.2.10", "2001:db8::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips []string
+	for _, ip := range req.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	if req.Subject.CommonName != "" || !slices.Equal(req.DNSNames, []string{"a.test"}) || !slices.Equal(ips, []string{"192.0.2.10", "2001:db8::1"}) {
+		t.Errorf("CSR: CN %q, DNS %v, IP %v; want no CN, a.test, the two addresses", req.Subject.CommonName, req.DNSNames, ips)
+	}
+}
+
 func TestCheckProfile(t *testing.T) {
 	offered := map[string]string{"classic": "", "shortlived": "", "tlsserver": ""}
 	for _, tc := range []struct {

@@ -86,15 +86,25 @@ func needsOrder(e *entry, o Order, directory string, now time.Time) (bool, strin
 }
 
 // orderNow says whether to order o for e (not ordering already) now, and
-// why; when not, wake is when to ask again (zero: nothing is due).
+// why; when not, wake is when to ask again (zero: nothing is due). A take
+// that failed waits for refreshAt, and wakes the loop then.
 func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, reason string, wake time.Time) {
+	order, reason, wake = orderByNeed(e, o, directory, now)
+	if !order && (e.refresh || e.refreshRollback) && now.Before(e.refreshAt) && (wake.IsZero() || e.refreshAt.Before(wake)) {
+		wake = e.refreshAt
+	}
+	return order, reason, wake
+}
+
+func orderByNeed(e *entry, o Order, directory string, now time.Time) (order bool, reason string, wake time.Time) {
+	takeDue := !now.Before(e.refreshAt)
 	if now.Before(e.st.LimitedUntil) {
 		return false, "", e.st.LimitedUntil // the CA's Retry-After holds every order, a changed wish's too
 	}
 	if now.Before(e.heldUntil) {
 		return false, "", e.heldUntil // the issuer could not order a moment ago (ErrHeld)
 	}
-	if e.refreshRollback {
+	if e.refreshRollback && takeDue {
 		return true, reasonClusterRollback, time.Time{} // taken whatever this host's own hold
 	}
 	if e.force {
@@ -103,7 +113,7 @@ func orderNow(e *entry, o Order, directory string, now time.Time) (order bool, r
 	if e.st.Hold != nil {
 		return false, "", time.Time{} // rolled back: only `renew NAME` orders
 	}
-	if e.refresh {
+	if e.refresh && takeDue {
 		return true, string(SourceCluster), time.Time{}
 	}
 	need, why := needsOrder(e, o, directory, now)

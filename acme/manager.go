@@ -119,6 +119,7 @@ type entry struct {
 	refresh         bool      // the issuer has a newer certificate (another host ordered it): take it
 	heldUntil       time.Time // the issuer said it cannot order now (ErrHeld): not before then
 	refreshRollback bool      // ... and it is a rollback done on another host
+	refreshAt       time.Time // a take that failed (etcd unreachable a moment): taken again then, not at once
 	polling         bool      // an ARI request is in flight
 
 	// An issued pair not (yet) on the volume: its write is retried, it is
@@ -372,7 +373,7 @@ func (m *Manager) takeInbox() {
 				continue // already served here
 			}
 			m.log.Warn("rolled back on another host; taking it and holding renewal", "cert", o.Name, "serial", o.Serial, "by", o.By)
-			e.refresh, e.refreshRollback = true, true
+			e.refresh, e.refreshRollback, e.refreshAt = true, true, time.Time{}
 			continue
 		case !offerNewer(e.disk, o):
 			continue // the volume's is as new
@@ -385,7 +386,7 @@ func (m *Manager) takeInbox() {
 			m.save(e)
 		}
 		m.log.Info("the issuer has a newer certificate; taking it", "cert", o.Name, "serial", o.Serial, "by", o.By)
-		e.refresh = true
+		e.refresh, e.refreshAt = true, time.Time{}
 	}
 }
 

@@ -152,6 +152,9 @@ func (m *Manager) applyOrder(e *entry, r result) {
 		if r.force {
 			e.force, e.forced = true, true
 		}
+		if r.take {
+			e.refresh, e.refreshRollback, e.refreshAt = true, e.refreshRollback || r.rollback, time.Time{}
+		}
 		m.log.Warn("order held; nothing ordered", "cert", e.name, "err", r.err)
 		e.wait.orderFailed(heldResult(e.name, r.err.Error()))
 	case errors.Is(r.err, ErrNothingNewer):
@@ -161,6 +164,11 @@ func (m *Manager) applyOrder(e *entry, r result) {
 		e.wait.orderFailed(RenewResult{Name: e.name, Message: "nothing newer to take (no order)"})
 	case r.err != nil:
 		m.orderFailed(e, r)
+		if r.take {
+			// The offer is not made again (another host stored it once):
+			// taken again when the failure's retry is due.
+			e.refresh, e.refreshRollback, e.refreshAt = true, e.refreshRollback || r.rollback, e.st.RetryAt
+		}
 	case r.werr != nil:
 		e.pending = r.pair
 		m.writeFailed(e, r.werr)

@@ -223,3 +223,41 @@ func TestOfferBeforeTheWishIsTaken(t *testing.T) {
 		t.Errorf("the first order was not the offer's take: %+v", o)
 	}
 }
+
+// A take that fails (etcd cut for a moment while the certificate is read)
+// is taken again when its retry is due: the offer came once, and without
+// it this host would serve the older certificate until its own renewal
+// (seen in the cluster fault campaign: hosts never converged).
+func TestAFailedTakeIsTakenAgain(t *testing.T) {
+	certs, st := t.TempDir(), t.TempDir()
+	clk := &clock{now: time.Now()}
+	iss := &fakeIssuer{t: t, ca: newTestCA(t), life: 90 * 24 * time.Hour}
+	h := startAt(t, certs, st, iss, &fakeDeployer{}, clk)
+	h.m.Update([]Want{{Name: "site", Domains: []string{"example.com"}, Containers: []string{"app"}}})
+	waitFor(t, "valid and deployed", func() bool { s := state(h.m, "site"); return s.State == "valid" && s.Deployed })
+	s := state(h.m, "site")
+
+	iss.mu.Lock()
+	iss.fail = errors.New("etcd: read the certificate: rpc error: code = Unavailable desc = error reading from server: EOF")
+	iss.mu.Unlock()
+	h.m.Refresh(Offered{Name: "site", Serial: "0f", NotAfter: s.NotAfter.Add(time.Hour), By: "b"})
+	waitFor(t, "the take to fail", func() bool { return state(h.m, "site").Failures == 1 })
+	if n := iss.count(); n != 2 {
+		t.Fatalf("%d orders after the failed take, want 2 (no loop)", n)
+	}
+	retry := state(h.m, "site").NextRetry
+	iss.mu.Lock()
+	iss.fail = nil
+	iss.mu.Unlock()
+	h.at(clk, retry.Add(-time.Second))
+	time.Sleep(50 * time.Millisecond) // a take before its retry would show here; none must
+	if n := iss.count(); n != 2 {
+		t.Fatalf("taken again before the retry was due: %d orders", n)
+	}
+	h.at(clk, retry.Add(time.Second))
+	waitFor(t, "taken again", func() bool { return iss.count() == 3 })
+	if o := iss.lastOrder(); !o.TakeOnly {
+		t.Errorf("the retry is not take-only: %+v", o)
+	}
+	waitFor(t, "the take to succeed", func() bool { s := state(h.m, "site"); return s.Failures == 0 && s.State == "valid" })
+}

@@ -39,6 +39,9 @@ type result struct {
 	took  time.Duration // order: inside the issuer; deploy: the whole deployment
 	force bool          // order: it was forced by the operator
 	pre   time.Duration // order: in the preflight check
+	// order: a take-only order (an offer, a rollback on another host),
+	// taken again after a failure: its offer comes only once.
+	take, rollback bool
 }
 
 // startOrder orders o for e. m.mu is held.
@@ -93,7 +96,7 @@ func (m *Manager) startOrder(ctx context.Context, wg *sync.WaitGroup, e *entry, 
 			chain, key, err = m.obtain(ctx, o)
 			took = time.Since(start)
 		}
-		r := result{kind: orderDone, name: name, err: err, took: took, pre: pre, fp: specKey(o), force: o.Forced}
+		r := result{kind: orderDone, name: name, err: err, took: took, pre: pre, fp: specKey(o), force: o.Forced, take: o.TakeOnly, rollback: o.Rollback}
 		if err == nil {
 			// Kept before it is written: from here on, this certificate is
 			// never ordered again, whatever happens to the write or to us.

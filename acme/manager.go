@@ -92,6 +92,7 @@ type Manager struct {
 	mu        sync.Mutex // guards what follows: the loop writes, Status reads
 	certs     map[string]*entry
 	synced    bool
+	volume    chan []loaded // the volume read at Run's start: taken by the first preload (the loop's own)
 	slots     chan struct{} // one per order in flight, dry runs included: at most MaxOrders
 	hold      string        // why orders wait, "" if they need not
 	conflicts []Conflict    // wishes refused by the last reconcile
@@ -269,6 +270,14 @@ func (m *Manager) poke() {
 func (m *Manager) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The volume is read while the first list of containers is made.
+	m.mu.Lock()
+	if !m.synced {
+		vol := make(chan []loaded, 1)
+		wg.Go(func() { vol <- m.readVolume() })
+		m.volume = vol
+	}
+	m.mu.Unlock()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -287,7 +296,22 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.renew(ctx, &wg, r)
 		case r := <-m.results:
 			m.apply(r)
+			m.applyWaiting()
 		case <-timer.C:
+		}
+	}
+}
+
+// applyWaiting takes in the results already waiting to be taken: a
+// thousand deployments proven by one reload (a restart) cost one look at
+// what is due, not a thousand looks at a thousand certificates.
+func (m *Manager) applyWaiting() {
+	for {
+		select {
+		case r := <-m.results:
+			m.apply(r)
+		default:
+			return
 		}
 	}
 }

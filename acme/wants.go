@@ -3,6 +3,7 @@ package acme
 import (
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -180,9 +181,11 @@ func (m *Manager) adopt(l loaded) *entry {
 
 // preload reads, without the Manager's lock, what the volume and the state
 // directory hold for the wanted names not known yet (and, the first time,
-// every name on the volume): at a start with a thousand certificates,
-// status and the other callers do not wait on the disk. What it read is
-// adopted under the lock, unless the name was loaded meanwhile.
+// every name on the volume, as read by readVolume when Run began: a start
+// reads the volume while the engine lists the containers): at a start with
+// a thousand certificates, status and the other callers do not wait on the
+// disk. What it read is adopted under the lock, unless the name was loaded
+// meanwhile. Only the loop calls it.
 func (m *Manager) preload(ws []Want) []loaded {
 	m.mu.Lock()
 	var names []string
@@ -193,21 +196,53 @@ func (m *Manager) preload(ws []Want) []loaded {
 	}
 	synced := m.synced
 	m.mu.Unlock()
+	var out []loaded
+	if !synced {
+		if m.volume != nil {
+			out, m.volume = <-m.volume, nil
+		} else {
+			out = m.readVolume()
+		}
+		read := map[string]bool{}
+		for _, l := range out {
+			read[l.name] = true
+		}
+		names = slices.DeleteFunc(names, func(n string) bool { return read[n] })
+	}
+	return append(out, m.loadAll(names)...)
+}
+
+// readVolume reads every certificate on the volume and every pending pair:
+// a start's first step.
+func (m *Manager) readVolume() []loaded {
 	began := time.Now()
-	if !synced {
-		vol, _ := m.cfg.Store.Names() // reconcile logs an error listing the volume
-		names = append(append(names, vol...), pendingNames(m.cfg.StateDir)...)
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
-	out := make([]loaded, len(names))
-	for i, n := range names {
-		out[i] = m.load(n)
-	}
-	if !synced {
-		// A start's second step (after the containers' list, before the
-		// proxies' handshakes): its time is what a restart spends on the disk.
-		m.log.Debug("certificate volume read", "certs", len(out), "took_ms", time.Since(began).Milliseconds())
-	}
+	vol, _ := m.cfg.Store.Names() // reconcile logs an error listing the volume
+	out := m.loadAll(append(vol, pendingNames(m.cfg.StateDir)...))
+	m.log.Debug("certificate volume read", "certs", len(out), "took_ms", time.Since(began).Milliseconds())
 	return out
 }
+
+// loadAll loads names (each once), a few at a time: reading and parsing
+// a thousand certificates is work for every core.
+func (m *Manager) loadAll(names []string) []loaded {
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	out := make([]loaded, len(names))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(loaders, len(names)) {
+		wg.Go(func() {
+			for i := range next {
+				out[i] = m.load(names[i])
+			}
+		})
+	}
+	for i := range names {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+// loaders is how many names loadAll reads at once.
+const loaders = 4

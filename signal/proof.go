@@ -312,10 +312,27 @@ func Served(ctx context.Context, addr, sni string) (fingerprint, serial string, 
 // the chain: the proof compares the exact leaf, a stronger check. An IP
 // address as sni sends no SNI (crypto/tls never sends an address), as a
 // client that reaches the proxy by its address does: the proxy answers
-// with its default server's certificate.
+// with its default server's certificate. It offers the classic groups
+// first (a proof carries no secret, and a post-quantum key share is most
+// of the client's work in a handshake: a restart makes a thousand), and
+// the default ones when the proxy refuses those.
 func present(ctx context.Context, addr, sni string) (shown, error) {
+	s, err := handshake(ctx, addr, sni, classicGroups)
+	var refused *net.OpError // the proxy's alert: crypto/tls reports it so
+	if errors.As(err, &refused) && refused.Op == "remote error" && ctx.Err() == nil {
+		s, err = handshake(ctx, addr, sni, nil)
+	}
+	return s, err
+}
+
+// classicGroups are the key exchanges a proof offers first.
+var classicGroups = []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}
+
+// handshake is one handshake with addr for sni, offering groups (nil:
+// crypto/tls's defaults).
+func handshake(ctx context.Context, addr, sni string, groups []tls.CurveID) (shown, error) {
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second},
-		Config: &tls.Config{ServerName: sni, InsecureSkipVerify: true}} //nolint:gosec // the leaf is compared byte for byte
+		Config: &tls.Config{ServerName: sni, InsecureSkipVerify: true, CurvePreferences: groups}} //nolint:gosec // the leaf is compared byte for byte
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	conn, err := d.DialContext(ctx, "tcp", addr)

@@ -14,6 +14,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -185,6 +186,54 @@ func TestAddressFor(t *testing.T) {
 	} {
 		if got := addressFor(addrs, tc.addr, tc.d); got != tc.want {
 			t.Errorf("%s: addressFor = %s, want %s", tc.desc, got, tc.want)
+		}
+	}
+}
+
+// A proof offers the classic key exchanges first (cheaper by half for the
+// client); a proxy that accepts only a post-quantum one is still proven, on
+// a second handshake with crypto/tls's defaults.
+func TestPresentOffersClassicGroupsThenTheDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		desc   string
+		groups []tls.CurveID // the server's
+		offers int           // handshakes the server sees
+	}{
+		{desc: "a proxy with the usual groups: one handshake", groups: nil, offers: 1},
+		{desc: "a proxy with only X25519MLKEM768: the defaults after the classic ones", groups: []tls.CurveID{tls.X25519MLKEM768}, offers: 2},
+	} {
+		cert, fp := selfSignedCert(t, "a.example.com")
+		var mu sync.Mutex
+		hellos := 0
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13, CurvePreferences: tc.groups,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil },
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				mu.Lock()
+				hellos++
+				mu.Unlock()
+				return nil, nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := present(ctx, ln.Addr().String(), "a.example.com")
+		cancel()
+		ln.Close()
+		mu.Lock()
+		got := hellos
+		mu.Unlock()
+		if err != nil || s.Fingerprint != fp || got != tc.offers {
+			t.Errorf("%s: present = %q, %v after %d handshakes; want %q after %d", tc.desc, s.Fingerprint, err, got, fp, tc.offers)
 		}
 	}
 }

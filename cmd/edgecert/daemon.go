@@ -89,6 +89,19 @@ type daemon struct {
 
 // newDaemon builds every stage from cfg; nothing runs until run.
 func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redactor) (*daemon, error) {
+	// The engine's answer (a round trip, slower on a busy engine) comes
+	// while the volume is cleaned and the stages are made.
+	type detected struct {
+		eng  engine
+		err  error
+		took time.Duration
+	}
+	engc := make(chan detected, 1)
+	go func() {
+		asked := time.Now()
+		eng, err := detectEngine(context.Background(), docker)
+		engc <- detected{eng, err, time.Since(asked)}
+	}()
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
@@ -155,12 +168,12 @@ func newDaemon(cfg Config, docker *client.Client, log *slog.Logger, red *redacto
 	ropts := signal.NginxDefaults()
 	ropts.Timeout = cfg.ReloadTimeout
 	ropts.Self = signal.SelfID()
-	asked := time.Now()
-	eng, err := detectEngine(context.Background(), docker)
-	if err != nil {
-		log.Warn("the engine did not say what it is; taken for Docker (Podman's differences are handled only if it answers at start)", "err", err)
+	det := <-engc
+	eng := det.eng
+	if det.err != nil {
+		log.Warn("the engine did not say what it is; taken for Docker (Podman's differences are handled only if it answers at start)", "err", det.err)
 	} else {
-		log.Info("container engine", "engine", eng.Name, "engine_version", eng.Version, "took_ms", time.Since(asked).Milliseconds())
+		log.Info("container engine", "engine", eng.Name, "engine_version", eng.Version, "took_ms", det.took.Milliseconds())
 	}
 	if eng.Podman {
 		ropts.Top = signal.LibpodTop(docker)

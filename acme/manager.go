@@ -93,6 +93,7 @@ type Manager struct {
 	certs     map[string]*entry
 	synced    bool
 	volume    chan []loaded // the volume read at Run's start: taken by the first preload (the loop's own)
+	recheck   bool          // a proof succeeded: failed and unserved deployments are tried again now
 	slots     chan struct{} // one per order in flight, dry runs included: at most MaxOrders
 	hold      string        // why orders wait, "" if they need not
 	conflicts []Conflict    // wishes refused by the last reconcile
@@ -457,6 +458,14 @@ func (m *Manager) save(e *entry) {
 func (m *Manager) launchDue(ctx context.Context, wg *sync.WaitGroup) time.Duration {
 	if !m.synced || ctx.Err() != nil {
 		return time.Hour
+	}
+	if m.recheck {
+		m.recheck = false
+		for _, e := range m.certs {
+			if (e.deployErr != "" || e.unserved != "") && !e.deploying {
+				e.deployRetryAt = time.Time{}
+			}
+		}
 	}
 	now := m.now()
 	next := now.Add(time.Hour)

@@ -107,12 +107,9 @@ func (m *Manager) applyDeploy(e *entry, r result) {
 		}
 		// A proxy loaded its configuration: whatever made other deployments
 		// fail (a config naming files not written yet, say) may be gone.
-		// Check them now; a proxy that already serves them is not reloaded.
-		for _, o := range m.certs {
-			if (o.deployErr != "" || o.unserved != "") && !o.deploying {
-				o.deployRetryAt = time.Time{}
-			}
-		}
+		// Checked at the next look at what is due (once for a thousand
+		// proofs); a proxy that already serves them is not reloaded.
+		m.recheck = true
 	}
 	if e.wait.awaitsProof(r.fp) {
 		res := RenewResult{Name: e.name, Ordered: true, Serial: e.disk.Serial, NotAfter: e.disk.NotAfter, Message: "certificate issued, written and proven served"}

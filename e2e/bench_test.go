@@ -557,7 +557,9 @@ func TestBenchScale(t *testing.T) {
 	// A thousand containers take minutes to remove: in chunks, four at a
 	// time (one docker rm of all would outlast the harness's 2 minutes).
 	t.Cleanup(func() {
-		ids, _ := docker("ps", "-aq", "--filter", "label=edgecert-e2e-stack="+runID+"-scale")
+		// The apps only: the stack's own cleanup keeps edgecert's and
+		// nginx's logs first.
+		ids, _ := docker("ps", "-aq", "--filter", "label=edgecert-e2e-stack="+runID+"-scale", "--filter", "label=edgecert-e2e-app")
 		all := strings.Fields(ids)
 		sem := make(chan struct{}, 4)
 		var wg sync.WaitGroup
@@ -747,7 +749,7 @@ func (s *stack) scaleApps(prefix string, n int) []string {
 			defer wg.Done()
 			defer func() { <-sem }()
 			args := append([]string{"run", "-d", "--name", "e2e-" + runID + "-" + s.name + "-" + names[i], "--network", "none",
-				"--label", s.prefix + ".domains=" + d, "--label", s.prefix + ".name=" + names[i]}, s.labels()...)
+				"--label", s.prefix + ".domains=" + d, "--label", s.prefix + ".name=" + names[i], "--label", "edgecert-e2e-app=1"}, s.labels()...)
 			if out, err := docker(append(args, "edgecert-testapp:e2e", "/testapp", "sleep", "86400")...); err != nil {
 				s.t.Errorf("start %s: %s", names[i], out)
 			}

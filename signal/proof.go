@@ -313,9 +313,9 @@ func Served(ctx context.Context, addr, sni string) (fingerprint, serial string, 
 // address as sni sends no SNI (crypto/tls never sends an address), as a
 // client that reaches the proxy by its address does: the proxy answers
 // with its default server's certificate. It offers the classic groups
-// first (a proof carries no secret, and a post-quantum key share is most
-// of the client's work in a handshake: a restart makes a thousand), and
-// the default ones when the proxy refuses those.
+// first (a proof carries no secret, and a post-quantum key share is a
+// large part of the client's work: a restart makes a thousand handshakes),
+// and the default ones when the proxy refuses those.
 func present(ctx context.Context, addr, sni string) (shown, error) {
 	s, err := handshake(ctx, addr, sni, classicGroups)
 	var refused *net.OpError // the proxy's alert: crypto/tls reports it so
@@ -328,23 +328,38 @@ func present(ctx context.Context, addr, sni string) (shown, error) {
 // classicGroups are the key exchanges a proof offers first.
 var classicGroups = []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}
 
+// errSeen ends a proof's handshake once the proxy's certificate is read:
+// what the proxy presents is all a proof looks at, and the rest of the
+// handshake (its signature checked, the keys agreed, Finished) is half the
+// client's work. The proxy sees the client end the handshake (an alert
+// nginx logs at the info level only); it had loaded the key with the
+// certificate (its config test checks that they fit).
+var errSeen = errors.New("certificate seen")
+
 // handshake is one handshake with addr for sni, offering groups (nil:
-// crypto/tls's defaults).
+// crypto/tls's defaults), up to the proxy's certificate.
 func handshake(ctx context.Context, addr, sni string, groups []tls.CurveID) (shown, error) {
+	var seen shown
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second},
-		Config: &tls.Config{ServerName: sni, InsecureSkipVerify: true, CurvePreferences: groups}} //nolint:gosec // the leaf is compared byte for byte
+		Config: &tls.Config{ServerName: sni, InsecureSkipVerify: true, CurvePreferences: groups, //nolint:gosec // the leaf is compared byte for byte
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return fmt.Errorf("%s presented no certificate", addr)
+				}
+				seen = shownOf(cs.PeerCertificates[0])
+				return errSeen
+			}}}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return shown{}, err
+	if errors.Is(err, errSeen) {
+		return seen, nil
 	}
-	defer conn.Close()
-	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
-	if len(certs) == 0 {
-		return shown{}, fmt.Errorf("%s presented no certificate", addr)
+	if err == nil {
+		conn.Close()
+		err = fmt.Errorf("%s completed a handshake without a certificate", addr)
 	}
-	return shownOf(certs[0]), nil
+	return shown{}, err
 }
 
 // shownOf is what a leaf shows: its names are its DNS names and then its IP

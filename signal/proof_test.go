@@ -216,15 +216,7 @@ func TestPresentOffersClassicGroupsThenTheDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() { c.(*tls.Conn).Handshake(); c.Close() }()
-			}
-		}()
+		go handshakeAll(ln)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s, err := present(ctx, ln.Addr().String(), "a.example.com")
 		cancel()

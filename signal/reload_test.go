@@ -201,17 +201,21 @@ func newFake(t *testing.T) (*fakeNginx, *tls.Certificate, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
-		}
-	}()
+	go handshakeAll(ln)
 	f.ip, f.port, _ = net.SplitHostPort(ln.Addr().String())
 	return f, next, fp
+}
+
+// handshakeAll completes a handshake with every client of ln until it is
+// closed.
+func handshakeAll(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+	}
 }
 
 func reloader(f *fakeNginx) *Reloader {

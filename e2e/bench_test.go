@@ -779,7 +779,11 @@ func (s *stack) waitAllProven(names []string, timeout time.Duration) {
 }
 
 // confWriter adds a server block for every certificate of the volume that
-// has none, every few milliseconds, until stopped.
+// has none, every 25 ms, until stopped: a placeholder comes an order's time
+// (a quarter of a second or more) before its real certificate, so the block
+// is in place before the reload that serves it. (Every 2 ms, the read of a
+// directory of 1,100 names took a fifth of one core here, beside what is
+// measured.)
 type confWriterT struct{ done, stopped chan struct{} }
 
 func (c confWriterT) stop() { close(c.done); <-c.stopped }
@@ -805,7 +809,7 @@ func (s *stack) confWriter() confWriterT {
 			select {
 			case <-c.done:
 				return
-			case <-time.After(2 * time.Millisecond):
+			case <-time.After(25 * time.Millisecond):
 			}
 		}
 	}()

@@ -21,11 +21,12 @@ import (
 // gives back-to-back reloads, each covering all that came meanwhile, and no
 // deployment spends its deadline waiting behind another. A proxy whose
 // reload is slow (a configuration of a thousand server blocks takes nginx
-// tens of seconds to load, twice: config test and reload) rests as long as
-// that reload took before its next one: it spends at most half its time
-// reloading, and what comes meanwhile goes into fewer reloads. Slowness is
-// measured on the proxy's own work (config test, signal, new workers), never
-// on the wait for handshakes, which says nothing of its size.
+// tens of seconds to load, twice: config test and reload) rests before its
+// next one (restAfter): it spends at most half its time reloading, what
+// comes meanwhile goes into fewer reloads, and the longer a burst keeps it
+// reloading back to back, the longer it rests. Slowness is measured on the
+// proxy's own work (config test, signal, new workers), never on the wait
+// for handshakes, which says nothing of its size.
 type Batcher struct {
 	r        *Reloader
 	bound    time.Duration
@@ -68,7 +69,8 @@ type proxyQueue struct {
 	proxy     Proxy
 	certs     []*pending
 	running   bool
-	restUntil time.Time // no reload before then: the last one was slow
+	restUntil time.Time     // no reload before then: the last one was slow
+	spell     time.Duration // how long its busy spell has lasted: slow reloads' own work, rests
 }
 
 // NewBatcher returns a Batcher whose batches wait at most bound for
@@ -200,7 +202,9 @@ func (d *Batcher) reloadQueue(ctx context.Context, id string) {
 	for {
 		d.mu.Lock()
 		q := d.queues[id]
+		rested := false // certificates waited for a rest: the busy spell goes on
 		if rest := time.Until(q.restUntil); rest > 0 && len(q.certs) > 0 {
+			rested = true
 			name := q.proxy.Name
 			d.mu.Unlock()
 			d.r.log.Info("proxy rests before its next reload: its last one was slow", "container", name,
@@ -245,8 +249,13 @@ func (d *Batcher) reloadQueue(ctx context.Context, id string) {
 		}
 
 		d.mu.Lock()
-		if rep.Reloaded && took >= d.restFrom {
-			q.restUntil = time.Now().Add(took)
+		if !rested {
+			q.spell = 0
+		}
+		var rest time.Duration
+		rest, q.spell = restAfter(rep.Reloaded, took, q.spell, d.restFrom, d.r.opts.Timeout)
+		if rest > 0 {
+			q.restUntil = time.Now().Add(rest)
 		}
 		d.byProxy[px.ID] = ProxyReload{Last: rep.ForProxy(), RestUntil: q.restUntil}
 		for _, c := range certs {
@@ -263,4 +272,28 @@ func (d *Batcher) reloadQueue(ctx context.Context, id string) {
 		}
 		d.mu.Unlock()
 	}
+}
+
+// restAfter is the rest a proxy takes after a reload whose own work took
+// took, and how long its busy spell will have lasted when that rest ends.
+// spell is how long the spell had lasted before this reload (its slow
+// reloads' own work and its rests; zero when the reload began on a proxy
+// at rest, nothing having waited for a rest). After a fast reload (under
+// from) there is none, and the spell ends; after a round that sent no
+// signal there is none, and the spell stands; after a slow one, as long as
+// the spell has lasted, this reload included: the first of a burst rests as
+// long as it took, and each rest after is as long as all that came before
+// it, so the rests double. A proxy spends at most half its time reloading,
+// and a burst of any length costs it a few reloads (their starts at 0, 2,
+// 6, 14 times a reload's time). Never longer than limit (the reload
+// timeout: a deployment's deadline counts one rest of at most that).
+func restAfter(reloaded bool, took, spell, from, limit time.Duration) (rest, lasted time.Duration) {
+	switch {
+	case !reloaded:
+		return 0, spell
+	case took < from:
+		return 0, 0
+	}
+	rest = min(spell+took, limit)
+	return rest, spell + took + rest
 }

@@ -57,6 +57,7 @@ type fakeNginx struct {
 	ip, port     string
 	startedAt    time.Time     // the container's start, as inspect says
 	gate         chan struct{} // when set, each config test waits for it
+	slow         time.Duration // each config test takes this long
 }
 
 func (f *fakeNginx) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
@@ -101,6 +102,15 @@ func (f *fakeNginx) ExecOutput(ctx context.Context, execID string) (io.ReadClose
 		select {
 		case <-f.gate:
 		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if f.slow > 0 {
+		t := time.NewTimer(f.slow)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
 			return nil, ctx.Err()
 		}
 	}
@@ -599,22 +609,34 @@ func TestReportSummaryIsOneWordPerStep(t *testing.T) {
 	}
 }
 
+// reloadLog is what a Batcher reported, and when each report came.
+type reloadLog struct {
+	mu      sync.Mutex
+	reports []Report
+	ends    []time.Time
+}
+
+// restingBatcher batches for f's one proxy (listening on port), with no
+// bound to wait for, and rests after a reload of restFrom or more.
+func restingBatcher(f *fakeNginx, port int, restFrom time.Duration) (*Batcher, *reloadLog) {
+	rl := &reloadLog{}
+	r := reloader(f)
+	r.opts.Timeout = 10 * time.Second
+	d := NewBatcher(r, time.Hour, func(rep Report) {
+		rl.mu.Lock()
+		rl.reports, rl.ends = append(rl.reports, rep), append(rl.ends, time.Now())
+		rl.mu.Unlock()
+	})
+	d.restFrom = restFrom
+	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
+	return d, rl
+}
+
 func TestBatcherRestsAProxyAfterASlowReload(t *testing.T) {
 	f, _, fp := newFake(t)
 	port, _ := strconv.Atoi(f.port)
 	f.gate = make(chan struct{})
-	var mu sync.Mutex
-	var reports []Report
-	var ends []time.Time
-	r := reloader(f)
-	r.opts.Timeout = 10 * time.Second
-	d := NewBatcher(r, time.Hour, func(rep Report) {
-		mu.Lock()
-		reports, ends = append(reports, rep), append(ends, time.Now())
-		mu.Unlock()
-	})
-	d.restFrom = 300 * time.Millisecond
-	d.SetProxies([]Proxy{{ID: "n1", Name: "nginx", TLSPort: port}})
+	d, rl := restingBatcher(f, port, 300*time.Millisecond)
 	deploy := func(name string) error {
 		return d.Deploy(context.Background(), Cert{Name: name, Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, false)
 	}
@@ -634,17 +656,17 @@ func TestBatcherRestsAProxyAfterASlowReload(t *testing.T) {
 			t.Fatalf("Deploy: %v", err)
 		}
 	}
-	mu.Lock()
-	if len(reports) != 2 || !slices.Equal(reports[1].Certs, []string{"b", "c"}) && !slices.Equal(reports[1].Certs, []string{"c", "b"}) {
-		t.Fatalf("reports = %+v; want two: a, then b and c together", reports)
+	rl.mu.Lock()
+	if len(rl.reports) != 2 || !slices.Equal(rl.reports[1].Certs, []string{"b", "c"}) && !slices.Equal(rl.reports[1].Certs, []string{"c", "b"}) {
+		t.Fatalf("reports = %+v; want two: a, then b and c together", rl.reports)
 	}
 	// a's reload took about a second (its config test waited for the
 	// gate); without a rest b's would begin within milliseconds.
-	slow := ends[0].Sub(reports[0].At)
-	if rested := reports[1].At.Sub(ends[0]); rested < slow/2 {
+	slow := rl.ends[0].Sub(rl.reports[0].At)
+	if rested := rl.reports[1].At.Sub(rl.ends[0]); rested < slow/2 {
 		t.Errorf("the next reload began %s after a reload that took %s; want a rest as long", rested, slow)
 	}
-	mu.Unlock()
+	rl.mu.Unlock()
 
 	// A fast reload is followed by none.
 	d.mu.Lock()
@@ -657,10 +679,103 @@ func TestBatcherRestsAProxyAfterASlowReload(t *testing.T) {
 	if err := deploy("e"); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(reports) != 4 || reports[3].At.Sub(began) > time.Second {
-		t.Errorf("after a fast reload the next began %s later (reports %+v)", reports[len(reports)-1].At.Sub(began), reports)
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if len(rl.reports) != 4 || rl.reports[3].At.Sub(began) > time.Second {
+		t.Errorf("after a fast reload the next began %s later (reports %+v)", rl.reports[len(rl.reports)-1].At.Sub(began), rl.reports)
+	}
+}
+
+func TestRestAfter(t *testing.T) {
+	const from, limit = 5 * time.Second, 2 * time.Minute
+	tests := []struct {
+		desc                 string
+		reloaded             bool
+		took, spell          time.Duration
+		wantRest, wantLasted time.Duration
+	}{
+		{desc: "a fast reload: no rest, the spell ends", reloaded: true, took: time.Second, spell: 40 * time.Second, wantRest: 0, wantLasted: 0},
+		{desc: "the first slow one of a spell: as long as it took", reloaded: true, took: 20 * time.Second,
+			wantRest: 20 * time.Second, wantLasted: 40 * time.Second},
+		{desc: "the second, back to back: as long as all before it (reload, rest, reload)", reloaded: true, took: 18 * time.Second, spell: 40 * time.Second,
+			wantRest: 58 * time.Second, wantLasted: 116 * time.Second},
+		{desc: "a long spell: never past the reload timeout", reloaded: true, took: 20 * time.Second, spell: 116 * time.Second,
+			wantRest: limit, wantLasted: 256 * time.Second},
+		{desc: "no signal sent (all served, or the config test failed): no rest, the spell stands", reloaded: false, took: 9 * time.Second,
+			spell: 40 * time.Second, wantRest: 0, wantLasted: 40 * time.Second},
+		{desc: "exactly the threshold counts as slow", reloaded: true, took: from, wantRest: from, wantLasted: 2 * from},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			rest, lasted := restAfter(tc.reloaded, tc.took, tc.spell, from, limit)
+			if rest != tc.wantRest || lasted != tc.wantLasted {
+				t.Errorf("restAfter(%v, %s, %s) = %s, %s; want %s, %s", tc.reloaded, tc.took, tc.spell, rest, lasted, tc.wantRest, tc.wantLasted)
+			}
+		})
+	}
+}
+
+// A burst that keeps a slow proxy reloading back to back makes it rest
+// longer each time (as long as the spell so far); once it had nothing
+// waiting when a rest ended, the next slow reload rests as long as itself.
+func TestBatcherRestsLongerAsABurstGoesOn(t *testing.T) {
+	f, _, _ := newFake(t)
+	port, _ := strconv.Atoi(f.port)
+	f.slow = 300 * time.Millisecond
+	d, rl := restingBatcher(f, port, 200*time.Millisecond)
+	// Each deployment is a new certificate, which only a reload serves.
+	deploy := func(name string) <-chan error {
+		next, fp := selfSignedCert(t, "a.example.com")
+		f.mu.Lock()
+		f.pending = next
+		f.mu.Unlock()
+		errc := make(chan error, 1)
+		go func() {
+			errc <- d.Deploy(context.Background(), Cert{Name: name, Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, false)
+		}()
+		return errc
+	}
+	reloads := func() int { rl.mu.Lock(); defer rl.mu.Unlock(); return len(rl.reports) }
+	resting := func() bool { d.mu.Lock(); defer d.mu.Unlock(); return time.Now().Before(d.queues["n1"].restUntil) }
+	wait := func(errc <-chan error) {
+		t.Helper()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("Deploy: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a deployment was not proven within 20 s")
+		}
+	}
+	// Three reloads back to back: b and c each come while the proxy rests.
+	wait(deploy("a"))
+	for _, name := range []string{"b", "c"} {
+		waitFor(t, 10*time.Second, resting)
+		wait(deploy(name))
+	}
+	rl.mu.Lock()
+	if len(rl.reports) != 3 {
+		t.Fatalf("reports = %+v; want three reloads", rl.reports)
+	}
+	took := func(i int) time.Duration { return rl.reports[i].loadTook() }
+	// The second rest is as long as the first reload, its rest and the second.
+	if gap := rl.reports[2].At.Sub(rl.ends[1]); gap < 2*took(0)+took(1) {
+		t.Errorf("the third reload began %s after the second; want a rest as long as the spell before it (2 x %s + %s)", gap, took(0), took(1))
+	}
+	spell := 4*took(0) + 2*took(1) + took(2)
+	rl.mu.Unlock()
+
+	// Nothing waits when its rest ends: the spell is over, and the next
+	// slow reload rests as long as itself only.
+	waitFor(t, 20*time.Second, func() bool { return !resting() })
+	wait(deploy("d"))
+	waitFor(t, 10*time.Second, func() bool { return reloads() == 4 })
+	d.mu.Lock()
+	rest := time.Until(d.queues["n1"].restUntil)
+	d.mu.Unlock()
+	if rest >= spell {
+		t.Errorf("after a spell of %s and a rest with nothing waiting, the next reload rests %s; want as long as itself only", spell, rest)
 	}
 }
 

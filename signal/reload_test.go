@@ -98,9 +98,12 @@ func (f *fakeNginx) ContainerExecCreate(ctx context.Context, id string, o contai
 }
 
 func (f *fakeNginx) ExecOutput(ctx context.Context, execID string) (io.ReadCloser, error) {
-	if f.gate != nil {
+	f.mu.Lock()
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
 		select {
-		case <-f.gate:
+		case <-gate:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -718,29 +721,49 @@ func TestRestAfter(t *testing.T) {
 // A burst that keeps a slow proxy reloading back to back makes it rest
 // longer each time (as long as the spell so far); once it had nothing
 // waiting when a rest ended, the next slow reload rests as long as itself.
+// Each next certificate is handed over while the reload before it is held
+// at its config test, so it waits for that reload's rest whatever the
+// machine's speed.
 func TestBatcherRestsLongerAsABurstGoesOn(t *testing.T) {
 	f, _, _ := newFake(t)
 	port, _ := strconv.Atoi(f.port)
 	f.slow = 300 * time.Millisecond
 	d, rl := restingBatcher(f, port, 200*time.Millisecond)
-	// Each deployment is a new certificate, which only a reload serves.
-	deploy := func(name string) <-chan error {
-		next, fp := selfSignedCert(t, "a.example.com")
+	set := func(gate chan struct{}, serveNext *tls.Certificate) {
 		f.mu.Lock()
-		f.pending = next
-		f.mu.Unlock()
-		errc := make(chan error, 1)
+		defer f.mu.Unlock()
+		f.gate = gate
+		if serveNext != nil {
+			f.pending = serveNext // what the next HUP makes it serve
+		}
+	}
+	// Each deployment is a new certificate, which only a reload serves.
+	type cert struct {
+		tls  *tls.Certificate
+		errc chan error
+	}
+	deploy := func(name string) cert {
+		next, fp := selfSignedCert(t, "a.example.com")
+		c := cert{next, make(chan error, 1)}
 		go func() {
-			errc <- d.Deploy(context.Background(), Cert{Name: name, Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, false)
+			c.errc <- d.Deploy(context.Background(), Cert{Name: name, Domains: []string{"a.example.com"}, Serial: "s", Fingerprint: fp}, false)
 		}()
-		return errc
+		return c
+	}
+	queued := func(n int) func() bool {
+		return func() bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			q := d.queues["n1"]
+			return q != nil && q.running && len(q.certs) == n
+		}
 	}
 	reloads := func() int { rl.mu.Lock(); defer rl.mu.Unlock(); return len(rl.reports) }
 	resting := func() bool { d.mu.Lock(); defer d.mu.Unlock(); return time.Now().Before(d.queues["n1"].restUntil) }
-	wait := func(errc <-chan error) {
+	wait := func(c cert) {
 		t.Helper()
 		select {
-		case err := <-errc:
+		case err := <-c.errc:
 			if err != nil {
 				t.Fatalf("Deploy: %v", err)
 			}
@@ -748,12 +771,31 @@ func TestBatcherRestsLongerAsABurstGoesOn(t *testing.T) {
 			t.Fatal("a deployment was not proven within 20 s")
 		}
 	}
-	// Three reloads back to back: b and c each come while the proxy rests.
-	wait(deploy("a"))
+
+	// Three reloads back to back: b comes while a's reload runs, c while
+	// b's does; each waits for the rest after the one before.
+	gate := make(chan struct{})
+	set(gate, nil)
+	a := deploy("a")
+	set(gate, a.tls)
+	waitFor(t, 10*time.Second, queued(0)) // a's reload holds at its config test
+	prev := a
 	for _, name := range []string{"b", "c"} {
-		waitFor(t, 10*time.Second, resting)
-		wait(deploy(name))
+		next := deploy(name)
+		waitFor(t, 10*time.Second, queued(1))
+		held := gate
+		gate = make(chan struct{})
+		set(gate, nil)
+		close(held) // the reload before it ends, then the proxy rests
+		wait(prev)
+		set(gate, next.tls)
+		waitFor(t, 10*time.Second, queued(0)) // next's reload, after the rest, holds at its config test
+		prev = next
 	}
+	set(nil, nil)
+	close(gate)
+	wait(prev)
+
 	rl.mu.Lock()
 	if len(rl.reports) != 3 {
 		t.Fatalf("reports = %+v; want three reloads", rl.reports)
@@ -768,8 +810,13 @@ func TestBatcherRestsLongerAsABurstGoesOn(t *testing.T) {
 
 	// Nothing waits when its rest ends: the spell is over, and the next
 	// slow reload rests as long as itself only.
-	waitFor(t, 20*time.Second, func() bool { return !resting() })
-	wait(deploy("d"))
+	waitFor(t, 30*time.Second, func() bool { return !resting() })
+	gate = make(chan struct{})
+	set(gate, nil)
+	e := deploy("d")
+	set(gate, e.tls)
+	close(gate) // its HUP comes after this: it serves d
+	wait(e)
 	waitFor(t, 10*time.Second, func() bool { return reloads() == 4 })
 	d.mu.Lock()
 	rest := time.Until(d.queues["n1"].restUntil)

@@ -61,16 +61,6 @@ func TestClusterFaults(t *testing.T) {
 		h.startApp(name, map[string]string{"domains": domain, "name": name})
 	}
 	serial := waitAllServe(t, hosts, "pebble-clfault-ca", name, domain, "")
-	caLog := func() string { out, _ := docker("logs", pebble); return out }
-	issuedAtCA := func() []string {
-		var out []string
-		for _, line := range strings.Split(caLog(), "\n") {
-			if _, after, ok := strings.Cut(line, "Issued certificate serial "); ok {
-				out = append(out, strings.Fields(after)[0])
-			}
-		}
-		return out
-	}
 	known := map[string]bool{} // serials some host recorded (history or served)
 	record := func() {
 		for _, h := range hosts {
@@ -119,14 +109,14 @@ func TestClusterFaults(t *testing.T) {
 		serial = waitAllServeWithin(t, 4*time.Minute, hosts, "pebble-clfault-ca", name, domain, "")
 		slowest = max(slowest, time.Since(healed))
 		record()
-		for _, s := range issuedAtCA() {
+		for _, s := range issuedAtCA(pebble) {
 			if !known[s] {
 				lost++
 				t.Errorf("fault %d (%s on %s): serial %s, issued by the CA, reached no host", i, kind, hosts[victim].name, s)
 				known[s] = true // counted once
 			}
 		}
-		if issued := len(issuedAtCA()); issued > asked {
+		if issued := len(issuedAtCA(pebble)); issued > asked {
 			t.Fatalf("fault %d (%s): the CA issued %d certificates for %d renewals asked", i, kind, issued, asked)
 		}
 		for _, h := range hosts {
@@ -136,7 +126,7 @@ func TestClusterFaults(t *testing.T) {
 			}
 		}
 	}
-	issued := len(issuedAtCA())
+	issued := len(issuedAtCA(pebble))
 	orders := newOrders(t, pebble)
 	t.Logf("MEASURE cluster faults: %d faults (%v) in %s; renewals asked %d, CA orders %d, certificates issued %d, lost %d; slowest convergence after a fault ended %s; final serial %s everywhere",
 		faults, counts, time.Since(start).Round(time.Second), asked, orders, issued, lost, slowest.Round(100*time.Millisecond), serial)

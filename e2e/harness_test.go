@@ -950,3 +950,31 @@ func newOrders(t *testing.T, pebble string) int {
 	}
 	return strings.Count(out, "Added order")
 }
+
+// issuedAtCA lists the serials of the certificates a Pebble container
+// issued, from its log.
+func issuedAtCA(pebble string) []string {
+	out, _ := docker("logs", pebble)
+	var serials []string
+	for _, line := range strings.Split(out, "\n") {
+		if _, after, ok := strings.Cut(line, "Issued certificate serial "); ok {
+			serials = append(serials, strings.Fields(after)[0])
+		}
+	}
+	return serials
+}
+
+// failedOrders counts the orders edgecert instances placed that failed
+// (their own, not "an order by another host failed"): each one the need
+// it was for is ordered again, at its retry.
+func failedOrders(hosts []*stack) int {
+	n := 0
+	for _, h := range hosts {
+		for _, line := range strings.Split(h.logs(), "\n") {
+			if strings.Contains(line, `msg="order failed; will retry"`) && !strings.Contains(line, `err="an order by `) {
+				n++
+			}
+		}
+	}
+	return n
+}

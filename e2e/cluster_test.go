@@ -573,12 +573,13 @@ func TestClusterHostCut(t *testing.T) {
 		t.Errorf("the cut host: %v (want the old %s still served)", err, first)
 	}
 	// Two needs (the first certificate, the forced renewal): two
-	// certificates issued, and two orders but for those that failed (a CA
-	// too slow to answer an order within 30 s on a loaded machine: the
-	// need is ordered again at its retry).
+	// certificates issued, and at most two orders but for those that
+	// failed (a CA too slow to answer an order within 30 s on a loaded
+	// machine: the need is ordered again at its retry; a request that
+	// failed before the CA added its order adds none).
 	orders := newOrders(t, pebble)
-	if issued, failed := len(issuedAtCA(pebble)), failedOrders(hosts); issued != 2 || orders != 2+failed {
-		t.Errorf("%d orders, %d of them failed, %d certificates issued (want 2 orders but for the failed ones, 2 issued)", orders, failed, issued)
+	if issued, failed := len(issuedAtCA(pebble)), failedOrders(hosts); issued != 2 || orders > 2+failed {
+		t.Errorf("%d orders, %d failed, %d certificates issued (want at most 2 orders but for the failed ones, 2 issued)", orders, failed, issued)
 	}
 	relay.setCut(false)
 	if got := waitAllServe(t, hosts, "pebble-clcut", "cut", domain, first); got != second {
